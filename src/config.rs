@@ -1,0 +1,267 @@
+//! Every tunable of the server, read from command-line flags or `SLUICE_*` environment variables
+//! (a flag wins over its variable), validated once, with units in the types.
+//!
+//! Knows nothing of hyper or the hub; [`Config::hub_settings`] is the one translation point.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::hub;
+
+/// Default per-connection queue length. At one frame per event, 256 pending frames is several
+/// seconds of a busy channel: enough to ride out a GC pause or a congested link, small enough
+/// that a stalled reader is cut off (and resumes) long before it matters for memory.
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 256;
+
+/// Default cap on concurrent streams, per the connection manager Sluice replaces.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Default cap on request bodies: 64 KiB holds any reasonable event, and caps what one bad request
+/// can make the server buffer.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// The server's configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A single-binary Server-Sent Events hub"
+)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port (printed at start).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// Worker threads, each with its own runtime, listener and shard. Default: available cores.
+    #[arg(long, env = "SLUICE_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Frames that may wait for one stream before it is disconnected as a slow consumer.
+    #[arg(long, env = "SLUICE_CHANNEL_CAPACITY", default_value_t = DEFAULT_CHANNEL_CAPACITY)]
+    pub channel_capacity: usize,
+
+    /// Period of the `: heartbeat` comment sent to idle streams (e.g. `15s`, `500ms`).
+    #[arg(long, env = "SLUICE_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Reconnection delay announced to clients in the `retry:` field at connect.
+    #[arg(long, env = "SLUICE_RETRY", default_value = "3s", value_parser = parse_duration)]
+    pub retry: Duration,
+
+    /// Most concurrent streams. Past it, EventSource clients get a jittered `retry:` and a close;
+    /// other requests get 503.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Largest accepted request body (bytes, or with a suffix: `64KiB`, `1MiB`, `64k`).
+    #[arg(long, env = "SLUICE_MAX_BODY", default_value = "64KiB", value_parser = parse_size)]
+    pub max_body: usize,
+
+    /// Origins allowed by CORS, comma-separated; `*` allows any.
+    #[arg(
+        long,
+        env = "SLUICE_CORS_ORIGIN",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_origin: Vec<String>,
+
+    /// Close streams that received no event (heartbeats aside) for this long. Off by default.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// How long shutdown waits for streams to end before the process exits anyway.
+    #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// A configuration that parsed but makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A value is out of its valid range.
+    Invalid {
+        /// The flag.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Invalid { key, reason } => write!(f, "invalid --{key}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks the values that clap cannot check by type.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.workers == Some(0) {
+            return invalid("workers", "must be at least 1");
+        }
+        if self.channel_capacity == 0 {
+            return invalid("channel-capacity", "must be at least 1");
+        }
+        if self.heartbeat_interval.is_zero() {
+            return invalid("heartbeat-interval", "must be greater than zero");
+        }
+        if self.max_connections == 0 {
+            return invalid("max-connections", "must be at least 1");
+        }
+        if self.max_body == 0 {
+            return invalid("max-body", "must be at least 1 byte");
+        }
+        if self.idle_timeout.is_some_and(|d| d.is_zero()) {
+            return invalid(
+                "idle-timeout",
+                "must be greater than zero (omit it to disable)",
+            );
+        }
+        if self.cors_origin.iter().any(|o| o.trim().is_empty()) {
+            return invalid("cors-origin", "origins must not be empty");
+        }
+        Ok(())
+    }
+
+    /// Worker threads to run on a machine with `available` cores.
+    pub fn workers_for(&self, available: usize) -> usize {
+        cores_to_use(available, self.workers)
+    }
+
+    /// The hub's share of the configuration.
+    pub fn hub_settings(&self, shards: usize) -> hub::Settings {
+        hub::Settings {
+            shards,
+            channel_capacity: self.channel_capacity,
+            heartbeat: self.heartbeat_interval,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            retry: self.retry,
+        }
+    }
+}
+
+/// Workers to start: the explicit count if given, else one per available core (at least one).
+pub fn cores_to_use(available: usize, requested: Option<usize>) -> usize {
+    requested.unwrap_or(available).max(1)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("{e} (examples: 15s, 500ms, 2m)"))
+}
+
+/// Parses a byte size: a plain number, or a number with `k`/`KiB`/`KB`, `m`/`MiB`/`MB` (all
+/// binary multiples, case-insensitive).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 65536, 64KiB, 1MiB)"))?;
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        other => return Err(format!("unknown size unit '{other}' (use KiB or MiB)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = parse(&[]).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(cfg.max_body, 64 * 1024);
+        assert_eq!(cfg.max_connections, 10_000);
+        assert_eq!(cfg.cors_origin, vec!["*".to_owned()]);
+        assert_eq!(cfg.idle_timeout, None);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn flags() {
+        let cfg = parse(&[
+            "--listen=127.0.0.1:0",
+            "--workers=3",
+            "--heartbeat-interval=250ms",
+            "--max-body=1MiB",
+            "--cors-origin=https://a.example,https://b.example",
+            "--idle-timeout=2m",
+        ])
+        .unwrap();
+        assert_eq!(cfg.workers, Some(3));
+        assert_eq!(cfg.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(cfg.max_body, 1024 * 1024);
+        assert_eq!(cfg.cors_origin.len(), 2);
+        assert_eq!(cfg.idle_timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["--heartbeat-interval=soon"]).is_err());
+        assert!(parse(&["--max-body=12parsecs"]).is_err());
+        assert!(parse(&["--listen=nowhere"]).is_err());
+        for args in [
+            &["--workers=0"][..],
+            &["--channel-capacity=0"],
+            &["--heartbeat-interval=0s"],
+            &["--max-connections=0"],
+            &["--idle-timeout=0s"],
+        ] {
+            let cfg = parse(args).unwrap();
+            assert!(cfg.validate().is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn worker_count() {
+        for (available, requested, expected) in [
+            (2, None, 2),
+            (8, None, 8),
+            (0, None, 1),
+            (2, Some(4), 4),
+            (16, Some(1), 1),
+        ] {
+            assert_eq!(cores_to_use(available, requested), expected);
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("2 MiB"), Ok(2 * 1024 * 1024));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("KiB").is_err());
+        assert!(parse_size("1GiB").is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! The hyper glue: the per-worker accept loop, the HTTP/1 connection settings, and the service
+//! that routes each request to its handler. Handlers live one per file beside this one.
+//!
+//! Connections are served with `spawn_local` on the worker that accepted them, so a stream's
+//! response body, its hub entry and its socket all stay on one thread.
+
+mod body;
+mod cors;
+mod events;
+mod health;
+mod notify;
+mod request;
+mod response;
+mod route;
+mod stats;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::hub::{Hub, Shard, Topic};
+use crate::shutdown::{DrainGuard, Shutdown};
+use crate::sse::EventName;
+
+pub(crate) use body::Body;
+
+/// How long a client may take to send its request head. Slow-loris connections otherwise hold a
+/// slot and two buffers forever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after an accept error such as EMFILE, so a full descriptor table does not spin a core.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What every handler on one worker shares. Lives on that worker's thread only.
+pub(crate) struct Ctx {
+    pub(crate) hub: Hub,
+    pub(crate) shard: Rc<Shard>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) cors: cors::Cors,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) broadcast: Topic,
+    pub(crate) notification: EventName,
+    pub(crate) connected: EventName,
+}
+
+/// Accepts connections until shutdown and serves each on this worker.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shard: Rc<Shard>,
+    hub: Hub,
+    config: Arc<Config>,
+    mut shutdown: Shutdown,
+    drain: DrainGuard,
+) {
+    let ctx = Rc::new(Ctx {
+        hub,
+        shard,
+        cors: cors::Cors::new(&config.cors_origin),
+        config,
+        shutdown: shutdown.clone(),
+        broadcast: Topic::broadcast(),
+        notification: EventName::parse("notification").expect("a valid event name"),
+        connected: EventName::parse("connected").expect("a valid event name"),
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .writev(true)
+        .max_buf_size(64 * 1024);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.recv() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                if !is_transient(&error) {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), Service { ctx: ctx.clone() });
+        let mut shutdown = shutdown.clone();
+        let guard = drain.clone();
+        tokio::task::spawn_local(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.recv() => {
+                    // Streams end themselves (their shard sends each a retry and closes it);
+                    // this closes idle keep-alive connections and stops new requests.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                if !error.is_incomplete_message() {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            }
+            drop(guard);
+        });
+    }
+}
+
+fn is_transient(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    )
+}
+
+/// The per-connection service. Its future is [`Reply`], not a boxed `async fn`, so requests that
+/// answer at once (every stream open) keep hyper's in-flight slot small and drop the request
+/// (and with it hyper's read buffer) before the stream starts.
+struct Service {
+    ctx: Rc<Ctx>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Reply;
+
+    fn call(&self, request: Request<Incoming>) -> Reply {
+        route::dispatch(&self.ctx, request)
+    }
+}
+
+/// A response that is either ready now or still being produced (a request body being read).
+pub(crate) enum Reply {
+    Ready(Option<Response<Body>>),
+    Later(Pin<Box<dyn Future<Output = Response<Body>>>>),
+}
+
+impl Future for Reply {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Reply::Ready(response) => Poll::Ready(Ok(response
+                .take()
+                .expect("a Reply is not polled after completion"))),
+            Reply::Later(future) => future.as_mut().poll(cx).map(Ok),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Building responses: JSON bodies, and the one mapping from every handler error to its HTTP
+//! status and `{"error": ...}` body.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use super::Body;
+use crate::hub::HubError;
+
+/// Why a handler could not do what was asked.
+#[derive(Debug)]
+pub(crate) enum HandlerError {
+    /// No such route.
+    NotFound,
+    /// The route exists but not for this method; carries the `Allow` header value.
+    MethodNotAllowed(&'static str),
+    /// The request is malformed (JSON, fields, parameters).
+    BadRequest(String),
+    /// The body is larger than the configured limit (in bytes).
+    PayloadTooLarge(usize),
+    /// The body is not JSON.
+    UnsupportedMediaType,
+    /// The hub refused the operation.
+    Hub(HubError),
+}
+
+impl From<HubError> for HandlerError {
+    fn from(error: HubError) -> Self {
+        HandlerError::Hub(error)
+    }
+}
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "2";
+
+/// Converts an error into its response. Every status the API answers with an error comes from here.
+pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
+    let (status, message) = match &error {
+        HandlerError::NotFound => (StatusCode::NOT_FOUND, "not found".to_owned()),
+        HandlerError::MethodNotAllowed(_) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_owned(),
+        ),
+        HandlerError::BadRequest(reason) => (StatusCode::BAD_REQUEST, reason.clone()),
+        HandlerError::PayloadTooLarge(max) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {max} bytes"),
+        ),
+        HandlerError::UnsupportedMediaType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request body must be application/json".to_owned(),
+        ),
+        HandlerError::Hub(hub) => (StatusCode::SERVICE_UNAVAILABLE, hub.to_string()),
+    };
+    let mut response = json(status, &ErrorBody { error: &message });
+    let headers = response.headers_mut();
+    match error {
+        HandlerError::MethodNotAllowed(allow) => {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        HandlerError::Hub(_) => {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        _ => {}
+    }
+    response
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+/// A JSON response with the given status.
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

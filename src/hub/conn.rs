@@ -1,0 +1,334 @@
+//! One stream's end of the hub: the per-connection bounded queue ([`Conn`]) that the shard fills
+//! and the [`Subscription`] handle that the response body drains.
+//!
+//! Both halves live on the same worker thread (the shard that owns the connection), so the queue
+//! is a plain `RefCell<VecDeque<Bytes>>` plus a stored waker: no atomics, no allocation per frame,
+//! and an idle stream costs an empty `VecDeque` and a few words. The queue is bounded by the
+//! configured capacity; a push into a full queue evicts the connection instead of growing memory.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::shard::Shard;
+use super::ConnPermit;
+
+/// Most bytes joined into one body chunk when several frames are ready. Bigger batches save
+/// syscalls but hold a larger copy; 256 KiB already amortizes a loopback write over hundreds of
+/// typical frames.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// The id of a live connection. Its prefix names the shard that owns it (`s<shard>-<hex>`), so a
+/// request that arrives on another worker can be routed to the owner without a global table.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    shard: usize,
+    text: Rc<str>,
+}
+
+impl ConnId {
+    pub(crate) fn generate(shard: usize) -> Self {
+        let text = format!("s{shard}-{:016x}", fastrand::u64(..));
+        ConnId {
+            shard,
+            text: Rc::from(text),
+        }
+    }
+
+    /// Recovers the owning shard from an id's text, if it has the generated form.
+    pub fn shard_of(text: &str) -> Option<usize> {
+        let rest = text.strip_prefix('s')?;
+        let (shard, tail) = rest.split_once('-')?;
+        if tail.len() != 16 || !tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        shard.parse().ok()
+    }
+
+    /// The shard that owns the connection.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Receiving frames.
+    Open,
+    /// Sends what is queued, then ends the stream (shutdown, idle timeout).
+    Closing,
+    /// Evicted because its queue filled up; the stream is aborted.
+    Evicted,
+    /// The response body is gone; the shard drops the entry on its next sweep.
+    Closed,
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    Queued,
+    /// The queue was full: the connection is now evicted.
+    Full,
+    /// The connection no longer takes frames.
+    Gone,
+}
+
+/// The shard's view of one stream.
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    state: Cell<State>,
+    queue: RefCell<VecDeque<Bytes>>,
+    waker: Cell<Option<Waker>>,
+    capacity: usize,
+    /// Milliseconds since the hub's epoch at connect; feeds the average-age statistic.
+    pub(crate) connected_ms: u64,
+    /// Last time a frame other than a heartbeat was queued (for `--idle-timeout`).
+    last_event: Cell<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(id: ConnId, capacity: usize, connected_ms: u64) -> Self {
+        Conn {
+            id,
+            state: Cell::new(State::Open),
+            queue: RefCell::new(VecDeque::new()),
+            waker: Cell::new(None),
+            capacity,
+            connected_ms,
+            last_event: Cell::new(Instant::now()),
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state.get()
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state.get() == State::Open
+    }
+
+    /// Queues a frame without blocking. The hot path of fan-out: one refcount bump, no allocation
+    /// once the queue has grown to its working size.
+    pub(crate) fn push(&self, frame: &Bytes) -> Push {
+        if self.state.get() != State::Open {
+            return Push::Gone;
+        }
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= self.capacity {
+            drop(queue);
+            self.evict();
+            return Push::Full;
+        }
+        queue.push_back(frame.clone());
+        drop(queue);
+        self.last_event.set(Instant::now());
+        self.wake();
+        Push::Queued
+    }
+
+    /// Queues a heartbeat unless data is already waiting (which keeps the stream alive anyway).
+    pub(crate) fn push_heartbeat(&self, frame: &Bytes) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        let mut queue = self.queue.borrow_mut();
+        if queue.is_empty() {
+            queue.push_back(frame.clone());
+            drop(queue);
+            self.wake();
+        }
+    }
+
+    /// Queues a last frame regardless of capacity and ends the stream after it.
+    pub(crate) fn close_with(&self, last: Bytes) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        self.queue.borrow_mut().push_back(last);
+        self.state.set(State::Closing);
+        self.wake();
+    }
+
+    pub(crate) fn idle_since(&self) -> Instant {
+        self.last_event.get()
+    }
+
+    fn evict(&self) {
+        self.state.set(State::Evicted);
+        // Free the backlog now: a slow reader must not pin memory until it finally reads.
+        *self.queue.borrow_mut() = VecDeque::new();
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn mark_closed(&self) {
+        self.state.set(State::Closed);
+        *self.queue.borrow_mut() = VecDeque::new();
+        self.waker.take();
+    }
+}
+
+/// What [`Subscription::poll_recv`] yields.
+#[derive(Debug)]
+pub enum Recv {
+    /// One frame, or several joined so they leave in one write.
+    Frames(Bytes),
+    /// The stream ends normally (shutdown or idle timeout), after everything queued was sent.
+    End,
+    /// The stream was too slow and is cut off; the client reconnects and resumes.
+    Evicted,
+}
+
+/// A live stream registered in its shard. Dropping it removes the stream from the hub.
+pub struct Subscription {
+    conn: Rc<Conn>,
+    shard: Rc<Shard>,
+    _permit: ConnPermit,
+}
+
+impl Subscription {
+    pub(crate) fn new(conn: Rc<Conn>, shard: Rc<Shard>, permit: ConnPermit) -> Self {
+        Subscription {
+            conn,
+            shard,
+            _permit: permit,
+        }
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> &ConnId {
+        &self.conn.id
+    }
+
+    /// Takes every frame that is ready, or registers to be woken when one is.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Recv> {
+        let mut queue = self.conn.queue.borrow_mut();
+        if let Some(first) = queue.pop_front() {
+            let mut count = 1u64;
+            let out = if queue.is_empty() {
+                first
+            } else {
+                let mut total = first.len();
+                let mut take = 0;
+                for frame in queue.iter() {
+                    if total + frame.len() > MAX_BATCH_BYTES {
+                        break;
+                    }
+                    total += frame.len();
+                    take += 1;
+                }
+                let mut buf = BytesMut::with_capacity(total);
+                buf.put_slice(&first);
+                for frame in queue.drain(..take) {
+                    buf.put_slice(&frame);
+                }
+                count += take as u64;
+                buf.freeze()
+            };
+            drop(queue);
+            self.shard.note_delivered(count);
+            return Poll::Ready(Recv::Frames(out));
+        }
+        drop(queue);
+        match self.conn.state() {
+            State::Open => {
+                let waker = match self.conn.waker.take() {
+                    Some(old) if old.will_wake(cx.waker()) => old,
+                    _ => cx.waker().clone(),
+                };
+                self.conn.waker.set(Some(waker));
+                Poll::Pending
+            }
+            State::Closing | State::Closed => Poll::Ready(Recv::End),
+            State::Evicted => Poll::Ready(Recv::Evicted),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.conn.mark_closed();
+        self.shard.note_closed(&self.conn);
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.conn.id)
+            .field("state", &self.conn.state())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_id_names_its_shard() {
+        let id = ConnId::generate(3);
+        assert_eq!(id.shard(), 3);
+        assert_eq!(ConnId::shard_of(id.as_str()), Some(3));
+        assert_eq!(ConnId::shard_of("s1-0123456789abcdef"), Some(1));
+        for bad in [
+            "",
+            "s",
+            "s1",
+            "s1-",
+            "x1-0123456789abcdef",
+            "s1-0123",
+            "sa-0123456789abcdef",
+        ] {
+            assert_eq!(ConnId::shard_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn full_queue_evicts_and_frees() {
+        let conn = Conn::new(ConnId::generate(0), 2, 0);
+        let frame = Bytes::from_static(b"data: x\n\n");
+        assert_eq!(conn.push(&frame), Push::Queued);
+        assert_eq!(conn.push(&frame), Push::Queued);
+        assert_eq!(conn.push(&frame), Push::Full);
+        assert_eq!(conn.state(), State::Evicted);
+        assert!(conn.queue.borrow().is_empty());
+        assert_eq!(conn.push(&frame), Push::Gone);
+    }
+
+    #[test]
+    fn heartbeat_only_when_idle() {
+        let conn = Conn::new(ConnId::generate(0), 4, 0);
+        let beat = Bytes::from_static(b": heartbeat\n\n");
+        conn.push_heartbeat(&beat);
+        conn.push_heartbeat(&beat);
+        assert_eq!(conn.queue.borrow().len(), 1);
+    }
+}

@@ -1,0 +1,30 @@
+//! Sluice: a Server-Sent Events hub on raw hyper, one current-thread runtime per core.
+//!
+//! # Layout
+//!
+//! - [`config`]: every tunable, from flags and `SLUICE_*` variables, validated once.
+//! - [`runtime`]: one OS thread per worker, each with a tokio current-thread runtime, its own
+//!   `SO_REUSEPORT` listener and its own [`hub::Shard`]. Starting and stopping the server.
+//! - [`shutdown`]: the shutdown signal and the drain.
+//! - `http`: the hyper glue (accept loop, routing, one file per handler, error → status mapping).
+//!   Private: nothing imports it.
+//! - [`hub`]: fan-out without HTTP. [`hub::Hub`] is the cheap-clone handle publishers use;
+//!   each [`hub::Shard`] owns one worker's connections and subscriber index.
+//! - [`sse`]: the wire format without IO: encoding frames once, and a spec-conformant parser.
+//!
+//! Dependencies point one way: `http → hub → sse`; `config` and `shutdown` are leaves.
+//!
+//! # The data path
+//!
+//! A publish is validated and encoded once into a `Bytes` frame, then handed to every shard's
+//! inbox (one message per shard). Each shard pushes a clone of the frame (a refcount bump) into
+//! the bounded queue of each local subscriber; a full queue disconnects that subscriber instead of
+//! slowing anyone else. A stream's response body drains its queue, joining every ready frame into
+//! one chunk so they leave in one write.
+
+pub mod config;
+mod http;
+pub mod hub;
+pub mod runtime;
+pub mod shutdown;
+pub mod sse;

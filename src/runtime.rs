@@ -1,0 +1,180 @@
+//! The executor: one OS thread per worker, each running a tokio current-thread runtime with a
+//! `LocalSet`, its own `SO_REUSEPORT` listener and its own hub shard.
+//!
+//! The kernel spreads incoming connections across the workers' listeners, so there is no shared
+//! accept queue and no work stealing: a connection, its shard entry and every frame written to it
+//! stay on one core. This file only builds sockets and threads; what runs on them lives in `http`
+//! and `hub`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::task::LocalSet;
+
+use crate::config::Config;
+use crate::hub::{Hub, Inbox, Shard};
+use crate::shutdown::{self, Shutdown, Trigger};
+
+/// Pending-connection queue per listener. A reconnect storm after a restart arrives all at once;
+/// a deep backlog lets the kernel hold it instead of refusing connections (capped by somaxconn).
+pub const LISTEN_BACKLOG: i32 = 8192;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    hub: Hub,
+    trigger: Trigger,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Binds the listeners and starts the workers. Returns once every listener is bound, so the
+/// address is ready for connections.
+pub fn start(config: Config) -> io::Result<Server> {
+    let available = std::thread::available_parallelism().map_or(1, usize::from);
+    let count = config.workers_for(available);
+    let listeners = bind_listeners(config.listen, count)?;
+    let local_addr = listeners[0].local_addr()?;
+    let (hub, inboxes) = Hub::new(config.hub_settings(count));
+    let (trigger, shutdown) = shutdown::channel();
+    let config = Arc::new(config);
+    let mut workers = Vec::with_capacity(count);
+    for (listener, inbox) in listeners.into_iter().zip(inboxes) {
+        let hub = hub.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("sluice-worker-{}", inbox.index()))
+            .spawn(move || run_worker(listener, inbox, hub, config, shutdown))?;
+        workers.push(handle);
+    }
+    Ok(Server {
+        local_addr,
+        hub,
+        trigger,
+        workers,
+    })
+}
+
+impl Server {
+    /// The address the listeners are bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The hub, for publishing from the embedding program.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Stops accepting, ends every stream with a jittered `retry:`, waits for connections to
+    /// close (each worker gives up after the configured shutdown timeout) and joins the workers.
+    pub fn shutdown(self) {
+        self.trigger.fire();
+        for worker in self.workers {
+            if worker.join().is_err() {
+                tracing::error!("a worker thread panicked during shutdown");
+            }
+        }
+    }
+}
+
+fn run_worker(
+    listener: std::net::TcpListener,
+    inbox: Inbox,
+    hub: Hub,
+    config: Arc<Config>,
+    shutdown: Shutdown,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot build a worker runtime");
+            return;
+        }
+    };
+    let local = LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "cannot register the listener");
+                return;
+            }
+        };
+        let shard = Shard::new(&hub, inbox);
+        tokio::task::spawn_local(shard.clone().run(shutdown.clone()));
+        let (drain, guard) = shutdown::drain();
+        crate::http::serve(listener, shard, hub, config.clone(), shutdown, guard).await;
+        if tokio::time::timeout(config.shutdown_timeout, drain.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown timeout reached; closing the remaining connections");
+        }
+    });
+}
+
+/// Binds `count` listeners on one address with `SO_REUSEPORT`. With port 0 the first listener
+/// picks the port and the others join it.
+fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let a second server silently share a port already in use by the
+        // same user. Probe it once without the option so that case fails loudly instead.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+        drop(probe);
+    }
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    let mut bound = addr;
+    for _ in 0..count {
+        let listener = bind_one(bound)?;
+        if bound.port() == 0 {
+            bound = listener.local_addr()?;
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_share_one_ephemeral_port() {
+        let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        assert_ne!(ports[0], 0);
+        assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn a_port_in_use_is_refused() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        assert!(bind_listeners(addr, 2).is_err());
+    }
+}
