@@ -269,3 +269,7 @@ impl Drop for ConnPermit {
     }
 }
 
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
