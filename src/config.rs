@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// can make the server buffer.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
+/// Default events retained per channel. A client that was away for 1 000 events of its channels
+/// is better served by a `reset` and a fresh fetch than by a replay burst; at a few hundred bytes
+/// per event that is a few hundred KiB per busy channel.
+pub const DEFAULT_HISTORY_SIZE: usize = 1_000;
+
 /// The server's configuration.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -72,6 +77,14 @@ pub struct Config {
     /// Close streams that received no event (heartbeats aside) for this long. Off by default.
     #[arg(long, env = "SLUICE_IDLE_TIMEOUT", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
+
+    /// Events retained per channel for resume (`Last-Event-ID`). 0 disables history.
+    #[arg(long, env = "SLUICE_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
+    pub history_size: usize,
+
+    /// Longest time an event is retained for resume (e.g. `1h`).
+    #[arg(long, env = "SLUICE_HISTORY_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub history_ttl: Duration,
 
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -129,6 +142,9 @@ impl Config {
                 "idle-timeout",
                 "must be greater than zero (omit it to disable)",
             );
+        }
+        if self.history_ttl.is_zero() {
+            return invalid("history-ttl", "must be greater than zero");
         }
         if self.cors_origin.iter().any(|o| o.trim().is_empty()) {
             return invalid("cors-origin", "origins must not be empty");

@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::task::LocalSet;
 
 use crate::config::Config;
-use crate::hub::{Hub, Inbox, Shard};
+use crate::hub::{History, Hub, Inbox, MemoryHistory, Shard};
 use crate::shutdown::{self, Shutdown, Trigger};
 
 /// Pending-connection queue per listener. A reconnect storm after a restart arrives all at once;
@@ -38,8 +38,13 @@ pub fn start(config: Config) -> io::Result<Server> {
     let count = config.workers_for(available);
     let listeners = bind_listeners(config.listen, count)?;
     let local_addr = listeners[0].local_addr()?;
-    let (hub, inboxes) = Hub::new(config.hub_settings(count));
+    let history = Arc::new(MemoryHistory::new(
+        config.history_size,
+        Some(config.history_ttl),
+    ));
+    let (hub, inboxes) = Hub::new(config.hub_settings(count), history.clone());
     let (trigger, shutdown) = shutdown::channel();
+    spawn_history_sweeper(history, shutdown.clone())?;
     let config = Arc::new(config);
     let mut workers = Vec::with_capacity(count);
     for (listener, inbox) in listeners.into_iter().zip(inboxes) {
@@ -80,6 +85,29 @@ impl Server {
             }
         }
     }
+}
+
+/// How often expired history is dropped. Expiry is also checked on every append and replay, so
+/// this only bounds how long the memory of a quiet channel lingers.
+pub const HISTORY_SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Expires history on its own thread, so no worker's event loop ever walks every channel.
+fn spawn_history_sweeper(history: Arc<MemoryHistory>, shutdown: Shutdown) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("sluice-history".to_owned())
+        .spawn(move || {
+            let tick = std::time::Duration::from_millis(100);
+            let mut waited = std::time::Duration::ZERO;
+            while !shutdown.is_fired() {
+                std::thread::sleep(tick);
+                waited += tick;
+                if waited >= HISTORY_SWEEP_PERIOD {
+                    history.sweep();
+                    waited = std::time::Duration::ZERO;
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn run_worker(

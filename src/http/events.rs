@@ -1,6 +1,7 @@
 //! `GET /events`: opens an event stream on this worker's shard.
 //!
-//! The stream starts with a `retry:` field and a `connected` event carrying the connection id.
+//! The stream starts with a `retry:` field and a `connected` event carrying the connection id,
+//! then (when resuming) the replay, then live events.
 //! When the connection limit is reached, an EventSource client still gets a 200 (any other status
 //! makes a browser give up for good) whose body is only a jittered `retry:`, then the stream
 //! closes; anything else gets a 503.
@@ -8,58 +9,62 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::query::StreamQuery;
+use super::response::{error_response, HandlerError};
+use super::{Body, Ctx};
+use crate::hub::{HubError, Open, OpenError};
+use crate::sse;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use serde::Serialize;
-
-use super::response::{error_response, HandlerError};
-use super::{Body, Ctx};
-use crate::hub::{ConnId, HubError};
-use crate::sse::{self, Event};
 
 /// Range of the reconnection delay sent to clients refused for the connection limit: long enough
 /// that a full server is not hammered, randomized so refused clients do not return in lockstep.
 const OVERLOAD_RETRY_MS: std::ops::RangeInclusive<u64> = 5_000..=15_000;
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Connected<'a> {
-    connection_id: &'a str,
-    worker: usize,
+/// Opens a stream. Drops the request before returning, so the stream holds nothing of it.
+///
+/// Channels come from `channel=` (none: the broadcast channel); the resume position from the
+/// `Last-Event-ID` header, or else the `lastEventId` / `last_event_id` query parameter (the header
+/// wins: a browser's automatic reconnect keeps the original URL but sends a fresh header).
+pub(crate) fn open(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Response<Body> {
+    match open_stream(ctx, request) {
+        Ok(response) => response,
+        Err(error) => error_response(error),
+    }
 }
 
-/// Opens a stream. Drops the request before returning, so the stream holds nothing of it.
-pub(crate) fn open(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Response<Body> {
+fn open_stream(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Result<Response<Body>, HandlerError> {
     let wants_stream = accepts_event_stream(request.headers());
     let version = request.version();
+    let mut query = StreamQuery::parse(request.uri().query())?;
+    let header_id = request
+        .headers()
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     drop(request);
-    let topics = [ctx.broadcast.clone()];
-    let retry = ctx.config.retry;
-    let worker = ctx.shard.index();
-    let opened = ctx.shard.open(&topics, |id: &ConnId| {
-        let data = serde_json::to_string(&Connected {
-            connection_id: id.as_str(),
-            worker,
-        })
-        .ok()?;
-        Some(
-            Event {
-                name: Some(&ctx.connected),
-                retry: Some(retry),
-                data: &data,
-                ..Event::default()
-            }
-            .encode(),
-        )
+    if query.channels.is_empty() {
+        query.channels.push(ctx.broadcast.clone());
+    }
+    let last_event_id = header_id.or(query.last_event_id);
+    let opened = ctx.shard.open(Open {
+        topics: &query.channels,
+        id: query.id.as_deref(),
+        last_event_id: last_event_id.as_deref(),
     });
     match opened {
-        Ok(subscription) => stream_response(version, Body::Stream(subscription)),
-        Err(HubError::TooManyConnections) if wants_stream => {
+        Ok(subscription) => Ok(stream_response(version, Body::Stream(subscription))),
+        Err(OpenError::Hub(HubError::TooManyConnections)) if wants_stream => {
             let delay = Duration::from_millis(fastrand::u64(OVERLOAD_RETRY_MS));
-            stream_response(version, Body::Full(Some(sse::retry(delay))))
+            Ok(stream_response(
+                version,
+                Body::Full(Some(sse::retry(delay))),
+            ))
         }
-        Err(error) => error_response(HandlerError::Hub(error)),
+        Err(OpenError::Hub(error)) => Err(HandlerError::Hub(error)),
+        Err(OpenError::IdTaken) => Err(HandlerError::Conflict(
+            "connection id is already in use by a live stream".to_owned(),
+        )),
     }
 }
 

@@ -9,10 +9,13 @@ mod cors;
 mod events;
 mod health;
 mod notify;
+mod publish;
+mod query;
 mod request;
 mod response;
 mod route;
 mod stats;
+mod subscribe;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -51,7 +54,6 @@ pub(crate) struct Ctx {
     pub(crate) shutdown: Shutdown,
     pub(crate) broadcast: Topic,
     pub(crate) notification: EventName,
-    pub(crate) connected: EventName,
 }
 
 /// Accepts connections until shutdown and serves each on this worker.
@@ -71,7 +73,6 @@ pub(crate) async fn serve(
         shutdown: shutdown.clone(),
         broadcast: Topic::broadcast(),
         notification: EventName::parse("notification").expect("a valid event name"),
-        connected: EventName::parse("connected").expect("a valid event name"),
     });
     let mut builder = http1::Builder::new();
     builder

@@ -1,18 +1,21 @@
 //! `POST /api/notify`: the tutorial's broadcast, validated and encoded once.
 //!
-//! Body: `{"message": <any JSON but null>, "type": "<event name>"?}`. Subscribers receive event
-//! `type` (default `notification`) with data `{"message": ..., "timestamp": "<RFC 3339>"}`.
+//! Body: `{"message": <any JSON but null>, "type"?: "<event name>", "channel"?: "<name>"}`.
+//! Subscribers of the channel (default: the broadcast channel) receive event `type` (default
+//! `notification`) with data `{"message": ..., "timestamp": "<RFC 3339>", "channel": "<name>"}`.
+//! Answers like `POST /api/publish`, with the event id and the channel's subscriber count.
 
 use std::time::SystemTime;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
+use super::publish::{channel, send};
 use super::request::read_json;
-use super::response::{json, HandlerError};
+use super::response::HandlerError;
 use super::{Body, Ctx};
-use crate::sse::{Event, EventName};
+use crate::sse::EventName;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,18 +23,14 @@ struct Notify {
     message: serde_json::Value,
     #[serde(rename = "type")]
     kind: Option<String>,
+    channel: Option<String>,
 }
 
 #[derive(Serialize)]
 struct Payload<'a> {
     message: &'a serde_json::Value,
     timestamp: String,
-}
-
-#[derive(Serialize)]
-struct Published {
-    success: bool,
-    clients: usize,
+    channel: &'a str,
 }
 
 /// Validates, encodes once and hands the event to every shard.
@@ -54,23 +53,12 @@ pub(crate) async fn publish(
             &custom
         }
     };
+    let topic = channel(ctx, notify.channel.as_deref())?;
     let data = serde_json::to_string(&Payload {
         message: &notify.message,
         timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        channel: topic.as_str(),
     })
     .map_err(|e| HandlerError::BadRequest(format!("cannot encode message: {e}")))?;
-    let frame = Event {
-        name: Some(name),
-        data: &data,
-        ..Event::default()
-    }
-    .encode();
-    ctx.hub.publish(&ctx.broadcast, frame)?;
-    Ok(json(
-        StatusCode::OK,
-        &Published {
-            success: true,
-            clients: ctx.hub.connections(),
-        },
-    ))
+    send(ctx, &topic, Some(name), &data)
 }

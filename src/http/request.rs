@@ -8,14 +8,46 @@ use serde::de::DeserializeOwned;
 
 use super::response::HandlerError;
 
-/// Reads and decodes a JSON body of at most `max` bytes.
-pub(crate) async fn read_json<T: DeserializeOwned>(
+/// How a request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    Json,
+    Text,
+    Other,
+}
+
+/// Classifies a body by its `Content-Type`.
+pub(crate) fn body_kind(headers: &http::HeaderMap) -> BodyKind {
+    if is_json(headers) {
+        return BodyKind::Json;
+    }
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if essence.eq_ignore_ascii_case("text/plain") {
+        BodyKind::Text
+    } else {
+        BodyKind::Other
+    }
+}
+
+/// Reads a UTF-8 text body of at most `max` bytes.
+pub(crate) async fn read_text(
     request: Request<Incoming>,
     max: usize,
-) -> Result<T, HandlerError> {
-    if !is_json(request.headers()) {
-        return Err(HandlerError::UnsupportedMediaType);
-    }
+) -> Result<String, HandlerError> {
+    let body = read_limited(request, max).await?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| HandlerError::BadRequest("request body is not valid UTF-8".to_owned()))
+}
+
+async fn read_limited(
+    request: Request<Incoming>,
+    max: usize,
+) -> Result<bytes::Bytes, HandlerError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -24,7 +56,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     if declared.is_some_and(|len| len > max as u64) {
         return Err(HandlerError::PayloadTooLarge(max));
     }
-    let body = Limited::new(request.into_body(), max)
+    Ok(Limited::new(request.into_body(), max)
         .collect()
         .await
         .map_err(|error| {
@@ -34,7 +66,18 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
                 HandlerError::BadRequest("could not read the request body".to_owned())
             }
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+/// Reads and decodes a JSON body of at most `max` bytes.
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    request: Request<Incoming>,
+    max: usize,
+) -> Result<T, HandlerError> {
+    if !is_json(request.headers()) {
+        return Err(HandlerError::UnsupportedMediaType);
+    }
+    let body = read_limited(request, max).await?;
     serde_json::from_slice(&body).map_err(|error| HandlerError::BadRequest(json_error(&error)))
 }
 

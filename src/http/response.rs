@@ -23,6 +23,10 @@ pub(crate) enum HandlerError {
     UnsupportedMediaType,
     /// The hub refused the operation.
     Hub(HubError),
+    /// A named resource (connection, room, user) does not exist.
+    Missing(String),
+    /// The request conflicts with live state (a connection id in use).
+    Conflict(String),
 }
 
 impl From<HubError> for HandlerError {
@@ -52,6 +56,8 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
             "request body must be application/json".to_owned(),
         ),
         HandlerError::Hub(hub) => (StatusCode::SERVICE_UNAVAILABLE, hub.to_string()),
+        HandlerError::Missing(what) => (StatusCode::NOT_FOUND, what.clone()),
+        HandlerError::Conflict(why) => (StatusCode::CONFLICT, why.clone()),
     };
     let mut response = json(status, &ErrorBody { error: &message });
     let headers = response.headers_mut();

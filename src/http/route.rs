@@ -7,7 +7,7 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 use super::response::{error_response, HandlerError};
-use super::{events, health, notify, stats, Ctx, Reply};
+use super::{events, health, notify, publish, stats, subscribe, Ctx, Reply};
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,12 @@ pub(crate) enum Route {
     Events,
     /// `POST /api/notify`: broadcast a notification.
     Notify,
+    /// `POST /api/publish`: publish on a channel.
+    Publish,
+    /// `POST /subscribe`: add a channel to a live stream.
+    Subscribe,
+    /// `POST /unsubscribe`: remove a channel from a live stream.
+    Unsubscribe,
     /// `GET /stats`: hub statistics.
     Stats,
     /// `GET /healthz`: liveness and readiness.
@@ -34,6 +40,9 @@ impl Route {
         let (route, allow) = match path {
             "/events" => (Route::Events, "GET, HEAD, OPTIONS"),
             "/api/notify" => (Route::Notify, "POST, OPTIONS"),
+            "/api/publish" => (Route::Publish, "POST, OPTIONS"),
+            "/subscribe" => (Route::Subscribe, "POST, OPTIONS"),
+            "/unsubscribe" => (Route::Unsubscribe, "POST, OPTIONS"),
             "/stats" => (Route::Stats, "GET, HEAD, OPTIONS"),
             "/healthz" => (Route::Health, "GET, HEAD, OPTIONS"),
             _ => return Route::NotFound,
@@ -42,7 +51,9 @@ impl Route {
             return Route::Preflight;
         }
         let takes = match route {
-            Route::Notify => *method == Method::POST,
+            Route::Notify | Route::Publish | Route::Subscribe | Route::Unsubscribe => {
+                *method == Method::POST
+            }
             _ => *method == Method::GET || *method == Method::HEAD,
         };
         if takes {
@@ -64,12 +75,16 @@ pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
         Route::Preflight => ctx.cors.preflight(),
         Route::MethodNotAllowed(allow) => error_response(HandlerError::MethodNotAllowed(allow)),
         Route::NotFound => error_response(HandlerError::NotFound),
-        Route::Notify => {
+        Route::Notify | Route::Publish | Route::Subscribe | Route::Unsubscribe => {
             let ctx = ctx.clone();
             return Reply::Later(Box::pin(async move {
-                let mut response = notify::publish(&ctx, request)
-                    .await
-                    .unwrap_or_else(error_response);
+                let result = match route {
+                    Route::Notify => notify::publish(&ctx, request).await,
+                    Route::Publish => publish::publish(&ctx, request).await,
+                    Route::Subscribe => subscribe::change(&ctx, request, true).await,
+                    _ => subscribe::change(&ctx, request, false).await,
+                };
+                let mut response = result.unwrap_or_else(error_response);
                 ctx.cors.apply(allowed_origin, response.headers_mut());
                 response
             }));
@@ -90,6 +105,14 @@ mod tests {
             (Method::GET, "/events", Route::Events),
             (Method::HEAD, "/events", Route::Events),
             (Method::POST, "/api/notify", Route::Notify),
+            (Method::POST, "/api/publish", Route::Publish),
+            (Method::POST, "/subscribe", Route::Subscribe),
+            (Method::POST, "/unsubscribe", Route::Unsubscribe),
+            (
+                Method::GET,
+                "/subscribe",
+                Route::MethodNotAllowed("POST, OPTIONS"),
+            ),
             (Method::GET, "/stats", Route::Stats),
             (Method::GET, "/healthz", Route::Health),
             (Method::OPTIONS, "/events", Route::Preflight),

@@ -16,12 +16,15 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::shard::Shard;
-use super::ConnPermit;
+use super::{ConnPermit, Topic};
 
 /// Most bytes joined into one body chunk when several frames are ready. Bigger batches save
 /// syscalls but hold a larger copy; 256 KiB already amortizes a loopback write over hundreds of
 /// typical frames.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Longest client-chosen connection id.
+pub const MAX_CONN_ID_LEN: usize = 64;
 
 /// The id of a live connection. Its prefix names the shard that owns it (`s<shard>-<hex>`), so a
 /// request that arrives on another worker can be routed to the owner without a global table.
@@ -38,6 +41,38 @@ impl ConnId {
             shard,
             text: Rc::from(text),
         }
+    }
+
+    /// An id chosen by the client (`GET /events?id=...`), already validated with
+    /// [`ConnId::check_custom`].
+    pub(crate) fn custom(shard: usize, text: &str) -> Self {
+        ConnId {
+            shard,
+            text: Rc::from(text),
+        }
+    }
+
+    /// Whether this id was chosen by the client (and so sits in the hub's id registry).
+    pub fn is_custom(&self) -> bool {
+        Self::shard_of(&self.text).is_none()
+    }
+
+    /// Validates a client-chosen id: 1 to [`MAX_CONN_ID_LEN`] bytes of ASCII letters, digits and
+    /// `-_.:`, and not of the generated form (which would name a shard it does not live on).
+    pub fn check_custom(text: &str) -> Result<(), &'static str> {
+        if text.is_empty() || text.len() > MAX_CONN_ID_LEN {
+            return Err("connection id must be 1 to 64 bytes");
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return Err("connection id may only contain ASCII letters, digits and -_.:");
+        }
+        if Self::shard_of(text).is_some() {
+            return Err("connection ids of the form s<N>-<16 hex digits> are reserved");
+        }
+        Ok(())
     }
 
     /// Recovers the owning shard from an id's text, if it has the generated form.
@@ -106,6 +141,8 @@ pub(crate) struct Conn {
     pub(crate) connected_ms: u64,
     /// Last time a frame other than a heartbeat was queued (for `--idle-timeout`).
     last_event: Cell<Instant>,
+    /// Channels this stream is subscribed to, so leaving can update the hub's counts.
+    pub(crate) topics: RefCell<Vec<Topic>>,
 }
 
 impl Conn {
@@ -118,6 +155,7 @@ impl Conn {
             capacity,
             connected_ms,
             last_event: Cell::new(Instant::now()),
+            topics: RefCell::new(Vec::new()),
         }
     }
 
@@ -146,6 +184,12 @@ impl Conn {
         self.last_event.set(Instant::now());
         self.wake();
         Push::Queued
+    }
+
+    /// Queues a frame regardless of capacity: the frames a stream starts with (its `connected`
+    /// event and a replay, itself bounded by the history size).
+    pub(crate) fn push_initial(&self, frame: Bytes) {
+        self.queue.borrow_mut().push_back(frame);
     }
 
     /// Queues a heartbeat unless data is already waiting (which keeps the stream alive anyway).

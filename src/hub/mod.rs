@@ -11,22 +11,27 @@
 //! unbounded memory.
 
 mod conn;
+mod counts;
+pub mod history;
 mod shard;
 mod stats;
 mod topic;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-pub use conn::{ConnId, Recv, Subscription, MAX_BATCH_BYTES};
-pub use shard::Shard;
+pub use conn::{ConnId, Recv, Subscription, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
+pub use history::{History, MemoryHistory, Seq};
+pub use shard::{Open, Shard};
 pub use stats::{HubSnapshot, ShardSnapshot};
 pub use topic::{Topic, TopicError, BROADCAST, MAX_TOPIC_LEN};
 
+use counts::SubscriberCounts;
 use stats::ShardStats;
 
 /// Most messages that may wait in one shard's inbox. A healthy shard drains its inbox in
@@ -60,6 +65,8 @@ pub enum HubError {
     Closed,
     /// [`Settings::max_connections`] streams are open.
     TooManyConnections,
+    /// The history store is unreachable; nothing was published.
+    Unavailable,
 }
 
 impl std::fmt::Display for HubError {
@@ -68,17 +75,58 @@ impl std::fmt::Display for HubError {
             HubError::Overloaded => f.write_str("hub is overloaded, try again later"),
             HubError::Closed => f.write_str("hub is shutting down"),
             HubError::TooManyConnections => f.write_str("connection limit reached"),
+            HubError::Unavailable => f.write_str("event store unavailable, nothing was published"),
         }
     }
 }
 
 impl std::error::Error for HubError {}
 
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// The hub refused (connection limit, shutdown).
+    Hub(HubError),
+    /// The client-chosen connection id belongs to a live connection.
+    IdTaken,
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Hub(error) => error.fmt(f),
+            OpenError::IdTaken => f.write_str("connection id is already in use"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// What a publish was assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The hub-wide seq.
+    pub seq: Seq,
+    /// The event id written in the frame (`<epoch>-<seq>`).
+    pub id: String,
+}
+
 /// A message to a shard.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Deliver an encoded frame to the topic's local subscribers.
-    Publish(Topic, Bytes),
+    /// Deliver an encoded frame to the topic's local subscribers, in seq order.
+    Publish {
+        seq: Seq,
+        topic: Topic,
+        frame: Bytes,
+    },
+    /// Add or remove a live subscription of a local connection; replies whether it exists.
+    Subscribe {
+        id: String,
+        topic: Topic,
+        add: bool,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// The receiving end of a shard's inbox, handed to the worker that runs the shard.
@@ -103,6 +151,11 @@ struct ShardHandle {
 struct Inner {
     shards: Vec<ShardHandle>,
     settings: Settings,
+    history: Arc<dyn History>,
+    /// Client-chosen connection ids → owning shard. Touched on connect, disconnect and
+    /// subscribe of such connections only, never on the publish path.
+    custom_ids: Mutex<HashMap<String, usize>>,
+    subscribers: SubscriberCounts,
     epoch: Instant,
     published: AtomicU64,
     connections: AtomicUsize,
@@ -125,7 +178,7 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// Creates the hub and one inbox per shard. Each inbox goes to [`Shard::new`] on its worker.
-    pub fn new(settings: Settings) -> (Hub, Vec<Inbox>) {
+    pub fn new(settings: Settings, history: Arc<dyn History>) -> (Hub, Vec<Inbox>) {
         let count = settings.shards.max(1);
         let mut shards = Vec::with_capacity(count);
         let mut inboxes = Vec::with_capacity(count);
@@ -141,6 +194,9 @@ impl Hub {
             inner: Arc::new(Inner {
                 shards,
                 settings,
+                history,
+                custom_ids: Mutex::new(HashMap::new()),
+                subscribers: SubscriberCounts::new(),
                 epoch: Instant::now(),
                 published: AtomicU64::new(0),
                 connections: AtomicUsize::new(0),
@@ -160,9 +216,18 @@ impl Hub {
         self.inner.shards.len()
     }
 
-    /// Hands an encoded frame to every shard for delivery to the topic's subscribers. Does not wait
-    /// for delivery: each shard fans out on its own thread.
-    pub fn publish(&self, topic: &Topic, frame: Bytes) -> Result<(), HubError> {
+    /// The history publishes go through.
+    pub fn history(&self) -> &dyn History {
+        &*self.inner.history
+    }
+
+    /// Publishes an event on `topic`: takes the next id, encodes the frame once with `encode`
+    /// (given the id), retains it, and hands it to every shard. Does not wait for delivery.
+    pub fn publish(
+        &self,
+        topic: &Topic,
+        mut encode: impl FnMut(&crate::sse::EventId) -> Bytes,
+    ) -> Result<Receipt, HubError> {
         let shards = &self.inner.shards;
         if shards
             .iter()
@@ -170,19 +235,88 @@ impl Hub {
         {
             return Err(HubError::Overloaded);
         }
+        let history = &*self.inner.history;
+        let mut id_text = String::new();
+        let (seq, frame) = history
+            .append(topic, &mut |seq| {
+                id_text = history.format_id(seq);
+                match crate::sse::EventId::parse(&id_text) {
+                    Ok(id) => encode(&id),
+                    // Epochs are short base-36 strings, so ids always parse; never reached.
+                    Err(_) => Bytes::new(),
+                }
+            })
+            .map_err(|_| HubError::Unavailable)?;
+        // From here to the last send nothing can fail: every shard must see every seq, or it
+        // would wait for the gap (see shard.rs).
         for shard in shards {
             shard.stats.inbox_depth.fetch_add(1, Ordering::Relaxed);
-            if shard
-                .tx
-                .send(Command::Publish(topic.clone(), frame.clone()))
-                .is_err()
-            {
+            let command = Command::Publish {
+                seq,
+                topic: topic.clone(),
+                frame: frame.clone(),
+            };
+            if shard.tx.send(command).is_err() {
                 shard.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
-                return Err(HubError::Closed);
             }
         }
         self.inner.published.fetch_add(1, Ordering::Relaxed);
+        Ok(Receipt { seq, id: id_text })
+    }
+
+    /// Adds (`add`) or removes a live subscription of connection `id`, wherever it lives.
+    /// Returns `Ok(false)` when no such connection is open.
+    pub async fn subscribe(&self, id: &str, topic: &Topic, add: bool) -> Result<bool, HubError> {
+        let shard = match ConnId::shard_of(id) {
+            Some(shard) => Some(shard),
+            None => self.lock_ids().get(id).copied(),
+        };
+        let Some(handle) = shard.and_then(|s| self.inner.shards.get(s)) else {
+            return Ok(false);
+        };
+        let (reply, answer) = oneshot::channel();
+        handle.stats.inbox_depth.fetch_add(1, Ordering::Relaxed);
+        let command = Command::Subscribe {
+            id: id.to_owned(),
+            topic: topic.clone(),
+            add,
+            reply,
+        };
+        if handle.tx.send(command).is_err() {
+            handle.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(HubError::Closed);
+        }
+        answer.await.map_err(|_| HubError::Closed)
+    }
+
+    fn lock_ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.inner
+            .custom_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Live subscribers of `topic` over all shards.
+    pub fn subscribers(&self, topic: &Topic) -> usize {
+        self.inner.subscribers.get(topic)
+    }
+
+    pub(crate) fn counts(&self) -> &SubscriberCounts {
+        &self.inner.subscribers
+    }
+
+    /// Reserves a client-chosen connection id for `shard`.
+    pub(crate) fn claim_id(&self, id: &str, shard: usize) -> Result<(), OpenError> {
+        let mut ids = self.lock_ids();
+        if ids.contains_key(id) {
+            return Err(OpenError::IdTaken);
+        }
+        ids.insert(id.to_owned(), shard);
         Ok(())
+    }
+
+    pub(crate) fn release_id(&self, id: &str) {
+        self.lock_ids().remove(id);
     }
 
     /// Open streams across all shards.
@@ -243,6 +377,7 @@ impl Hub {
         } else {
             now.saturating_sub(connect_sum / total as u64)
         };
+        let (history_channels, history_events) = self.inner.history.size();
         HubSnapshot {
             total_connections: total,
             average_age_ms,
@@ -251,6 +386,10 @@ impl Hub {
             events_published: self.inner.published.load(Ordering::Relaxed),
             frames_delivered: shards.iter().map(|s| s.frames_delivered).sum(),
             slow_consumers_dropped: shards.iter().map(|s| s.slow_consumers_dropped).sum(),
+            channels: self.inner.subscribers.channels(),
+            history_channels,
+            history_events,
+            last_event_id: self.inner.history.format_id(self.inner.history.head()),
             uptime_ms: now,
             shards,
         }
@@ -268,7 +407,6 @@ impl Drop for ConnPermit {
         self.hub.inner.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
-
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -4,26 +4,40 @@
 //! A shard is owned by exactly one thread (an `Rc`, never sent), so its tables are plain
 //! `RefCell`s with no locks. Other threads reach it only through its [`Inbox`](super::Inbox).
 //!
-//! Removal is lazy: a closed stream is marked closed at once (its queue freed, its counters
-//! decremented) and its table entries are swept by the next fan-out over them, by the heartbeat
-//! tick, or by an early compaction once closed entries make up a quarter of the table. Fan-out uses
-//! `Vec::retain` over contiguous `Rc`s, which visits, delivers and sweeps in one pass.
+//! # Order
+//!
+//! Every shard receives every publish (one message per shard per event), tagged with its
+//! hub-wide seq. Two publishers can take seqs 5 and 6 and reach an inbox as 6, 5; the shard
+//! applies publishes strictly in seq order, holding an early arrival until the gap fills. So each
+//! shard has a *position* `P`: every event up to `P` has been fanned out here, none after it. A
+//! stream that opens (on the shard's own thread) is therefore exactly caught up by replaying the
+//! history in `(Last-Event-ID, P]`; everything after `P` reaches it live. No gap, no duplicate,
+//! and every stream sees ids in increasing order, which is what makes one id enough to resume.
+//!
+//! # Removal
+//!
+//! A closed stream is marked closed at once (queue freed, counters decremented) and its entries
+//! are swept by the next fan-out over them, by the heartbeat tick, or by an early compaction once
+//! closed entries make up a quarter of the table. Fan-out is one `Vec::retain` pass that delivers
+//! and sweeps together.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 
 use super::conn::{Conn, ConnId, Push, State, Subscription};
+use super::history::{Position, Seq};
 use super::stats::ShardStats;
-use super::{Command, Hub, HubError, Inbox, Topic};
+use super::{Command, Hub, HubError, Inbox, OpenError, Topic};
 use crate::shutdown::Shutdown;
-use crate::sse;
+use crate::sse::{self, Event, EventId, EventName};
 
 /// Inbox messages taken per wake-up. Batching amortizes the wake-up; the bound keeps one busy
 /// inbox from starving the heartbeat tick.
@@ -33,19 +47,58 @@ const INBOX_BATCH: usize = 256;
 /// handful of disconnects never trigger a walk of a large table.
 const COMPACT_MIN_DEAD: usize = 64;
 
+/// How long a shard waits for a missing seq before skipping it. A seq is taken and sent by the
+/// same publisher without any fallible step in between, so a gap only lasts while that thread is
+/// descheduled; this bound only guards against a publisher that died mid-publish.
+const GAP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The upper end of the random extra reconnection delay sent to every stream at shutdown: clients
 /// come back spread over this window instead of all at once.
 pub const SHUTDOWN_RETRY_SPREAD: Duration = Duration::from_secs(10);
+
+/// How a new stream starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Open<'a> {
+    /// Channels to subscribe to.
+    pub topics: &'a [Topic],
+    /// A client-chosen connection id (validated with [`ConnId::check_custom`]).
+    pub id: Option<&'a str>,
+    /// The client's last event id (`Last-Event-ID`), if it is resuming.
+    pub last_event_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Connected<'a> {
+    connection_id: &'a str,
+    worker: usize,
+    channels: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Reset<'a> {
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_event_id: Option<&'a str>,
+}
 
 /// One worker's connections and subscriptions.
 pub struct Shard {
     index: usize,
     hub: Hub,
     stats: Arc<ShardStats>,
-    conns: RefCell<Vec<Rc<Conn>>>,
+    conns: RefCell<HashMap<Rc<str>, Rc<Conn>>>,
     topics: RefCell<HashMap<Topic, Vec<Rc<Conn>>>>,
     dead: Cell<usize>,
+    /// Next seq to apply; `next - 1` is the shard's position.
+    next: Cell<Seq>,
+    /// Publishes that arrived ahead of a missing seq, and when the wait began.
+    early: RefCell<BTreeMap<Seq, (Topic, Bytes)>>,
+    waiting_since: Cell<Option<Instant>>,
     heartbeat: Bytes,
+    connected: EventName,
+    reset: EventName,
     inbox: RefCell<Option<Inbox>>,
 }
 
@@ -66,10 +119,15 @@ impl Shard {
             index,
             hub: hub.clone(),
             stats: hub.shard_stats(index),
-            conns: RefCell::new(Vec::new()),
+            conns: RefCell::new(HashMap::new()),
             topics: RefCell::new(HashMap::new()),
             dead: Cell::new(0),
+            next: Cell::new(hub.history().head() + 1),
+            early: RefCell::new(BTreeMap::new()),
+            waiting_since: Cell::new(None),
             heartbeat: sse::comment("heartbeat"),
+            connected: EventName::parse("connected").expect("a valid event name"),
+            reset: EventName::parse("reset").expect("a valid event name"),
             inbox: RefCell::new(Some(inbox)),
         })
     }
@@ -79,31 +137,149 @@ impl Shard {
         self.index
     }
 
-    /// Registers a new stream subscribed to `topics`. `initial` builds its first frame (it may
-    /// use the new connection's id). Refused when the hub's connection limit is reached.
-    pub fn open(
-        self: &Rc<Self>,
-        topics: &[Topic],
-        initial: impl FnOnce(&ConnId) -> Option<Bytes>,
-    ) -> Result<Subscription, HubError> {
-        let permit = self.hub.try_acquire()?;
-        let id = ConnId::generate(self.index);
-        let first = initial(&id);
+    /// The seq of the last event fanned out here.
+    pub fn position(&self) -> Seq {
+        self.next.get() - 1
+    }
+
+    /// Registers a new stream. Its queue starts with a `retry:` and a `connected` event, then,
+    /// when resuming, every retained event after the client's last id on its channels (or a
+    /// `reset` event when that is impossible); live events follow.
+    pub fn open(self: &Rc<Self>, open: Open<'_>) -> Result<Subscription, OpenError> {
+        let permit = self.hub.try_acquire().map_err(OpenError::Hub)?;
+        let id = match open.id {
+            Some(text) => {
+                self.hub.claim_id(text, self.index)?;
+                ConnId::custom(self.index, text)
+            }
+            None => ConnId::generate(self.index),
+        };
         let now = self.hub.now_ms();
         let conn = Rc::new(Conn::new(id, self.hub.settings().channel_capacity, now));
-        if let Some(frame) = first {
-            conn.push(&frame);
-        }
-        self.conns.borrow_mut().push(conn.clone());
+        let position = self.position();
+        self.push_opening(&conn, open, position);
+
+        self.conns
+            .borrow_mut()
+            .insert(conn.id.as_str().into(), conn.clone());
         {
             let mut index = self.topics.borrow_mut();
-            for topic in topics {
+            let mut own = conn.topics.borrow_mut();
+            for topic in open.topics {
+                if own.contains(topic) {
+                    continue;
+                }
                 index.entry(topic.clone()).or_default().push(conn.clone());
+                self.hub.counts().add(topic);
+                own.push(topic.clone());
             }
+            self.stats.channels.store(index.len(), Ordering::Relaxed);
         }
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.stats.connect_ms_sum.fetch_add(now, Ordering::Relaxed);
         Ok(Subscription::new(conn, self.clone(), permit))
+    }
+
+    fn push_opening(&self, conn: &Conn, open: Open<'_>, position: Seq) {
+        let history = self.hub.history();
+        let position_id = EventId::parse(&history.format_id(position)).ok();
+        let resume = open
+            .last_event_id
+            .map(|text| (text, history.position(text)));
+        let mut replay = Vec::new();
+        let reset_reason = match resume {
+            None => None,
+            Some((_, Position::Malformed)) => Some("malformed"),
+            Some((_, Position::Foreign)) => Some("unknown"),
+            Some((_, Position::After(after))) => {
+                let mut gap = false;
+                for topic in open.topics {
+                    if history.replay(topic, after, position, &mut replay).is_err() {
+                        gap = true;
+                        break;
+                    }
+                }
+                gap.then_some("expired")
+            }
+        };
+        // A fresh stream learns the current position at once, so even if it drops before its
+        // first event, its reconnect resumes from here and loses nothing.
+        let connected_id = if resume.is_none() {
+            position_id.as_ref()
+        } else {
+            None
+        };
+        let connected = serde_json::to_string(&Connected {
+            connection_id: conn.id.as_str(),
+            worker: self.index,
+            channels: open.topics.iter().map(Topic::as_str).collect(),
+        })
+        .unwrap_or_default();
+        conn.push_initial(
+            Event {
+                name: Some(&self.connected),
+                id: connected_id,
+                retry: Some(self.hub.settings().retry),
+                data: &connected,
+            }
+            .encode(),
+        );
+        if let Some(reason) = reset_reason {
+            replay.clear();
+            let given = resume
+                .map(|(text, _)| text)
+                .filter(|t| t.len() <= sse::event::MAX_EVENT_ID_LEN);
+            let data = serde_json::to_string(&Reset {
+                reason,
+                last_event_id: given,
+            })
+            .unwrap_or_default();
+            conn.push_initial(
+                Event {
+                    name: Some(&self.reset),
+                    id: position_id.as_ref(),
+                    retry: None,
+                    data: &data,
+                }
+                .encode(),
+            );
+            return;
+        }
+        replay.sort_unstable_by_key(|(seq, _)| *seq);
+        replay.dedup_by_key(|(seq, _)| *seq);
+        for (_, frame) in replay {
+            conn.push_initial(frame);
+        }
+    }
+
+    /// Adds (or with `add == false` removes) a live subscription of connection `id`. Returns
+    /// whether the connection exists here.
+    pub fn subscribe(&self, id: &str, topic: &Topic, add: bool) -> bool {
+        let Some(conn) = self.conns.borrow().get(id).cloned() else {
+            return false;
+        };
+        if !conn.is_open() {
+            return false;
+        }
+        let mut topics = self.topics.borrow_mut();
+        let mut own = conn.topics.borrow_mut();
+        let subscribed = own.contains(topic);
+        if add && !subscribed {
+            topics.entry(topic.clone()).or_default().push(conn.clone());
+            own.push(topic.clone());
+            self.hub.counts().add(topic);
+        } else if !add && subscribed {
+            if let Some(list) = topics.get_mut(topic) {
+                list.retain(|c| !Rc::ptr_eq(c, &conn));
+                if list.is_empty() {
+                    topics.remove(topic);
+                }
+            }
+            own.retain(|t| t != topic);
+            self.hub.counts().remove(topic);
+        }
+        self.stats.channels.store(topics.len(), Ordering::Relaxed);
+        true
     }
 
     /// Delivers a frame to every local subscriber of `topic`. Never blocks and never allocates per
@@ -124,6 +300,7 @@ impl Shard {
         });
         if list.is_empty() {
             topics.remove(topic);
+            self.stats.channels.store(topics.len(), Ordering::Relaxed);
         }
         if slow > 0 {
             self.stats
@@ -132,9 +309,64 @@ impl Shard {
         }
     }
 
+    /// Applies a publish in seq order, holding it if an earlier seq has not arrived yet.
+    fn publish(&self, seq: Seq, topic: Topic, frame: Bytes) {
+        let next = self.next.get();
+        if seq < next {
+            return; // Already skipped past (see GAP_TIMEOUT); delivering now would reorder.
+        }
+        if seq > next {
+            self.early.borrow_mut().insert(seq, (topic, frame));
+            if self.waiting_since.get().is_none() {
+                self.waiting_since.set(Some(Instant::now()));
+            }
+            return;
+        }
+        self.fan_out(&topic, &frame);
+        self.next.set(seq + 1);
+        self.release_early();
+    }
+
+    /// Applies held publishes that are now in order.
+    fn release_early(&self) {
+        loop {
+            let next = self.next.get();
+            let Some((topic, frame)) = self.early.borrow_mut().remove(&next) else {
+                break;
+            };
+            self.fan_out(&topic, &frame);
+            self.next.set(next + 1);
+        }
+        if self.early.borrow().is_empty() {
+            self.waiting_since.set(None);
+        } else {
+            self.waiting_since.set(Some(Instant::now()));
+        }
+    }
+
+    /// Skips a gap that outlived [`GAP_TIMEOUT`].
+    fn check_gap(&self) {
+        let Some(since) = self.waiting_since.get() else {
+            return;
+        };
+        if since.elapsed() < GAP_TIMEOUT {
+            return;
+        }
+        let first = self.early.borrow().keys().next().copied();
+        if let Some(first) = first {
+            tracing::warn!(
+                missing = self.next.get(),
+                resume_at = first,
+                "skipping a seq that never arrived"
+            );
+            self.next.set(first);
+            self.release_early();
+        }
+    }
+
     /// Queues a heartbeat comment on every idle stream and sweeps closed entries.
     pub fn heartbeat(&self) {
-        self.conns.borrow_mut().retain(|conn| {
+        self.conns.borrow_mut().retain(|_, conn| {
             conn.push_heartbeat(&self.heartbeat);
             conn.state() != State::Closed
         });
@@ -144,7 +376,7 @@ impl Shard {
     /// Ends streams that received no event for `idle`.
     fn close_idle(&self, idle: Duration) {
         let now = Instant::now();
-        for conn in self.conns.borrow().iter() {
+        for conn in self.conns.borrow().values() {
             if conn.is_open() && now.duration_since(conn.idle_since()) >= idle {
                 conn.close_with(sse::comment("idle timeout"));
             }
@@ -155,7 +387,7 @@ impl Shard {
     pub fn close_all(&self) {
         let base = self.hub.settings().retry;
         let spread = u64::try_from(SHUTDOWN_RETRY_SPREAD.as_millis()).unwrap_or(u64::MAX);
-        for conn in self.conns.borrow().iter() {
+        for conn in self.conns.borrow().values() {
             let delay = base + Duration::from_millis(fastrand::u64(0..=spread));
             conn.close_with(sse::retry(delay));
         }
@@ -172,22 +404,21 @@ impl Shard {
         self.stats
             .connect_ms_sum
             .fetch_sub(conn.connected_ms, Ordering::Relaxed);
+        if conn.id.is_custom() {
+            self.hub.release_id(conn.id.as_str());
+        }
+        for topic in conn.topics.borrow_mut().drain(..) {
+            self.hub.counts().remove(&topic);
+        }
+        if let Ok(mut conns) = self.conns.try_borrow_mut() {
+            conns.remove(conn.id.as_str());
+        }
         let dead = self.dead.get() + 1;
         self.dead.set(dead);
         let live = self.stats.connections.load(Ordering::Relaxed);
         if dead >= COMPACT_MIN_DEAD && dead * 4 >= live {
-            self.compact();
+            self.compact_topics();
         }
-    }
-
-    /// Drops every closed entry from every table.
-    fn compact(&self) {
-        let Ok(mut conns) = self.conns.try_borrow_mut() else {
-            return;
-        };
-        conns.retain(|c| c.state() != State::Closed);
-        drop(conns);
-        self.compact_topics();
     }
 
     fn compact_topics(&self) {
@@ -198,10 +429,11 @@ impl Shard {
             list.retain(|c| c.is_open());
             !list.is_empty()
         });
+        self.stats.channels.store(topics.len(), Ordering::Relaxed);
         self.dead.set(0);
     }
 
-    /// Entries in the connection table, closed-but-unswept ones included.
+    /// Entries in the connection table.
     pub fn table_len(&self) -> usize {
         self.conns.borrow().len()
     }
@@ -213,7 +445,15 @@ impl Shard {
 
     fn apply(&self, command: Command) {
         match command {
-            Command::Publish(topic, frame) => self.fan_out(&topic, &frame),
+            Command::Publish { seq, topic, frame } => self.publish(seq, topic, frame),
+            Command::Subscribe {
+                id,
+                topic,
+                add,
+                reply,
+            } => {
+                let _ = reply.send(self.subscribe(&id, &topic, add));
+            }
         }
     }
 
@@ -226,12 +466,8 @@ impl Shard {
         let mut heartbeat = tokio::time::interval(settings.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         heartbeat.tick().await;
-        let mut idle = settings.idle_timeout.map(|timeout| {
-            let period = (timeout / 4).max(Duration::from_millis(10));
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            (timeout, interval)
-        });
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(INBOX_BATCH);
         loop {
             tokio::select! {
@@ -247,18 +483,23 @@ impl Shard {
                     }
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
-                _ = async {
-                    match idle.as_mut() {
-                        Some((_, interval)) => interval.tick().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let Some((timeout, _)) = idle {
-                        self.close_idle(timeout);
+                _ = housekeeping.tick() => {
+                    self.check_gap();
+                    if let Some(idle) = settings.idle_timeout {
+                        self.close_idle(idle);
                     }
                 }
             }
         }
         self.close_all();
+    }
+}
+
+/// Period of the per-shard housekeeping tick: gap check and idle timeout.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+impl From<HubError> for OpenError {
+    fn from(error: HubError) -> Self {
+        OpenError::Hub(error)
     }
 }

@@ -18,6 +18,8 @@ pub(crate) struct ShardStats {
     pub(crate) frames_delivered: AtomicU64,
     pub(crate) slow_consumers_dropped: AtomicU64,
     pub(crate) inbox_depth: AtomicUsize,
+    /// Channels with a subscriber on this shard.
+    pub(crate) channels: AtomicUsize,
 }
 
 impl ShardStats {
@@ -32,6 +34,7 @@ impl ShardStats {
             frames_delivered: self.frames_delivered.load(Ordering::Relaxed),
             slow_consumers_dropped: self.slow_consumers_dropped.load(Ordering::Relaxed),
             inbox_depth: self.inbox_depth.load(Ordering::Relaxed),
+            channels: self.channels.load(Ordering::Relaxed),
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct ShardSnapshot {
     pub slow_consumers_dropped: u64,
     /// Publishes waiting in this worker's inbox.
     pub inbox_depth: usize,
+    /// Channels with at least one subscriber on this worker.
+    pub channels: usize,
 }
 
 /// The whole hub's counters at a point in time.
@@ -71,6 +76,14 @@ pub struct HubSnapshot {
     pub frames_delivered: u64,
     /// Slow consumers disconnected, over all workers.
     pub slow_consumers_dropped: u64,
+    /// Channels with at least one subscriber, over all workers.
+    pub channels: usize,
+    /// Channels with retained history.
+    pub history_channels: usize,
+    /// Events retained over all channels.
+    pub history_events: usize,
+    /// The id of the latest published event.
+    pub last_event_id: String,
     /// Milliseconds since start.
     #[serde(rename = "uptime")]
     pub uptime_ms: u64,

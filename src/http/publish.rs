@@ -1,0 +1,133 @@
+//! `POST /api/publish`: publish one event on a channel.
+//!
+//! JSON body `{"channel"?: name, "event"?: name, "data": any JSON}`: subscribers receive the
+//! event with data `{"channel": name, "data": <data>}`, so a stream that multiplexes several
+//! channels can tell them apart. A `text/plain` body with `?channel=&event=` in the URL is sent
+//! as-is instead (line breaks become `data:` lines), for single-channel text streams.
+//! Answers `{"success": true, "id": "<event id>", "channel": name, "clients": N}`.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::query::clip;
+use super::request::{body_kind, read_json, read_text, BodyKind};
+use super::response::{json, HandlerError};
+use super::{Body, Ctx};
+use crate::hub::Topic;
+use crate::sse::{Event, EventName};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    channel: Option<String>,
+    event: Option<String>,
+    data: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    channel: &'a str,
+    data: &'a serde_json::Value,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Published<'a> {
+    pub(crate) success: bool,
+    pub(crate) id: &'a str,
+    pub(crate) channel: &'a str,
+    pub(crate) clients: usize,
+}
+
+/// Handles `POST /api/publish`.
+pub(crate) async fn publish(
+    ctx: &Ctx,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, HandlerError> {
+    match body_kind(request.headers()) {
+        BodyKind::Json => publish_json(ctx, request).await,
+        BodyKind::Text => publish_text(ctx, request).await,
+        BodyKind::Other => Err(HandlerError::UnsupportedMediaType),
+    }
+}
+
+async fn publish_json(
+    ctx: &Ctx,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, HandlerError> {
+    let publish: Publish = read_json(request, ctx.config.max_body).await?;
+    let topic = channel(ctx, publish.channel.as_deref())?;
+    let name = event_name(publish.event.as_deref())?;
+    let data = serde_json::to_string(&Envelope {
+        channel: topic.as_str(),
+        data: &publish.data,
+    })
+    .map_err(|e| HandlerError::BadRequest(format!("cannot encode data: {e}")))?;
+    send(ctx, &topic, name.as_ref(), &data)
+}
+
+async fn publish_text(
+    ctx: &Ctx,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, HandlerError> {
+    let mut channel_param = None;
+    let mut event_param = None;
+    if let Some(query) = request.uri().query() {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "channel" => channel_param = Some(value.into_owned()),
+                "event" => event_param = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+    }
+    let topic = channel(ctx, channel_param.as_deref())?;
+    let name = event_name(event_param.as_deref())?;
+    let text = read_text(request, ctx.config.max_body).await?;
+    send(ctx, &topic, name.as_ref(), &text)
+}
+
+/// Encodes once (with the id the hub assigns) and publishes.
+pub(crate) fn send(
+    ctx: &Ctx,
+    topic: &Topic,
+    name: Option<&EventName>,
+    data: &str,
+) -> Result<Response<Body>, HandlerError> {
+    let receipt = ctx.hub.publish(topic, |id| -> Bytes {
+        Event {
+            name,
+            id: Some(id),
+            retry: None,
+            data,
+        }
+        .encode()
+    })?;
+    Ok(json(
+        StatusCode::OK,
+        &Published {
+            success: true,
+            id: &receipt.id,
+            channel: topic.as_str(),
+            clients: ctx.hub.subscribers(topic),
+        },
+    ))
+}
+
+/// The channel named in a request, or the broadcast channel.
+pub(crate) fn channel(ctx: &Ctx, name: Option<&str>) -> Result<Topic, HandlerError> {
+    match name {
+        None => Ok(ctx.broadcast.clone()),
+        Some(name) => Topic::parse(name).map_err(|e| {
+            HandlerError::BadRequest(format!("invalid channel '{}': {e}", clip(name)))
+        }),
+    }
+}
+
+fn event_name(name: Option<&str>) -> Result<Option<EventName>, HandlerError> {
+    name.map(|n| {
+        EventName::parse(n).map_err(|e| HandlerError::BadRequest(format!("invalid event: {e}")))
+    })
+    .transpose()
+}

@@ -1,0 +1,123 @@
+//! Query-string parameters of stream requests, decoded and validated once.
+
+use crate::hub::{ConnId, Topic};
+
+use super::response::HandlerError;
+
+/// Most `channel` parameters one stream may ask for.
+pub const MAX_CHANNELS_PER_STREAM: usize = 64;
+
+/// What `GET /events?...` asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct StreamQuery {
+    /// `channel=` (repeatable; each value may also be a comma-separated list).
+    pub(crate) channels: Vec<Topic>,
+    /// `id=`: a client-chosen connection id.
+    pub(crate) id: Option<String>,
+    /// `lastEventId=` or `last_event_id=`: resume position for clients that cannot set headers.
+    pub(crate) last_event_id: Option<String>,
+}
+
+impl StreamQuery {
+    /// Parses a raw query string. Unknown parameters are ignored (cache busters, polyfill flags).
+    pub(crate) fn parse(query: Option<&str>) -> Result<Self, HandlerError> {
+        let mut parsed = StreamQuery::default();
+        let Some(query) = query else {
+            return Ok(parsed);
+        };
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "channel" | "channels" => {
+                    for name in value.split(',').filter(|n| !n.is_empty()) {
+                        let topic = Topic::parse(name).map_err(|e| {
+                            HandlerError::BadRequest(format!(
+                                "invalid channel '{}': {e}",
+                                clip(name)
+                            ))
+                        })?;
+                        if !parsed.channels.contains(&topic) {
+                            parsed.channels.push(topic);
+                        }
+                    }
+                    if parsed.channels.len() > MAX_CHANNELS_PER_STREAM {
+                        return Err(HandlerError::BadRequest(format!(
+                            "at most {MAX_CHANNELS_PER_STREAM} channels per stream"
+                        )));
+                    }
+                }
+                "id" => {
+                    ConnId::check_custom(&value)
+                        .map_err(|e| HandlerError::BadRequest(format!("invalid id: {e}")))?;
+                    parsed.id = Some(value.into_owned());
+                }
+                "lastEventId" | "last_event_id" => {
+                    parsed.last_event_id = Some(value.into_owned());
+                }
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Shortens a client-supplied value for an error message.
+pub(crate) fn clip(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn names(q: &StreamQuery) -> Vec<&str> {
+        q.channels.iter().map(Topic::as_str).collect()
+    }
+
+    #[test]
+    fn channels_ids_and_resume() {
+        let q = StreamQuery::parse(Some(
+            "channel=a&channel=b,c&channel=a&id=tab-1&lastEventId=x-3&_=123",
+        ))
+        .unwrap();
+        assert_eq!(names(&q), vec!["a", "b", "c"]);
+        assert_eq!(q.id.as_deref(), Some("tab-1"));
+        assert_eq!(q.last_event_id.as_deref(), Some("x-3"));
+        let q = StreamQuery::parse(Some("last_event_id=k-9&channel=room%2Flobby")).unwrap();
+        assert_eq!(q.last_event_id.as_deref(), Some("k-9"));
+        assert_eq!(names(&q), vec!["room/lobby"]);
+        assert_eq!(StreamQuery::parse(None).unwrap(), StreamQuery::default());
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        for bad in [
+            "channel=a%20b",
+            "channel=%0A",
+            "id=s0-0123456789abcdef",
+            "id=a%0Ab",
+            "id=",
+        ] {
+            assert!(StreamQuery::parse(Some(bad)).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..=MAX_CHANNELS_PER_STREAM)
+            .map(|i| format!("channel=c{i}"))
+            .collect();
+        assert!(StreamQuery::parse(Some(&many.join("&"))).is_err());
+    }
+
+    #[test]
+    fn clip_keeps_char_boundaries() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(100);
+        assert!(clip(&long).len() <= 67);
+    }
+}
