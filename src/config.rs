@@ -28,6 +28,9 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// per event that is a few hundred KiB per busy channel.
 pub const DEFAULT_HISTORY_SIZE: usize = 1_000;
 
+/// Default per-user offline queue, as in the connection manager Sluice replaces.
+pub const DEFAULT_USER_QUEUE_SIZE: usize = 1_000;
+
 /// The server's configuration.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -86,6 +89,19 @@ pub struct Config {
     #[arg(long, env = "SLUICE_HISTORY_TTL", default_value = "1h", value_parser = parse_duration)]
     pub history_ttl: Duration,
 
+    /// Events queued per user while none of the user's streams is open; oldest dropped first.
+    #[arg(long, env = "SLUICE_USER_QUEUE_SIZE", default_value_t = DEFAULT_USER_QUEUE_SIZE)]
+    pub user_queue_size: usize,
+
+    /// How long a queued user event waits for the user to connect.
+    #[arg(long, env = "SLUICE_USER_QUEUE_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub user_queue_ttl: Duration,
+
+    /// Slow-consumer policy of a channel, `NAME=disconnect|drop-oldest|latest`; NAME may end in
+    /// `*` to match a prefix. Repeatable, or comma-separated. Default for all: disconnect.
+    #[arg(long, env = "SLUICE_CHANNEL_POLICY", value_delimiter = ',', value_parser = parse_policy)]
+    pub channel_policy: Vec<(String, hub::Policy)>,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -143,6 +159,9 @@ impl Config {
                 "must be greater than zero (omit it to disable)",
             );
         }
+        if self.user_queue_ttl.is_zero() {
+            return invalid("user-queue-ttl", "must be greater than zero");
+        }
         if self.history_ttl.is_zero() {
             return invalid("history-ttl", "must be greater than zero");
         }
@@ -166,13 +185,42 @@ impl Config {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             retry: self.retry,
+            policies: self.channel_policy.clone(),
         }
+    }
+
+    /// Retention of channel history and of users' offline queues.
+    pub fn history_limits(&self) -> (hub::Limits, hub::Limits) {
+        (
+            hub::Limits {
+                capacity: self.history_size,
+                ttl: Some(self.history_ttl),
+            },
+            hub::Limits {
+                capacity: self.user_queue_size,
+                ttl: Some(self.user_queue_ttl),
+            },
+        )
     }
 }
 
 /// Workers to start: the explicit count if given, else one per available core (at least one).
 pub fn cores_to_use(available: usize, requested: Option<usize>) -> usize {
     requested.unwrap_or(available).max(1)
+}
+
+fn parse_policy(text: &str) -> Result<(String, hub::Policy), String> {
+    let (name, policy) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not NAME=POLICY"))?;
+    let policy = hub::Policy::parse(policy.trim())
+        .ok_or_else(|| format!("unknown policy '{policy}' (disconnect, drop-oldest or latest)"))?;
+    let name = name.trim();
+    let bare = name.strip_suffix('*').unwrap_or(name);
+    if !bare.is_empty() {
+        hub::Topic::parse(bare).map_err(|e| format!("'{name}': {e}"))?;
+    }
+    Ok((name.to_owned(), policy))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -238,6 +286,41 @@ mod tests {
         assert_eq!(cfg.max_body, 1024 * 1024);
         assert_eq!(cfg.cors_origin.len(), 2);
         assert_eq!(cfg.idle_timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn channel_policies() {
+        let cfg = parse(&[
+            "--channel-policy=metrics=latest",
+            "--channel-policy",
+            "feed*=drop-oldest,alerts=disconnect",
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.channel_policy,
+            vec![
+                ("metrics".to_owned(), hub::Policy::Latest),
+                ("feed*".to_owned(), hub::Policy::DropOldest),
+                ("alerts".to_owned(), hub::Policy::Disconnect),
+            ]
+        );
+        let topic = |n| hub::Topic::parse(n).unwrap();
+        let policies = &cfg.channel_policy;
+        assert_eq!(
+            hub::policy_for(policies, &topic("metrics")),
+            hub::Policy::Latest
+        );
+        assert_eq!(
+            hub::policy_for(policies, &topic("feed/1")),
+            hub::Policy::DropOldest
+        );
+        assert_eq!(
+            hub::policy_for(policies, &topic("other")),
+            hub::Policy::Disconnect
+        );
+        assert!(parse(&["--channel-policy=metrics"]).is_err());
+        assert!(parse(&["--channel-policy=metrics=fastest"]).is_err());
+        assert!(parse(&["--channel-policy=bad name=latest"]).is_err());
     }
 
     #[test]

@@ -38,10 +38,8 @@ pub fn start(config: Config) -> io::Result<Server> {
     let count = config.workers_for(available);
     let listeners = bind_listeners(config.listen, count)?;
     let local_addr = listeners[0].local_addr()?;
-    let history = Arc::new(MemoryHistory::new(
-        config.history_size,
-        Some(config.history_ttl),
-    ));
+    let (channel_limits, user_limits) = config.history_limits();
+    let history = Arc::new(MemoryHistory::new(channel_limits, user_limits));
     let (hub, inboxes) = Hub::new(config.hub_settings(count), history.clone());
     let (trigger, shutdown) = shutdown::channel();
     spawn_history_sweeper(history, shutdown.clone())?;

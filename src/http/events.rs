@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::query::StreamQuery;
 use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
-use crate::hub::{HubError, Open, OpenError};
+use crate::hub::{HubError, Open, OpenError, Topic, UserId};
 use crate::sse;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -27,14 +27,22 @@ const OVERLOAD_RETRY_MS: std::ops::RangeInclusive<u64> = 5_000..=15_000;
 /// Channels come from `channel=` (none: the broadcast channel); the resume position from the
 /// `Last-Event-ID` header, or else the `lastEventId` / `last_event_id` query parameter (the header
 /// wins: a browser's automatic reconnect keeps the original URL but sends a fresh header).
-pub(crate) fn open(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Response<Body> {
-    match open_stream(ctx, request) {
+pub(crate) fn open(
+    ctx: &Rc<Ctx>,
+    request: Request<Incoming>,
+    user: Option<&UserId>,
+) -> Response<Body> {
+    match open_stream(ctx, request, user) {
         Ok(response) => response,
         Err(error) => error_response(error),
     }
 }
 
-fn open_stream(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Result<Response<Body>, HandlerError> {
+fn open_stream(
+    ctx: &Rc<Ctx>,
+    request: Request<Incoming>,
+    user: Option<&UserId>,
+) -> Result<Response<Body>, HandlerError> {
     let wants_stream = accepts_event_stream(request.headers());
     let version = request.version();
     let mut query = StreamQuery::parse(request.uri().query())?;
@@ -43,8 +51,11 @@ fn open_stream(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Result<Response<Bod
         .get("last-event-id")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     drop(request);
-    if query.channels.is_empty() {
-        query.channels.push(ctx.broadcast.clone());
+    match user {
+        // A user's stream carries the user's private channel, plus any channels asked for.
+        Some(user) => query.channels.insert(0, Topic::user(user)),
+        None if query.channels.is_empty() => query.channels.push(ctx.broadcast.clone()),
+        None => {}
     }
     let last_event_id = header_id.or(query.last_event_id);
     let opened = ctx.shard.open(Open {

@@ -4,6 +4,10 @@
 //! Subscribers of the channel (default: the broadcast channel) receive event `type` (default
 //! `notification`) with data `{"message": ..., "timestamp": "<RFC 3339>", "channel": "<name>"}`.
 //! Answers like `POST /api/publish`, with the event id and the channel's subscriber count.
+//!
+//! `POST /api/users/:userId/notify` takes the same body without `channel` and delivers to every
+//! open stream of that user (`GET /events/:userId`), or queues the event until the user connects;
+//! its data carries `userId` instead of `channel`.
 
 use std::time::SystemTime;
 
@@ -15,6 +19,7 @@ use super::publish::{channel, send};
 use super::request::read_json;
 use super::response::HandlerError;
 use super::{Body, Ctx};
+use crate::hub::{Topic, UserId};
 use crate::sse::EventName;
 
 #[derive(Deserialize)]
@@ -30,13 +35,17 @@ struct Notify {
 struct Payload<'a> {
     message: &'a serde_json::Value,
     timestamp: String,
-    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
 }
 
 /// Validates, encodes once and hands the event to every shard.
 pub(crate) async fn publish(
     ctx: &Ctx,
     request: Request<Incoming>,
+    user: Option<&UserId>,
 ) -> Result<Response<Body>, HandlerError> {
     let notify: Notify = read_json(request, ctx.config.max_body).await?;
     if notify.message.is_null() {
@@ -53,11 +62,20 @@ pub(crate) async fn publish(
             &custom
         }
     };
-    let topic = channel(ctx, notify.channel.as_deref())?;
+    let topic = match user {
+        Some(_) if notify.channel.is_some() => {
+            return Err(HandlerError::BadRequest(
+                "a user notification takes no channel".to_owned(),
+            ))
+        }
+        Some(user) => Topic::user(user),
+        None => channel(ctx, notify.channel.as_deref())?,
+    };
     let data = serde_json::to_string(&Payload {
         message: &notify.message,
         timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        channel: topic.as_str(),
+        channel: user.is_none().then(|| topic.as_str()),
+        user_id: user.map(UserId::as_str),
     })
     .map_err(|e| HandlerError::BadRequest(format!("cannot encode message: {e}")))?;
     send(ctx, &topic, Some(name), &data)

@@ -36,7 +36,8 @@ struct Envelope<'a> {
 pub(crate) struct Published<'a> {
     pub(crate) success: bool,
     pub(crate) id: &'a str,
-    pub(crate) channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) channel: Option<&'a str>,
     pub(crate) clients: usize,
 }
 
@@ -109,7 +110,11 @@ pub(crate) fn send(
         &Published {
             success: true,
             id: &receipt.id,
-            channel: topic.as_str(),
+            channel: if topic.is_user() {
+                None
+            } else {
+                Some(topic.as_str())
+            },
             clients: ctx.hub.subscribers(topic),
         },
     ))

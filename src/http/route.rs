@@ -1,5 +1,6 @@
 //! Routing: the only place that knows path strings. [`Route::parse`] is a pure table from method
-//! and path to a route; [`dispatch`] runs the handler and adds CORS headers.
+//! and path to a route (path parameters validated into their newtypes); [`dispatch`] runs the
+//! handler and adds CORS headers.
 
 use std::rc::Rc;
 
@@ -8,14 +9,19 @@ use hyper::body::Incoming;
 
 use super::response::{error_response, HandlerError};
 use super::{events, health, notify, publish, stats, subscribe, Ctx, Reply};
+use crate::hub::{TopicError, UserId};
 
 /// What a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     /// `GET /events`: open an event stream.
     Events,
+    /// `GET /events/:userId`: open a user's stream (with its offline queue).
+    UserEvents(UserId),
     /// `POST /api/notify`: broadcast a notification.
     Notify,
+    /// `POST /api/users/:userId/notify`: notify one user, queued while they are offline.
+    UserNotify(UserId),
     /// `POST /api/publish`: publish on a channel.
     Publish,
     /// `POST /subscribe`: add a channel to a live stream.
@@ -30,31 +36,40 @@ pub(crate) enum Route {
     Preflight,
     /// A known path with a method it does not take; carries the `Allow` value.
     MethodNotAllowed(&'static str),
+    /// A known path whose user id is invalid.
+    BadUserId(TopicError),
     /// No such path.
     NotFound,
 }
+
+const GET: &str = "GET, HEAD, OPTIONS";
+const POST: &str = "POST, OPTIONS";
 
 impl Route {
     /// Maps a method and path to a route.
     pub(crate) fn parse(method: &Method, path: &str) -> Route {
         let (route, allow) = match path {
-            "/events" => (Route::Events, "GET, HEAD, OPTIONS"),
-            "/api/notify" => (Route::Notify, "POST, OPTIONS"),
-            "/api/publish" => (Route::Publish, "POST, OPTIONS"),
-            "/subscribe" => (Route::Subscribe, "POST, OPTIONS"),
-            "/unsubscribe" => (Route::Unsubscribe, "POST, OPTIONS"),
-            "/stats" => (Route::Stats, "GET, HEAD, OPTIONS"),
-            "/healthz" => (Route::Health, "GET, HEAD, OPTIONS"),
-            _ => return Route::NotFound,
+            "/events" => (Route::Events, GET),
+            "/api/notify" => (Route::Notify, POST),
+            "/api/publish" => (Route::Publish, POST),
+            "/subscribe" => (Route::Subscribe, POST),
+            "/unsubscribe" => (Route::Unsubscribe, POST),
+            "/stats" => (Route::Stats, GET),
+            "/healthz" => (Route::Health, GET),
+            _ => match parse_user_path(path) {
+                Some((Ok(user), true)) => (Route::UserEvents(user), GET),
+                Some((Ok(user), false)) => (Route::UserNotify(user), POST),
+                Some((Err(error), _)) => return Route::BadUserId(error),
+                None => return Route::NotFound,
+            },
         };
         if *method == Method::OPTIONS {
             return Route::Preflight;
         }
-        let takes = match route {
-            Route::Notify | Route::Publish | Route::Subscribe | Route::Unsubscribe => {
-                *method == Method::POST
-            }
-            _ => *method == Method::GET || *method == Method::HEAD,
+        let takes = if allow == POST {
+            *method == Method::POST
+        } else {
+            *method == Method::GET || *method == Method::HEAD
         };
         if takes {
             route
@@ -64,22 +79,64 @@ impl Route {
     }
 }
 
+/// `/events/:userId` (→ `true`) or `/api/users/:userId/notify` (→ `false`), with the id
+/// percent-decoded and validated.
+fn parse_user_path(path: &str) -> Option<(Result<UserId, TopicError>, bool)> {
+    let (raw, stream) = if let Some(rest) = path.strip_prefix("/events/") {
+        (rest, true)
+    } else {
+        let rest = path.strip_prefix("/api/users/")?;
+        (rest.strip_suffix("/notify")?, false)
+    };
+    if raw.contains('/') {
+        return None;
+    }
+    let decoded = percent_decode(raw)?;
+    Some((UserId::parse(&decoded), stream))
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Routes a request and produces its response.
 pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
     let allowed_origin = ctx.cors.allow(request.headers());
     let route = Route::parse(request.method(), request.uri().path());
     let ready = match route {
-        Route::Events => events::open(ctx, request),
+        Route::Events => events::open(ctx, request, None),
+        Route::UserEvents(user) => events::open(ctx, request, Some(&user)),
         Route::Stats => stats::render(ctx),
         Route::Health => health::check(ctx),
         Route::Preflight => ctx.cors.preflight(),
         Route::MethodNotAllowed(allow) => error_response(HandlerError::MethodNotAllowed(allow)),
+        Route::BadUserId(error) => error_response(HandlerError::BadRequest(format!(
+            "invalid user id: {error}"
+        ))),
         Route::NotFound => error_response(HandlerError::NotFound),
-        Route::Notify | Route::Publish | Route::Subscribe | Route::Unsubscribe => {
+        Route::Notify
+        | Route::UserNotify(_)
+        | Route::Publish
+        | Route::Subscribe
+        | Route::Unsubscribe => {
             let ctx = ctx.clone();
             return Reply::Later(Box::pin(async move {
                 let result = match route {
-                    Route::Notify => notify::publish(&ctx, request).await,
+                    Route::Notify => notify::publish(&ctx, request, None).await,
+                    Route::UserNotify(user) => notify::publish(&ctx, request, Some(&user)).await,
                     Route::Publish => publish::publish(&ctx, request).await,
                     Route::Subscribe => subscribe::change(&ctx, request, true).await,
                     _ => subscribe::change(&ctx, request, false).await,
@@ -96,48 +153,72 @@ pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
 
     #[test]
     fn table() {
         let cases = [
             (Method::GET, "/events", Route::Events),
             (Method::HEAD, "/events", Route::Events),
+            (
+                Method::GET,
+                "/events/alice",
+                Route::UserEvents(user("alice")),
+            ),
+            (
+                Method::GET,
+                "/events/a%40b.c",
+                Route::UserEvents(user("a@b.c")),
+            ),
+            (
+                Method::POST,
+                "/api/users/alice/notify",
+                Route::UserNotify(user("alice")),
+            ),
             (Method::POST, "/api/notify", Route::Notify),
             (Method::POST, "/api/publish", Route::Publish),
             (Method::POST, "/subscribe", Route::Subscribe),
             (Method::POST, "/unsubscribe", Route::Unsubscribe),
-            (
-                Method::GET,
-                "/subscribe",
-                Route::MethodNotAllowed("POST, OPTIONS"),
-            ),
             (Method::GET, "/stats", Route::Stats),
             (Method::GET, "/healthz", Route::Health),
             (Method::OPTIONS, "/events", Route::Preflight),
             (Method::OPTIONS, "/api/notify", Route::Preflight),
+            (Method::OPTIONS, "/events/alice", Route::Preflight),
+            (Method::GET, "/api/notify", Route::MethodNotAllowed(POST)),
+            (Method::GET, "/subscribe", Route::MethodNotAllowed(POST)),
+            (Method::POST, "/events", Route::MethodNotAllowed(GET)),
+            (Method::POST, "/events/alice", Route::MethodNotAllowed(GET)),
             (
                 Method::GET,
-                "/api/notify",
-                Route::MethodNotAllowed("POST, OPTIONS"),
+                "/api/users/alice/notify",
+                Route::MethodNotAllowed(POST),
             ),
-            (
-                Method::POST,
-                "/events",
-                Route::MethodNotAllowed("GET, HEAD, OPTIONS"),
-            ),
-            (
-                Method::DELETE,
-                "/stats",
-                Route::MethodNotAllowed("GET, HEAD, OPTIONS"),
-            ),
+            (Method::DELETE, "/stats", Route::MethodNotAllowed(GET)),
             (Method::GET, "/", Route::NotFound),
-            (Method::GET, "/events/", Route::NotFound),
+            (Method::GET, "/events/a/b", Route::NotFound),
+            (Method::GET, "/api/users/alice", Route::NotFound),
             (Method::OPTIONS, "/nope", Route::NotFound),
+            (Method::GET, "/events/", Route::BadUserId(TopicError::Empty)),
+            (
+                Method::GET,
+                "/events/a%20b",
+                Route::BadUserId(TopicError::BadChar),
+            ),
+            (
+                Method::GET,
+                "/events/%0A",
+                Route::BadUserId(TopicError::BadChar),
+            ),
         ];
         for (method, path, expected) in cases {
             assert_eq!(Route::parse(&method, path), expected, "{method} {path}");
         }
+        assert_eq!(Route::parse(&Method::GET, "/events/%zz"), Route::NotFound);
     }
 }

@@ -134,7 +134,11 @@ pub(crate) enum Push {
 pub(crate) struct Conn {
     pub(crate) id: ConnId,
     state: Cell<State>,
-    queue: RefCell<VecDeque<Bytes>>,
+    /// Pending frames. A frame of a `latest`-policy channel carries its channel so a newer one
+    /// can replace it; every other frame carries `None`.
+    queue: RefCell<VecDeque<(Bytes, Option<Topic>)>>,
+    /// Frames shed under the `drop-oldest` policy, reported in-band before the next frame.
+    missed: Cell<u64>,
     waker: Cell<Option<Waker>>,
     capacity: usize,
     /// Milliseconds since the hub's epoch at connect; feeds the average-age statistic.
@@ -151,6 +155,7 @@ impl Conn {
             id,
             state: Cell::new(State::Open),
             queue: RefCell::new(VecDeque::new()),
+            missed: Cell::new(0),
             waker: Cell::new(None),
             capacity,
             connected_ms,
@@ -179,7 +184,48 @@ impl Conn {
             self.evict();
             return Push::Full;
         }
-        queue.push_back(frame.clone());
+        queue.push_back((frame.clone(), None));
+        drop(queue);
+        self.last_event.set(Instant::now());
+        self.wake();
+        Push::Queued
+    }
+
+    /// `drop-oldest` policy: a full queue sheds its oldest frame instead of evicting the stream,
+    /// and the stream is told how many it missed.
+    pub(crate) fn push_shedding(&self, frame: &Bytes) -> Push {
+        if self.state.get() != State::Open {
+            return Push::Gone;
+        }
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= self.capacity && queue.pop_front().is_some() {
+            self.missed.set(self.missed.get() + 1);
+        }
+        queue.push_back((frame.clone(), None));
+        drop(queue);
+        self.last_event.set(Instant::now());
+        self.wake();
+        Push::Queued
+    }
+
+    /// `latest` policy: only the newest pending frame of `topic` is kept. The older one is
+    /// removed and the new one goes to the back, so ids still leave in increasing order.
+    pub(crate) fn push_latest(&self, frame: &Bytes, topic: &Topic) -> Push {
+        if self.state.get() != State::Open {
+            return Push::Gone;
+        }
+        let mut queue = self.queue.borrow_mut();
+        if let Some(at) = queue
+            .iter()
+            .position(|(_, tag)| tag.as_ref() == Some(topic))
+        {
+            queue.remove(at);
+        } else if queue.len() >= self.capacity {
+            drop(queue);
+            self.evict();
+            return Push::Full;
+        }
+        queue.push_back((frame.clone(), Some(topic.clone())));
         drop(queue);
         self.last_event.set(Instant::now());
         self.wake();
@@ -189,7 +235,7 @@ impl Conn {
     /// Queues a frame regardless of capacity: the frames a stream starts with (its `connected`
     /// event and a replay, itself bounded by the history size).
     pub(crate) fn push_initial(&self, frame: Bytes) {
-        self.queue.borrow_mut().push_back(frame);
+        self.queue.borrow_mut().push_back((frame, None));
     }
 
     /// Queues a heartbeat unless data is already waiting (which keeps the stream alive anyway).
@@ -199,7 +245,7 @@ impl Conn {
         }
         let mut queue = self.queue.borrow_mut();
         if queue.is_empty() {
-            queue.push_back(frame.clone());
+            queue.push_back((frame.clone(), None));
             drop(queue);
             self.wake();
         }
@@ -210,7 +256,7 @@ impl Conn {
         if self.state.get() != State::Open {
             return;
         }
-        self.queue.borrow_mut().push_back(last);
+        self.queue.borrow_mut().push_back((last, None));
         self.state.set(State::Closing);
         self.wake();
     }
@@ -237,6 +283,19 @@ impl Conn {
         *self.queue.borrow_mut() = VecDeque::new();
         self.waker.take();
     }
+}
+
+/// The in-band notice that frames were shed under the `drop-oldest` policy (built only when it
+/// happens, so never on the fan-out path).
+fn missed_frame(count: u64) -> Bytes {
+    let data = format!("{{\"count\":{count},\"reason\":\"slow-consumer\"}}");
+    let name = crate::sse::EventName::parse("dropped").expect("a valid event name");
+    crate::sse::Event {
+        name: Some(&name),
+        data: &data,
+        ..crate::sse::Event::default()
+    }
+    .encode()
 }
 
 /// What [`Subscription::poll_recv`] yields.
@@ -273,15 +332,19 @@ impl Subscription {
 
     /// Takes every frame that is ready, or registers to be woken when one is.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Recv> {
+        let missed = self.conn.missed.replace(0);
+        if missed > 0 {
+            return Poll::Ready(Recv::Frames(missed_frame(missed)));
+        }
         let mut queue = self.conn.queue.borrow_mut();
-        if let Some(first) = queue.pop_front() {
+        if let Some((first, _)) = queue.pop_front() {
             let mut count = 1u64;
             let out = if queue.is_empty() {
                 first
             } else {
                 let mut total = first.len();
                 let mut take = 0;
-                for frame in queue.iter() {
+                for (frame, _) in queue.iter() {
                     if total + frame.len() > MAX_BATCH_BYTES {
                         break;
                     }
@@ -290,7 +353,7 @@ impl Subscription {
                 }
                 let mut buf = BytesMut::with_capacity(total);
                 buf.put_slice(&first);
-                for frame in queue.drain(..take) {
+                for (frame, _) in queue.drain(..take) {
                     buf.put_slice(&frame);
                 }
                 count += take as u64;
@@ -333,6 +396,7 @@ impl fmt::Debug for Subscription {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -365,6 +429,35 @@ mod tests {
         assert_eq!(conn.state(), State::Evicted);
         assert!(conn.queue.borrow().is_empty());
         assert_eq!(conn.push(&frame), Push::Gone);
+    }
+
+    #[test]
+    fn drop_oldest_sheds_and_counts() {
+        let conn = Conn::new(ConnId::generate(0), 2, 0);
+        for n in 0..5u8 {
+            assert_eq!(conn.push_shedding(&Bytes::from(vec![n])), Push::Queued);
+        }
+        let queued: Vec<u8> = conn.queue.borrow().iter().map(|(f, _)| f[0]).collect();
+        assert_eq!(queued, vec![3, 4]);
+        assert_eq!(conn.missed.get(), 3);
+        assert_eq!(conn.state(), State::Open);
+    }
+
+    #[test]
+    fn latest_keeps_the_newest_per_channel_in_order() {
+        let conn = Conn::new(ConnId::generate(0), 4, 0);
+        let metrics = Topic::parse("metrics").unwrap();
+        let other = Bytes::from_static(b"other");
+        conn.push_latest(&Bytes::from_static(b"m1"), &metrics);
+        conn.push(&other);
+        conn.push_latest(&Bytes::from_static(b"m2"), &metrics);
+        let queued: Vec<Vec<u8>> = conn
+            .queue
+            .borrow()
+            .iter()
+            .map(|(f, _)| f.to_vec())
+            .collect();
+        assert_eq!(queued, vec![b"other".to_vec(), b"m2".to_vec()]);
     }
 
     #[test]

@@ -92,11 +92,19 @@ pub trait History: Send + Sync + 'static {
         out: &mut Vec<(Seq, Bytes)>,
     ) -> Result<(), Gap>;
 
+    /// For a user's channel: appends to `out` every event up to `upto` not yet delivered to any
+    /// of the user's streams, marks them delivered, and returns how many undelivered events were
+    /// lost (queue overflow or expiry) since the last call.
+    fn take_undelivered(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Bytes)>) -> u64;
+
+    /// For a user's channel: records that events up to `seq` reached a stream.
+    fn mark_delivered(&self, topic: &Topic, seq: Seq);
+
     /// Drops expired events and empty channels. Called periodically.
     fn sweep(&self);
 
-    /// Channels with retained events, and events retained over all channels.
-    fn size(&self) -> (usize, usize);
+    /// What is retained.
+    fn size(&self) -> HistorySize;
 
     /// Formats a seq as an event id.
     fn format_id(&self, seq: Seq) -> String {
@@ -125,6 +133,28 @@ pub trait History: Send + Sync + 'static {
     }
 }
 
+/// What a history retains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistorySize {
+    /// Channels with retained events (users' queues excluded).
+    pub channels: usize,
+    /// Events retained on those channels.
+    pub events: usize,
+    /// Users with a queue.
+    pub users: usize,
+    /// Events queued for users and not yet delivered to any of their streams.
+    pub queued: usize,
+}
+
+/// Retention limits of one kind of channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most events kept (0 keeps none).
+    pub capacity: usize,
+    /// Longest time an event is kept.
+    pub ttl: Option<Duration>,
+}
+
 struct Entry {
     seq: Seq,
     at: Instant,
@@ -136,18 +166,37 @@ struct Ring {
     entries: VecDeque<Entry>,
     /// Highest seq evicted from this ring; a resume from before it has a gap.
     evicted_through: Seq,
+    /// Users' queues only: highest seq that reached one of the user's streams.
+    delivered_through: Seq,
+    /// Users' queues only: undelivered events lost since the user last connected.
+    lost: u64,
 }
 
 impl Ring {
+    fn evict_front(&mut self) {
+        if let Some(old) = self.entries.pop_front() {
+            self.evicted_through = old.seq;
+            if old.seq > self.delivered_through {
+                self.lost += 1;
+            }
+        }
+    }
+
     fn evict_expired(&mut self, ttl: Option<Duration>, now: Instant) {
         let Some(ttl) = ttl else { return };
         while let Some(front) = self.entries.front() {
             if now.duration_since(front.at) < ttl {
                 break;
             }
-            self.evicted_through = front.seq;
-            self.entries.pop_front();
+            self.evict_front();
         }
+    }
+
+    fn undelivered(&self) -> usize {
+        let start = self
+            .entries
+            .partition_point(|e| e.seq <= self.delivered_through);
+        self.entries.len() - start
     }
 }
 
@@ -155,8 +204,8 @@ impl Ring {
 pub struct MemoryHistory {
     epoch: String,
     next: AtomicU64,
-    capacity: usize,
-    ttl: Option<Duration>,
+    channels: Limits,
+    users: Limits,
     stripes: Vec<Mutex<HashMap<Topic, Ring>>>,
     /// Highest `evicted_through` of any ring removed by a sweep: a resume on a channel whose ring
     /// is gone is only safe from after this point.
@@ -168,32 +217,40 @@ impl fmt::Debug for MemoryHistory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryHistory")
             .field("epoch", &self.epoch)
-            .field("capacity", &self.capacity)
-            .field("ttl", &self.ttl)
+            .field("channels", &self.channels)
+            .field("users", &self.users)
             .finish_non_exhaustive()
     }
 }
 
 impl MemoryHistory {
-    /// A history keeping up to `capacity` events per channel (0 keeps none), each for at most
-    /// `ttl`. Its epoch is the start time in milliseconds, base 36: new for every process.
-    pub fn new(capacity: usize, ttl: Option<Duration>) -> Self {
+    /// A history with `channels` limits for channels and `users` limits for users' queues. Its
+    /// epoch is the start time in milliseconds, base 36: new for every process.
+    pub fn new(channels: Limits, users: Limits) -> Self {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Self::with_epoch(base36(millis), capacity, ttl)
+        Self::with_epoch(base36(millis), channels, users)
     }
 
     /// Like [`MemoryHistory::new`] with a chosen epoch (tests).
-    pub fn with_epoch(epoch: String, capacity: usize, ttl: Option<Duration>) -> Self {
+    pub fn with_epoch(epoch: String, channels: Limits, users: Limits) -> Self {
         MemoryHistory {
             epoch,
             next: AtomicU64::new(1),
-            capacity,
-            ttl,
+            channels,
+            users,
             stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
             swept_through: AtomicU64::new(0),
             hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn limits(&self, topic: &Topic) -> Limits {
+        if topic.is_user() {
+            self.users
+        } else {
+            self.channels
         }
     }
 
@@ -228,14 +285,13 @@ impl History for MemoryHistory {
         let mut stripe = lock(self.stripe(topic));
         let seq = self.next.fetch_add(1, Ordering::AcqRel);
         let frame = encode(seq);
-        if self.capacity > 0 {
+        let limits = self.limits(topic);
+        if limits.capacity > 0 {
             let ring = stripe.entry(topic.clone()).or_default();
             let now = Instant::now();
-            ring.evict_expired(self.ttl, now);
-            if ring.entries.len() >= self.capacity {
-                if let Some(old) = ring.entries.pop_front() {
-                    ring.evicted_through = old.seq;
-                }
+            ring.evict_expired(limits.ttl, now);
+            if ring.entries.len() >= limits.capacity {
+                ring.evict_front();
             }
             ring.entries.push_back(Entry {
                 seq,
@@ -256,6 +312,7 @@ impl History for MemoryHistory {
         if after >= upto {
             return Ok(());
         }
+        let limits = self.limits(topic);
         let mut stripe = lock(self.stripe(topic));
         let Some(ring) = stripe.get_mut(topic) else {
             // Nothing retained: complete unless a sweep removed events after `after`, or the
@@ -263,12 +320,12 @@ impl History for MemoryHistory {
             if after < self.swept_through.load(Ordering::Acquire) {
                 return Err(Gap::Expired);
             }
-            if self.capacity == 0 {
+            if limits.capacity == 0 {
                 return Err(Gap::Expired);
             }
             return Ok(());
         };
-        ring.evict_expired(self.ttl, Instant::now());
+        ring.evict_expired(limits.ttl, Instant::now());
         if after < ring.evicted_through {
             return Err(Gap::Expired);
         }
@@ -282,12 +339,39 @@ impl History for MemoryHistory {
         Ok(())
     }
 
+    fn take_undelivered(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Bytes)>) -> u64 {
+        let limits = self.limits(topic);
+        let mut stripe = lock(self.stripe(topic));
+        let Some(ring) = stripe.get_mut(topic) else {
+            return 0;
+        };
+        ring.evict_expired(limits.ttl, Instant::now());
+        let start = ring
+            .entries
+            .partition_point(|e| e.seq <= ring.delivered_through);
+        for entry in ring.entries.range(start..) {
+            if entry.seq > upto {
+                break;
+            }
+            out.push((entry.seq, entry.frame.clone()));
+        }
+        ring.delivered_through = ring.delivered_through.max(upto);
+        std::mem::take(&mut ring.lost)
+    }
+
+    fn mark_delivered(&self, topic: &Topic, seq: Seq) {
+        let mut stripe = lock(self.stripe(topic));
+        if let Some(ring) = stripe.get_mut(topic) {
+            ring.delivered_through = ring.delivered_through.max(seq);
+        }
+    }
+
     fn sweep(&self) {
         let now = Instant::now();
         for stripe in &self.stripes {
             let mut stripe = lock(stripe);
-            stripe.retain(|_, ring| {
-                ring.evict_expired(self.ttl, now);
+            stripe.retain(|topic, ring| {
+                ring.evict_expired(self.limits(topic).ttl, now);
                 if ring.entries.is_empty() {
                     self.swept_through
                         .fetch_max(ring.evicted_through, Ordering::AcqRel);
@@ -299,15 +383,21 @@ impl History for MemoryHistory {
         }
     }
 
-    fn size(&self) -> (usize, usize) {
-        let mut channels = 0;
-        let mut events = 0;
+    fn size(&self) -> HistorySize {
+        let mut size = HistorySize::default();
         for stripe in &self.stripes {
             let stripe = lock(stripe);
-            channels += stripe.len();
-            events += stripe.values().map(|r| r.entries.len()).sum::<usize>();
+            for (topic, ring) in stripe.iter() {
+                if topic.is_user() {
+                    size.users += 1;
+                    size.queued += ring.undelivered();
+                } else {
+                    size.channels += 1;
+                    size.events += ring.entries.len();
+                }
+            }
         }
-        (channels, events)
+        size
     }
 }
 
@@ -334,6 +424,14 @@ mod tests {
         Topic::parse(name).unwrap()
     }
 
+    fn limits(capacity: usize, ttl: Option<Duration>) -> Limits {
+        Limits { capacity, ttl }
+    }
+
+    fn history(capacity: usize, ttl: Option<Duration>) -> MemoryHistory {
+        MemoryHistory::with_epoch("e".into(), limits(capacity, ttl), limits(3, None))
+    }
+
     fn publish(history: &MemoryHistory, name: &str) -> Seq {
         history
             .append(&topic(name), &mut |seq| Bytes::from(format!("{seq}")))
@@ -349,7 +447,7 @@ mod tests {
 
     #[test]
     fn seqs_are_hub_wide_and_replay_is_per_channel() {
-        let h = MemoryHistory::with_epoch("e".into(), 10, None);
+        let h = history(10, None);
         assert_eq!(publish(&h, "a"), 1);
         assert_eq!(publish(&h, "b"), 2);
         assert_eq!(publish(&h, "a"), 3);
@@ -363,7 +461,7 @@ mod tests {
 
     #[test]
     fn replay_stops_at_upto() {
-        let h = MemoryHistory::with_epoch("e".into(), 10, None);
+        let h = history(10, None);
         for _ in 0..5 {
             publish(&h, "a");
         }
@@ -374,7 +472,7 @@ mod tests {
 
     #[test]
     fn eviction_by_size_is_a_gap() {
-        let h = MemoryHistory::with_epoch("e".into(), 3, None);
+        let h = history(3, None);
         for _ in 0..5 {
             publish(&h, "a");
         }
@@ -385,12 +483,12 @@ mod tests {
 
     #[test]
     fn eviction_by_age_and_sweep() {
-        let h = MemoryHistory::with_epoch("e".into(), 10, Some(Duration::from_millis(1)));
+        let h = history(10, Some(Duration::from_millis(1)));
         publish(&h, "a");
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(seqs(&h, "a", 0), Err(Gap::Expired));
         h.sweep();
-        assert_eq!(h.size(), (0, 0));
+        assert_eq!(h.size(), HistorySize::default());
         // The ring is gone, but the sweep remembers what it dropped.
         assert_eq!(seqs(&h, "a", 0), Err(Gap::Expired));
         assert_eq!(seqs(&h, "a", 1).unwrap(), Vec::<Seq>::new());
@@ -398,7 +496,7 @@ mod tests {
 
     #[test]
     fn positions() {
-        let h = MemoryHistory::with_epoch("k3x".into(), 10, None);
+        let h = MemoryHistory::with_epoch("k3x".into(), limits(10, None), limits(10, None));
         publish(&h, "a");
         publish(&h, "a");
         assert_eq!(h.format_id(2), "k3x-2");
@@ -424,17 +522,56 @@ mod tests {
         assert_eq!(base36(0), "0");
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");
-        let a = MemoryHistory::new(1, None);
+        let a = MemoryHistory::new(limits(1, None), limits(1, None));
         std::thread::sleep(Duration::from_millis(2));
-        let b = MemoryHistory::new(1, None);
+        let b = MemoryHistory::new(limits(1, None), limits(1, None));
         assert_ne!(a.epoch(), b.epoch());
     }
 
     #[test]
     fn zero_capacity_keeps_nothing() {
-        let h = MemoryHistory::with_epoch("e".into(), 0, None);
+        let h = history(0, None);
         publish(&h, "a");
-        assert_eq!(h.size(), (0, 0));
+        assert_eq!(h.size(), HistorySize::default());
         assert_eq!(seqs(&h, "a", 0), Err(Gap::Expired));
+    }
+
+    #[test]
+    fn user_queue_delivers_once_and_reports_overflow() {
+        let h = history(10, None);
+        let user = Topic::user(&super::super::UserId::parse("u1").unwrap());
+        let put = |h: &MemoryHistory| {
+            h.append(&user, &mut |seq| Bytes::from(format!("{seq}")))
+                .unwrap()
+                .0
+        };
+        // Five events while offline; the queue keeps 3, so 2 are lost.
+        for _ in 0..5 {
+            put(&h);
+        }
+        assert_eq!(h.size().queued, 3);
+        let mut out = Vec::new();
+        assert_eq!(h.take_undelivered(&user, h.head(), &mut out), 2);
+        assert_eq!(
+            out.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert_eq!(h.size().queued, 0);
+        // Nothing twice.
+        out.clear();
+        assert_eq!(h.take_undelivered(&user, h.head(), &mut out), 0);
+        assert!(out.is_empty());
+        // Delivered live: not queued for the next connect.
+        let live = put(&h);
+        h.mark_delivered(&user, live);
+        assert_eq!(h.take_undelivered(&user, h.head(), &mut out), 0);
+        assert!(out.is_empty());
+        // Only up to the caller's position.
+        let a = put(&h);
+        let _b = put(&h);
+        h.take_undelivered(&user, a, &mut out);
+        assert_eq!(out.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(h.size().users, 1);
+        assert_eq!(h.size().queued, 1);
     }
 }

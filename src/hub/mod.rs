@@ -26,10 +26,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conn::{ConnId, Recv, Subscription, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
-pub use history::{History, MemoryHistory, Seq};
+pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
 pub use shard::{Open, Shard};
 pub use stats::{HubSnapshot, ShardSnapshot};
-pub use topic::{Topic, TopicError, BROADCAST, MAX_TOPIC_LEN};
+pub use topic::{Topic, TopicError, UserId, BROADCAST, MAX_TOPIC_LEN, USER_PREFIX};
 
 use counts::SubscriberCounts;
 use stats::ShardStats;
@@ -54,6 +54,46 @@ pub struct Settings {
     pub max_connections: usize,
     /// Reconnection delay announced to clients; jittered upward at shutdown.
     pub retry: Duration,
+    /// Slow-consumer policies by channel pattern (exact name, or `prefix*`); first match wins,
+    /// channels that match none use [`Policy::Disconnect`].
+    pub policies: Vec<(String, Policy)>,
+}
+
+/// What happens when a stream's queue is full and another event of a channel arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Cut the stream off; it reconnects and resumes from history, losing nothing.
+    #[default]
+    Disconnect,
+    /// Shed the oldest pending frame and tell the stream in-band how many it missed.
+    DropOldest,
+    /// Keep only the newest pending event of the channel (right for state snapshots such as
+    /// metrics); a stream that falls behind on other channels is still cut off.
+    Latest,
+}
+
+impl Policy {
+    /// Parses `disconnect`, `drop-oldest` or `latest`.
+    pub fn parse(text: &str) -> Option<Policy> {
+        match text {
+            "disconnect" => Some(Policy::Disconnect),
+            "drop-oldest" => Some(Policy::DropOldest),
+            "latest" => Some(Policy::Latest),
+            _ => None,
+        }
+    }
+}
+
+/// The policy for `topic` among `policies` (see [`Settings::policies`]).
+pub fn policy_for(policies: &[(String, Policy)], topic: &Topic) -> Policy {
+    let name = topic.as_str();
+    policies
+        .iter()
+        .find(|(pattern, _)| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => pattern == name,
+        })
+        .map_or(Policy::Disconnect, |(_, policy)| *policy)
 }
 
 /// Why a hub operation failed.
@@ -377,7 +417,7 @@ impl Hub {
         } else {
             now.saturating_sub(connect_sum / total as u64)
         };
-        let (history_channels, history_events) = self.inner.history.size();
+        let retained = self.inner.history.size();
         HubSnapshot {
             total_connections: total,
             average_age_ms,
@@ -387,8 +427,10 @@ impl Hub {
             frames_delivered: shards.iter().map(|s| s.frames_delivered).sum(),
             slow_consumers_dropped: shards.iter().map(|s| s.slow_consumers_dropped).sum(),
             channels: self.inner.subscribers.channels(),
-            history_channels,
-            history_events,
+            history_channels: retained.channels,
+            history_events: retained.events,
+            users_with_queue: retained.users,
+            queued_user_events: retained.queued,
             last_event_id: self.inner.history.format_id(self.inner.history.head()),
             uptime_ms: now,
             shards,

@@ -35,7 +35,7 @@ use tokio::time::MissedTickBehavior;
 use super::conn::{Conn, ConnId, Push, State, Subscription};
 use super::history::{Position, Seq};
 use super::stats::ShardStats;
-use super::{Command, Hub, HubError, Inbox, OpenError, Topic};
+use super::{policy_for, Command, Hub, HubError, Inbox, OpenError, Policy, Topic};
 use crate::shutdown::Shutdown;
 use crate::sse::{self, Event, EventId, EventName};
 
@@ -99,6 +99,7 @@ pub struct Shard {
     heartbeat: Bytes,
     connected: EventName,
     reset: EventName,
+    dropped: EventName,
     inbox: RefCell<Option<Inbox>>,
 }
 
@@ -128,6 +129,7 @@ impl Shard {
             heartbeat: sse::comment("heartbeat"),
             connected: EventName::parse("connected").expect("a valid event name"),
             reset: EventName::parse("reset").expect("a valid event name"),
+            dropped: EventName::parse("dropped").expect("a valid event name"),
             inbox: RefCell::new(Some(inbox)),
         })
     }
@@ -187,6 +189,7 @@ impl Shard {
             .last_event_id
             .map(|text| (text, history.position(text)));
         let mut replay = Vec::new();
+        let mut queued = Vec::new();
         let reset_reason = match resume {
             None => None,
             Some((_, Position::Malformed)) => Some("malformed"),
@@ -202,13 +205,15 @@ impl Shard {
                 gap.then_some("expired")
             }
         };
-        // A fresh stream learns the current position at once, so even if it drops before its
-        // first event, its reconnect resumes from here and loses nothing.
-        let connected_id = if resume.is_none() {
-            position_id.as_ref()
-        } else {
-            None
-        };
+        // A user's queue: what no stream of the user has received yet. After a valid resume the
+        // replay already covers it; otherwise it is delivered now, once.
+        let mut lost = 0;
+        for topic in open.topics.iter().filter(|t| t.is_user()) {
+            match (resume, reset_reason) {
+                (Some((_, Position::After(_))), None) => history.mark_delivered(topic, position),
+                _ => lost += history.take_undelivered(topic, position, &mut queued),
+            }
+        }
         let connected = serde_json::to_string(&Connected {
             connection_id: conn.id.as_str(),
             worker: self.index,
@@ -218,12 +223,23 @@ impl Shard {
         conn.push_initial(
             Event {
                 name: Some(&self.connected),
-                id: connected_id,
+                id: None,
                 retry: Some(self.hub.settings().retry),
                 data: &connected,
             }
             .encode(),
         );
+        if lost > 0 {
+            let data = format!("{{\"count\":{lost},\"reason\":\"queue-overflow\"}}");
+            conn.push_initial(
+                Event {
+                    name: Some(&self.dropped),
+                    data: &data,
+                    ..Event::default()
+                }
+                .encode(),
+            );
+        }
         if let Some(reason) = reset_reason {
             replay.clear();
             let given = resume
@@ -243,12 +259,20 @@ impl Shard {
                 }
                 .encode(),
             );
-            return;
         }
+        replay.append(&mut queued);
         replay.sort_unstable_by_key(|(seq, _)| *seq);
         replay.dedup_by_key(|(seq, _)| *seq);
         for (_, frame) in replay {
             conn.push_initial(frame);
+        }
+        // The stream is now caught up to `position`. An id-only frame moves the client's last
+        // event id there without firing any handler (the spec updates the id before checking
+        // for data), so a reconnect resumes from here even if no event arrived in between.
+        if reset_reason.is_none() {
+            if let Some(id) = position_id.as_ref() {
+                conn.push_initial(sse::id_only(id));
+            }
         }
     }
 
@@ -282,22 +306,32 @@ impl Shard {
         true
     }
 
-    /// Delivers a frame to every local subscriber of `topic`. Never blocks and never allocates per
-    /// subscriber: each push is a refcount bump into a bounded queue.
-    pub fn fan_out(&self, topic: &Topic, frame: &Bytes) {
+    /// Delivers a frame to every local subscriber of `topic` under the channel's slow-consumer
+    /// policy, and returns how many took it. Never blocks and never allocates per subscriber:
+    /// each push is a refcount bump into a bounded queue.
+    pub fn fan_out(&self, topic: &Topic, frame: &Bytes) -> usize {
         let mut topics = self.topics.borrow_mut();
         let Some(list) = topics.get_mut(topic) else {
-            return;
+            return 0;
         };
+        let policy = policy_for(&self.hub.settings().policies, topic);
         let mut slow = 0u64;
-        list.retain(|conn| match conn.push(frame) {
-            Push::Queued => true,
-            Push::Full => {
-                slow += 1;
-                false
+        list.retain(|conn| {
+            let pushed = match policy {
+                Policy::Disconnect => conn.push(frame),
+                Policy::DropOldest => conn.push_shedding(frame),
+                Policy::Latest => conn.push_latest(frame, topic),
+            };
+            match pushed {
+                Push::Queued => true,
+                Push::Full => {
+                    slow += 1;
+                    false
+                }
+                Push::Gone => false,
             }
-            Push::Gone => false,
         });
+        let delivered = list.len();
         if list.is_empty() {
             topics.remove(topic);
             self.stats.channels.store(topics.len(), Ordering::Relaxed);
@@ -306,6 +340,14 @@ impl Shard {
             self.stats
                 .slow_consumers_dropped
                 .fetch_add(slow, Ordering::Relaxed);
+        }
+        delivered
+    }
+
+    /// Fans out one publish; a user's event that reached a stream leaves the user's queue.
+    fn deliver(&self, seq: Seq, topic: &Topic, frame: &Bytes) {
+        if self.fan_out(topic, frame) > 0 && topic.is_user() {
+            self.hub.history().mark_delivered(topic, seq);
         }
     }
 
@@ -322,7 +364,7 @@ impl Shard {
             }
             return;
         }
-        self.fan_out(&topic, &frame);
+        self.deliver(seq, &topic, &frame);
         self.next.set(seq + 1);
         self.release_early();
     }
@@ -334,7 +376,7 @@ impl Shard {
             let Some((topic, frame)) = self.early.borrow_mut().remove(&next) else {
                 break;
             };
-            self.fan_out(&topic, &frame);
+            self.deliver(next, &topic, &frame);
             self.next.set(next + 1);
         }
         if self.early.borrow().is_empty() {

@@ -82,6 +82,10 @@ pub struct HubSnapshot {
     pub history_channels: usize,
     /// Events retained over all channels.
     pub history_events: usize,
+    /// Users with an offline queue.
+    pub users_with_queue: usize,
+    /// Events queued for users and not yet delivered to any of their streams.
+    pub queued_user_events: usize,
     /// The id of the latest published event.
     pub last_event_id: String,
     /// Milliseconds since start.

@@ -13,6 +13,39 @@ pub const MAX_TOPIC_LEN: usize = 128;
 /// without any `channel` parameter listens on.
 pub const BROADCAST: &str = "broadcast";
 
+/// Prefix of users' private channels. `~` is outside the public character set.
+pub const USER_PREFIX: &str = "~user/";
+
+/// Longest accepted user id, in bytes.
+pub const MAX_USER_ID_LEN: usize = 128;
+
+/// A validated user id: 1 to [`MAX_USER_ID_LEN`] bytes of ASCII letters, digits and `-_.:@`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(Arc<str>);
+
+impl UserId {
+    /// Validates a user id from outside (a path segment, a token's subject).
+    pub fn parse(id: &str) -> Result<Self, TopicError> {
+        if id.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        if id.len() > MAX_USER_ID_LEN {
+            return Err(TopicError::TooLong);
+        }
+        let allowed =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@');
+        if !id.bytes().all(allowed) {
+            return Err(TopicError::BadChar);
+        }
+        Ok(UserId(Arc::from(id)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A channel name: 1 to [`MAX_TOPIC_LEN`] bytes of ASCII letters, digits and `-_.:/@`.
 ///
 /// The character set keeps names safe to echo in URLs, JSON, logs and Redis keys without escaping.
@@ -62,6 +95,17 @@ impl Topic {
         Ok(Topic(Arc::from(name)))
     }
 
+    /// The private channel of one user's stream (`GET /events/:userId`). Its name starts with
+    /// [`USER_PREFIX`], which [`Topic::parse`] refuses, so no client can subscribe to it by name.
+    pub fn user(user: &UserId) -> Self {
+        Topic(Arc::from(format!("{USER_PREFIX}{}", user.as_str())))
+    }
+
+    /// Whether this is a user's private channel.
+    pub fn is_user(&self) -> bool {
+        self.0.starts_with(USER_PREFIX)
+    }
+
     /// The broadcast channel.
     pub fn broadcast() -> Self {
         Topic(Arc::from(BROADCAST))
@@ -103,5 +147,16 @@ mod tests {
             Err(TopicError::TooLong)
         );
         assert!(Topic::parse(&"a".repeat(MAX_TOPIC_LEN)).is_ok());
+    }
+
+    #[test]
+    fn user_channels_cannot_be_named_by_clients() {
+        let user = UserId::parse("alice@example.com").unwrap();
+        let topic = Topic::user(&user);
+        assert!(topic.is_user());
+        assert!(Topic::parse(topic.as_str()).is_err());
+        assert!(!Topic::parse("user:alice").unwrap().is_user());
+        assert!(UserId::parse("a/b").is_err());
+        assert!(UserId::parse("").is_err());
     }
 }

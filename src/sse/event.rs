@@ -159,6 +159,16 @@ pub fn comment(text: &str) -> Bytes {
     buf.freeze()
 }
 
+/// A frame that only sets the client's last event id (`id: <id>` and a blank line). The spec
+/// updates the last event id before it checks for data, so this moves a client's resume point
+/// without firing any handler.
+pub fn id_only(id: &EventId) -> Bytes {
+    let mut buf = BytesMut::with_capacity(id.as_str().len() + 6);
+    put_field(&mut buf, b"id", id.as_str());
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
 /// A frame that only sets the client's reconnection delay.
 pub fn retry(delay: Duration) -> Bytes {
     let mut buf = BytesMut::with_capacity(24);
@@ -328,6 +338,8 @@ mod tests {
         assert_eq!(text(&comment("a\nb")), ": a\n: b\n\n");
         assert_eq!(text(&retry(Duration::from_secs(3))), "retry: 3000\n\n");
         assert_eq!(text(&retry(Duration::ZERO)), "retry: 0\n\n");
+        let id = EventId::parse("e-9").unwrap();
+        assert_eq!(text(&id_only(&id)), "id: e-9\n\n");
     }
 
     #[test]

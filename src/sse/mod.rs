@@ -4,4 +4,4 @@
 pub mod event;
 pub mod parse;
 
-pub use event::{comment, retry, Event, EventId, EventName, FieldError};
+pub use event::{comment, id_only, retry, Event, EventId, EventName, FieldError};
