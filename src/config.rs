@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth;
 use crate::hub;
 
 /// Default per-connection queue length. At one frame per event, 256 pending frames is several
@@ -102,6 +103,31 @@ pub struct Config {
     #[arg(long, env = "SLUICE_CHANNEL_POLICY", value_delimiter = ',', value_parser = parse_policy)]
     pub channel_policy: Vec<(String, hub::Policy)>,
 
+    /// `off`: only `/secure-events` needs a token. `required`: every stream, subscription,
+    /// publish and chat route needs one.
+    #[arg(long, env = "SLUICE_AUTH", default_value = "off", value_parser = parse_auth_mode)]
+    pub auth: auth::Mode,
+
+    /// HS256 secret for verifying tokens.
+    #[arg(long, env = "SLUICE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with an RSA (RS256) or EC P-256 (ES256) public key for verifying tokens.
+    #[arg(long, env = "SLUICE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+
+    /// Required token audience (`aud`); repeatable or comma-separated.
+    #[arg(long, env = "SLUICE_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
+    /// Required token issuer (`iss`); repeatable or comma-separated.
+    #[arg(long, env = "SLUICE_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
+
+    /// Operator key: a bearer credential that may publish to any channel.
+    #[arg(long, env = "SLUICE_PUBLISHER_KEY", hide_env_values = true)]
+    pub publisher_key: Option<String>,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -159,6 +185,25 @@ impl Config {
                 "must be greater than zero (omit it to disable)",
             );
         }
+        if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
+            return invalid(
+                "jwt-secret",
+                "give either --jwt-secret or --jwt-public-key, not both",
+            );
+        }
+        if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return invalid("jwt-secret", "must be at least 16 bytes");
+        }
+        if self.publisher_key.as_deref().is_some_and(|k| k.len() < 16) {
+            return invalid("publisher-key", "must be at least 16 bytes");
+        }
+        if self.auth == auth::Mode::Required
+            && self.jwt_secret.is_none()
+            && self.jwt_public_key.is_none()
+        {
+            return invalid("auth", "required needs --jwt-secret or --jwt-public-key");
+        }
+        self.verifier()?;
         if self.user_queue_ttl.is_zero() {
             return invalid("user-queue-ttl", "must be greater than zero");
         }
@@ -189,6 +234,40 @@ impl Config {
         }
     }
 
+    /// The token verifier, if a key is configured. Reads the public key file.
+    pub fn verifier(&self) -> Result<Option<auth::Verifier>, ConfigError> {
+        let mut verifier = match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(secret), _) => auth::Verifier::hs256(secret.as_bytes()),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| ConfigError::Invalid {
+                    key: "jwt-public-key",
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })?;
+                auth::Verifier::from_public_pem(&pem).map_err(|reason| ConfigError::Invalid {
+                    key: "jwt-public-key",
+                    reason,
+                })?
+            }
+            (None, None) => return Ok(None),
+        };
+        if !self.jwt_audience.is_empty() {
+            verifier.require_audience(&self.jwt_audience);
+        }
+        if !self.jwt_issuer.is_empty() {
+            verifier.require_issuer(&self.jwt_issuer);
+        }
+        Ok(Some(verifier))
+    }
+
+    /// The authentication settings.
+    pub fn auth(&self) -> Result<auth::Auth, ConfigError> {
+        Ok(auth::Auth::new(
+            self.auth,
+            self.verifier()?,
+            self.publisher_key.clone(),
+        ))
+    }
+
     /// Retention of channel history and of users' offline queues.
     pub fn history_limits(&self) -> (hub::Limits, hub::Limits) {
         (
@@ -207,6 +286,14 @@ impl Config {
 /// Workers to start: the explicit count if given, else one per available core (at least one).
 pub fn cores_to_use(available: usize, requested: Option<usize>) -> usize {
     requested.unwrap_or(available).max(1)
+}
+
+fn parse_auth_mode(text: &str) -> Result<auth::Mode, String> {
+    match text.trim() {
+        "off" => Ok(auth::Mode::Off),
+        "required" => Ok(auth::Mode::Required),
+        other => Err(format!("unknown auth mode '{other}' (off or required)")),
+    }
 }
 
 fn parse_policy(text: &str) -> Result<(String, hub::Policy), String> {
@@ -338,6 +425,20 @@ mod tests {
             let cfg = parse(args).unwrap();
             assert!(cfg.validate().is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn auth_settings() {
+        assert_eq!(parse(&[]).unwrap().auth, auth::Mode::Off);
+        let required = parse(&["--auth=required"]).unwrap();
+        assert!(required.validate().is_err(), "required without a key");
+        let ok = parse(&["--auth=required", "--jwt-secret=0123456789abcdef"]).unwrap();
+        ok.validate().unwrap();
+        assert!(ok.verifier().unwrap().is_some());
+        assert!(parse(&["--jwt-secret=short"]).unwrap().validate().is_err());
+        assert!(parse(&["--auth=maybe"]).is_err());
+        let missing = parse(&["--jwt-public-key=/nonexistent/key.pem"]).unwrap();
+        assert!(missing.validate().is_err());
     }
 
     #[test]

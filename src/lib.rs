@@ -22,6 +22,7 @@
 //! slowing anyone else. A stream's response body drains its queue, joining every ready frame into
 //! one chunk so they leave in one write.
 
+pub mod auth;
 pub mod config;
 mod http;
 pub mod hub;

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::task::LocalSet;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::hub::{History, Hub, Inbox, MemoryHistory, Shard};
 use crate::shutdown::{self, Shutdown, Trigger};
@@ -43,15 +44,21 @@ pub fn start(config: Config) -> io::Result<Server> {
     let (hub, inboxes) = Hub::new(config.hub_settings(count), history.clone());
     let (trigger, shutdown) = shutdown::channel();
     spawn_history_sweeper(history, shutdown.clone())?;
+    let auth = Arc::new(
+        config
+            .auth()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+    );
     let config = Arc::new(config);
     let mut workers = Vec::with_capacity(count);
     for (listener, inbox) in listeners.into_iter().zip(inboxes) {
         let hub = hub.clone();
+        let auth = auth.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
         let handle = std::thread::Builder::new()
             .name(format!("sluice-worker-{}", inbox.index()))
-            .spawn(move || run_worker(listener, inbox, hub, config, shutdown))?;
+            .spawn(move || run_worker(listener, inbox, hub, auth, config, shutdown))?;
         workers.push(handle);
     }
     Ok(Server {
@@ -112,6 +119,7 @@ fn run_worker(
     listener: std::net::TcpListener,
     inbox: Inbox,
     hub: Hub,
+    auth: Arc<Auth>,
     config: Arc<Config>,
     shutdown: Shutdown,
 ) {
@@ -137,7 +145,7 @@ fn run_worker(
         let shard = Shard::new(&hub, inbox);
         tokio::task::spawn_local(shard.clone().run(shutdown.clone()));
         let (drain, guard) = shutdown::drain();
-        crate::http::serve(listener, shard, hub, config.clone(), shutdown, guard).await;
+        crate::http::serve(listener, shard, hub, auth, config.clone(), shutdown, guard).await;
         if tokio::time::timeout(config.shutdown_timeout, drain.wait())
             .await
             .is_err()

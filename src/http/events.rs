@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::query::StreamQuery;
 use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
+use crate::auth::AuthError;
 use crate::hub::{HubError, Open, OpenError, Topic, UserId};
 use crate::sse;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -27,12 +28,20 @@ const OVERLOAD_RETRY_MS: std::ops::RangeInclusive<u64> = 5_000..=15_000;
 /// Channels come from `channel=` (none: the broadcast channel); the resume position from the
 /// `Last-Event-ID` header, or else the `lastEventId` / `last_event_id` query parameter (the header
 /// wins: a browser's automatic reconnect keeps the original URL but sends a fresh header).
-pub(crate) fn open(
-    ctx: &Rc<Ctx>,
-    request: Request<Incoming>,
-    user: Option<&UserId>,
-) -> Response<Body> {
-    match open_stream(ctx, request, user) {
+/// Which stream route was asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind<'a> {
+    /// `GET /events`: open unless `--auth required`.
+    Public,
+    /// `GET /events/:userId`: the user's private stream.
+    User(&'a UserId),
+    /// `GET /secure-events`: always needs a token; without `channel=` it carries every channel
+    /// the token names exactly.
+    Secure,
+}
+
+pub(crate) fn open(ctx: &Rc<Ctx>, request: Request<Incoming>, kind: Kind<'_>) -> Response<Body> {
+    match open_stream(ctx, request, kind) {
         Ok(response) => response,
         Err(error) => error_response(error),
     }
@@ -41,27 +50,76 @@ pub(crate) fn open(
 fn open_stream(
     ctx: &Rc<Ctx>,
     request: Request<Incoming>,
-    user: Option<&UserId>,
+    kind: Kind<'_>,
 ) -> Result<Response<Body>, HandlerError> {
     let wants_stream = accepts_event_stream(request.headers());
     let version = request.version();
     let mut query = StreamQuery::parse(request.uri().query())?;
+    let principal = if matches!(kind, Kind::Secure) || ctx.auth.is_required() {
+        Some(
+            ctx.auth
+                .authenticate(request.headers(), request.uri().query())?,
+        )
+    } else {
+        None
+    };
     let header_id = request
         .headers()
         .get("last-event-id")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     drop(request);
-    match user {
+    let asked_for_none = query.channels.is_empty();
+    match kind {
         // A user's stream carries the user's private channel, plus any channels asked for.
-        Some(user) => query.channels.insert(0, Topic::user(user)),
-        None if query.channels.is_empty() => query.channels.push(ctx.broadcast.clone()),
-        None => {}
+        Kind::User(user) => query.channels.insert(0, Topic::user(user)),
+        Kind::Secure if asked_for_none => {
+            if let Some(principal) = &principal {
+                query.channels = principal
+                    .subscribe
+                    .iter()
+                    .filter_map(|p| p.exact())
+                    .filter_map(|name| Topic::parse(name).ok())
+                    .collect();
+            }
+            if query.channels.is_empty() {
+                return Err(ctx
+                    .auth
+                    .fail(AuthError::Forbidden(
+                        "the token names no channel to subscribe to; ask with ?channel=".to_owned(),
+                    ))
+                    .into());
+            }
+        }
+        _ if asked_for_none => query.channels.push(ctx.broadcast.clone()),
+        _ => {}
+    }
+    if let Some(principal) = &principal {
+        if let Kind::User(user) = kind {
+            if *user != principal.user {
+                return Err(ctx
+                    .auth
+                    .fail(AuthError::Forbidden(
+                        "this is another user's stream".to_owned(),
+                    ))
+                    .into());
+            }
+        }
+        if let Some(denied) = query.channels.iter().find(|t| !principal.may_subscribe(t)) {
+            return Err(ctx
+                .auth
+                .fail(AuthError::Forbidden(format!(
+                    "the token may not subscribe to '{denied}'"
+                )))
+                .into());
+        }
     }
     let last_event_id = header_id.or(query.last_event_id);
     let opened = ctx.shard.open(Open {
         topics: &query.channels,
         id: query.id.as_deref(),
         last_event_id: last_event_id.as_deref(),
+        owner: principal.as_ref().map(|p| &p.user),
+        expires_at: principal.as_ref().map(|p| p.expires_at),
     });
     match opened {
         Ok(subscription) => Ok(stream_response(version, Body::Stream(subscription))),

@@ -31,6 +31,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::hub::{Hub, Shard, Topic};
 use crate::shutdown::{DrainGuard, Shutdown};
@@ -48,6 +49,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// What every handler on one worker shares. Lives on that worker's thread only.
 pub(crate) struct Ctx {
     pub(crate) hub: Hub,
+    pub(crate) auth: Arc<Auth>,
     pub(crate) shard: Rc<Shard>,
     pub(crate) config: Arc<Config>,
     pub(crate) cors: cors::Cors,
@@ -61,12 +63,14 @@ pub(crate) async fn serve(
     listener: TcpListener,
     shard: Rc<Shard>,
     hub: Hub,
+    auth: Arc<Auth>,
     config: Arc<Config>,
     mut shutdown: Shutdown,
     drain: DrainGuard,
 ) {
     let ctx = Rc::new(Ctx {
         hub,
+        auth,
         shard,
         cors: cors::Cors::new(&config.cors_origin),
         config,

@@ -47,6 +47,9 @@ pub(crate) async fn publish(
     request: Request<Incoming>,
     user: Option<&UserId>,
 ) -> Result<Response<Body>, HandlerError> {
+    let publisher = ctx
+        .auth
+        .publisher(request.headers(), request.uri().query())?;
     let notify: Notify = read_json(request, ctx.config.max_body).await?;
     if notify.message.is_null() {
         return Err(HandlerError::BadRequest(
@@ -71,6 +74,7 @@ pub(crate) async fn publish(
         Some(user) => Topic::user(user),
         None => channel(ctx, notify.channel.as_deref())?,
     };
+    ctx.auth.check_publish(&publisher, &topic)?;
     let data = serde_json::to_string(&Payload {
         message: &notify.message,
         timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),

@@ -85,6 +85,10 @@ async fn publish_text(
     }
     let topic = channel(ctx, channel_param.as_deref())?;
     let name = event_name(event_param.as_deref())?;
+    let publisher = ctx
+        .auth
+        .publisher(request.headers(), request.uri().query())?;
+    ctx.auth.check_publish(&publisher, &topic)?;
     let text = read_text(request, ctx.config.max_body).await?;
     send(ctx, &topic, name.as_ref(), &text)
 }

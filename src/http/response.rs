@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 
 use super::Body;
+use crate::auth::AuthError;
 use crate::hub::HubError;
 
 /// Why a handler could not do what was asked.
@@ -27,6 +28,14 @@ pub(crate) enum HandlerError {
     Missing(String),
     /// The request conflicts with live state (a connection id in use).
     Conflict(String),
+    /// Authentication failed (401) or the caller may not do this (403).
+    Auth(AuthError),
+}
+
+impl From<AuthError> for HandlerError {
+    fn from(error: AuthError) -> Self {
+        HandlerError::Auth(error)
+    }
 }
 
 impl From<HubError> for HandlerError {
@@ -58,6 +67,14 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
         HandlerError::Hub(hub) => (StatusCode::SERVICE_UNAVAILABLE, hub.to_string()),
         HandlerError::Missing(what) => (StatusCode::NOT_FOUND, what.clone()),
         HandlerError::Conflict(why) => (StatusCode::CONFLICT, why.clone()),
+        HandlerError::Auth(AuthError::NotConfigured) => (
+            StatusCode::NOT_IMPLEMENTED,
+            AuthError::NotConfigured.to_string(),
+        ),
+        HandlerError::Auth(auth) if auth.is_unauthenticated() => {
+            (StatusCode::UNAUTHORIZED, auth.to_string())
+        }
+        HandlerError::Auth(auth) => (StatusCode::FORBIDDEN, auth.to_string()),
     };
     let mut response = json(status, &ErrorBody { error: &message });
     let headers = response.headers_mut();
@@ -70,6 +87,15 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        HandlerError::Auth(auth) if auth.is_unauthenticated() => {
+            // RFC 6750: a missing token gets a bare challenge, a bad one says invalid_token.
+            let challenge = if auth == AuthError::Missing {
+                HeaderValue::from_static("Bearer realm=\"sluice\"")
+            } else {
+                HeaderValue::from_static("Bearer realm=\"sluice\", error=\"invalid_token\"")
+            };
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         _ => {}
     }

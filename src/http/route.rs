@@ -7,6 +7,7 @@ use std::rc::Rc;
 use http::{Method, Request};
 use hyper::body::Incoming;
 
+use super::events::Kind;
 use super::response::{error_response, HandlerError};
 use super::{events, health, notify, publish, stats, subscribe, Ctx, Reply};
 use crate::hub::{TopicError, UserId};
@@ -16,6 +17,8 @@ use crate::hub::{TopicError, UserId};
 pub(crate) enum Route {
     /// `GET /events`: open an event stream.
     Events,
+    /// `GET /secure-events`: open a stream that always needs a token.
+    SecureEvents,
     /// `GET /events/:userId`: open a user's stream (with its offline queue).
     UserEvents(UserId),
     /// `POST /api/notify`: broadcast a notification.
@@ -50,6 +53,7 @@ impl Route {
     pub(crate) fn parse(method: &Method, path: &str) -> Route {
         let (route, allow) = match path {
             "/events" => (Route::Events, GET),
+            "/secure-events" => (Route::SecureEvents, GET),
             "/api/notify" => (Route::Notify, POST),
             "/api/publish" => (Route::Publish, POST),
             "/subscribe" => (Route::Subscribe, POST),
@@ -114,11 +118,17 @@ fn percent_decode(text: &str) -> Option<String> {
 
 /// Routes a request and produces its response.
 pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
+    tracing::debug!(
+        method = %request.method(),
+        target = %crate::auth::redact(&request.uri().to_string()),
+        "request"
+    );
     let allowed_origin = ctx.cors.allow(request.headers());
     let route = Route::parse(request.method(), request.uri().path());
     let ready = match route {
-        Route::Events => events::open(ctx, request, None),
-        Route::UserEvents(user) => events::open(ctx, request, Some(&user)),
+        Route::Events => events::open(ctx, request, Kind::Public),
+        Route::SecureEvents => events::open(ctx, request, Kind::Secure),
+        Route::UserEvents(user) => events::open(ctx, request, Kind::User(&user)),
         Route::Stats => stats::render(ctx),
         Route::Health => health::check(ctx),
         Route::Preflight => ctx.cors.preflight(),
@@ -165,6 +175,7 @@ mod tests {
     fn table() {
         let cases = [
             (Method::GET, "/events", Route::Events),
+            (Method::GET, "/secure-events", Route::SecureEvents),
             (Method::HEAD, "/events", Route::Events),
             (
                 Method::GET,

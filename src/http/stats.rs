@@ -1,11 +1,27 @@
-//! `GET /stats`: the hub's counters as JSON.
+//! `GET /stats`: the hub's counters as JSON, plus the authentication failure count.
 
 use http::{Response, StatusCode};
+use serde::Serialize;
 
 use super::response::json;
 use super::{Body, Ctx};
+use crate::hub::HubSnapshot;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stats {
+    #[serde(flatten)]
+    hub: HubSnapshot,
+    auth_failures: u64,
+}
 
 /// Renders a snapshot of the hub.
 pub(crate) fn render(ctx: &Ctx) -> Response<Body> {
-    json(StatusCode::OK, &ctx.hub.snapshot())
+    json(
+        StatusCode::OK,
+        &Stats {
+            hub: ctx.hub.snapshot(),
+            auth_failures: ctx.auth.failures(),
+        },
+    )
 }

@@ -10,10 +10,12 @@ use super::publish::channel;
 use super::request::read_json;
 use super::response::{json, HandlerError};
 use super::{Body, Ctx};
+use crate::auth::{token_from, AuthError};
+use crate::hub::Change;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Change {
+struct ChangeBody {
     channel: String,
     connection_id: String,
 }
@@ -33,20 +35,54 @@ pub(crate) async fn change(
     request: Request<Incoming>,
     add: bool,
 ) -> Result<Response<Body>, HandlerError> {
-    let change: Change = read_json(request, ctx.config.max_body).await?;
+    // With auth required every caller needs a token; with auth off a token is still checked
+    // when sent, because a stream opened with a token may only be changed by its owner.
+    let principal = if ctx.auth.is_required()
+        || token_from(request.headers(), request.uri().query()).is_some()
+    {
+        Some(
+            ctx.auth
+                .authenticate(request.headers(), request.uri().query())?,
+        )
+    } else {
+        None
+    };
+    let change: ChangeBody = read_json(request, ctx.config.max_body).await?;
     let topic = channel(ctx, Some(&change.channel))?;
+    if let Some(principal) = &principal {
+        if add && !principal.may_subscribe(&topic) {
+            return Err(ctx
+                .auth
+                .fail(AuthError::Forbidden(format!(
+                    "the token may not subscribe to '{topic}'"
+                )))
+                .into());
+        }
+    }
     if change.connection_id.is_empty() || change.connection_id.len() > crate::hub::MAX_CONN_ID_LEN {
         return Err(HandlerError::BadRequest("invalid connectionId".to_owned()));
     }
-    if !ctx
+    let caller = principal.as_ref().map(|p| &p.user);
+    match ctx
         .hub
-        .subscribe(&change.connection_id, &topic, add)
+        .subscribe(&change.connection_id, &topic, add, caller)
         .await?
     {
-        return Err(HandlerError::Missing(format!(
-            "no open connection with id '{}'",
-            super::query::clip(&change.connection_id)
-        )));
+        Change::Done => {}
+        Change::NotFound => {
+            return Err(HandlerError::Missing(format!(
+                "no open connection with id '{}'",
+                super::query::clip(&change.connection_id)
+            )))
+        }
+        Change::Forbidden => {
+            return Err(ctx
+                .auth
+                .fail(AuthError::Forbidden(
+                    "the connection belongs to another user".to_owned(),
+                ))
+                .into())
+        }
     }
     Ok(json(
         StatusCode::OK,

@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::shard::Shard;
-use super::{ConnPermit, Topic};
+use super::{ConnPermit, Topic, UserId};
 
 /// Most bytes joined into one body chunk when several frames are ready. Bigger batches save
 /// syscalls but hold a larger copy; 256 KiB already amortizes a loopback write over hundreds of
@@ -147,10 +147,17 @@ pub(crate) struct Conn {
     last_event: Cell<Instant>,
     /// Channels this stream is subscribed to, so leaving can update the hub's counts.
     pub(crate) topics: RefCell<Vec<Topic>>,
+    /// The authenticated user who opened the stream, if it was opened with a token.
+    pub(crate) owner: Option<UserId>,
 }
 
 impl Conn {
-    pub(crate) fn new(id: ConnId, capacity: usize, connected_ms: u64) -> Self {
+    pub(crate) fn new(
+        id: ConnId,
+        capacity: usize,
+        connected_ms: u64,
+        owner: Option<UserId>,
+    ) -> Self {
         Conn {
             id,
             state: Cell::new(State::Open),
@@ -161,6 +168,7 @@ impl Conn {
             connected_ms,
             last_event: Cell::new(Instant::now()),
             topics: RefCell::new(Vec::new()),
+            owner,
         }
     }
 
@@ -421,7 +429,7 @@ mod tests {
 
     #[test]
     fn full_queue_evicts_and_frees() {
-        let conn = Conn::new(ConnId::generate(0), 2, 0);
+        let conn = Conn::new(ConnId::generate(0), 2, 0, None);
         let frame = Bytes::from_static(b"data: x\n\n");
         assert_eq!(conn.push(&frame), Push::Queued);
         assert_eq!(conn.push(&frame), Push::Queued);
@@ -433,7 +441,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_sheds_and_counts() {
-        let conn = Conn::new(ConnId::generate(0), 2, 0);
+        let conn = Conn::new(ConnId::generate(0), 2, 0, None);
         for n in 0..5u8 {
             assert_eq!(conn.push_shedding(&Bytes::from(vec![n])), Push::Queued);
         }
@@ -445,7 +453,7 @@ mod tests {
 
     #[test]
     fn latest_keeps_the_newest_per_channel_in_order() {
-        let conn = Conn::new(ConnId::generate(0), 4, 0);
+        let conn = Conn::new(ConnId::generate(0), 4, 0, None);
         let metrics = Topic::parse("metrics").unwrap();
         let other = Bytes::from_static(b"other");
         conn.push_latest(&Bytes::from_static(b"m1"), &metrics);
@@ -462,7 +470,7 @@ mod tests {
 
     #[test]
     fn heartbeat_only_when_idle() {
-        let conn = Conn::new(ConnId::generate(0), 4, 0);
+        let conn = Conn::new(ConnId::generate(0), 4, 0, None);
         let beat = Bytes::from_static(b": heartbeat\n\n");
         conn.push_heartbeat(&beat);
         conn.push_heartbeat(&beat);

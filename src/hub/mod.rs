@@ -142,6 +142,17 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+/// The outcome of a subscription change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Done (or already so).
+    Done,
+    /// No such open connection.
+    NotFound,
+    /// The connection belongs to an authenticated user and the caller is someone else.
+    Forbidden,
+}
+
 /// What a publish was assigned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -160,12 +171,13 @@ pub(crate) enum Command {
         topic: Topic,
         frame: Bytes,
     },
-    /// Add or remove a live subscription of a local connection; replies whether it exists.
+    /// Add or remove a live subscription of a local connection.
     Subscribe {
         id: String,
         topic: Topic,
         add: bool,
-        reply: oneshot::Sender<bool>,
+        caller: Option<UserId>,
+        reply: oneshot::Sender<Change>,
     },
 }
 
@@ -305,14 +317,21 @@ impl Hub {
     }
 
     /// Adds (`add`) or removes a live subscription of connection `id`, wherever it lives.
-    /// Returns `Ok(false)` when no such connection is open.
-    pub async fn subscribe(&self, id: &str, topic: &Topic, add: bool) -> Result<bool, HubError> {
+    /// `caller` is the authenticated user asking, if any: a stream opened with a token can only
+    /// be changed by the same user.
+    pub async fn subscribe(
+        &self,
+        id: &str,
+        topic: &Topic,
+        add: bool,
+        caller: Option<&UserId>,
+    ) -> Result<Change, HubError> {
         let shard = match ConnId::shard_of(id) {
             Some(shard) => Some(shard),
             None => self.lock_ids().get(id).copied(),
         };
         let Some(handle) = shard.and_then(|s| self.inner.shards.get(s)) else {
-            return Ok(false);
+            return Ok(Change::NotFound);
         };
         let (reply, answer) = oneshot::channel();
         handle.stats.inbox_depth.fetch_add(1, Ordering::Relaxed);
@@ -320,6 +339,7 @@ impl Hub {
             id: id.to_owned(),
             topic: topic.clone(),
             add,
+            caller: caller.cloned(),
             reply,
         };
         if handle.tx.send(command).is_err() {

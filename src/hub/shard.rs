@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -35,7 +35,7 @@ use tokio::time::MissedTickBehavior;
 use super::conn::{Conn, ConnId, Push, State, Subscription};
 use super::history::{Position, Seq};
 use super::stats::ShardStats;
-use super::{policy_for, Command, Hub, HubError, Inbox, OpenError, Policy, Topic};
+use super::{policy_for, Change, Command, Hub, HubError, Inbox, OpenError, Policy, Topic, UserId};
 use crate::shutdown::Shutdown;
 use crate::sse::{self, Event, EventId, EventName};
 
@@ -65,6 +65,10 @@ pub struct Open<'a> {
     pub id: Option<&'a str>,
     /// The client's last event id (`Last-Event-ID`), if it is resuming.
     pub last_event_id: Option<&'a str>,
+    /// The authenticated user opening the stream.
+    pub owner: Option<&'a UserId>,
+    /// When the stream's credential expires: the stream is closed then, with a final event.
+    pub expires_at: Option<SystemTime>,
 }
 
 #[derive(Serialize)]
@@ -100,6 +104,10 @@ pub struct Shard {
     connected: EventName,
     reset: EventName,
     dropped: EventName,
+    closed: EventName,
+    /// Streams to close when their credential expires, by deadline.
+    expiries: RefCell<BTreeMap<(Instant, u64), Rc<Conn>>>,
+    expiry_seq: Cell<u64>,
     inbox: RefCell<Option<Inbox>>,
 }
 
@@ -130,6 +138,9 @@ impl Shard {
             connected: EventName::parse("connected").expect("a valid event name"),
             reset: EventName::parse("reset").expect("a valid event name"),
             dropped: EventName::parse("dropped").expect("a valid event name"),
+            closed: EventName::parse("closed").expect("a valid event name"),
+            expiries: RefCell::new(BTreeMap::new()),
+            expiry_seq: Cell::new(0),
             inbox: RefCell::new(Some(inbox)),
         })
     }
@@ -157,7 +168,12 @@ impl Shard {
             None => ConnId::generate(self.index),
         };
         let now = self.hub.now_ms();
-        let conn = Rc::new(Conn::new(id, self.hub.settings().channel_capacity, now));
+        let conn = Rc::new(Conn::new(
+            id,
+            self.hub.settings().channel_capacity,
+            now,
+            open.owner.cloned(),
+        ));
         let position = self.position();
         self.push_opening(&conn, open, position);
 
@@ -176,6 +192,14 @@ impl Shard {
                 own.push(topic.clone());
             }
             self.stats.channels.store(index.len(), Ordering::Relaxed);
+        }
+        if let Some(at) = open.expires_at {
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            let key = (Instant::now() + left, self.expiry_seq.get());
+            self.expiry_seq.set(key.1 + 1);
+            self.expiries.borrow_mut().insert(key, conn.clone());
         }
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.stats.connect_ms_sum.fetch_add(now, Ordering::Relaxed);
@@ -276,14 +300,17 @@ impl Shard {
         }
     }
 
-    /// Adds (or with `add == false` removes) a live subscription of connection `id`. Returns
-    /// whether the connection exists here.
-    pub fn subscribe(&self, id: &str, topic: &Topic, add: bool) -> bool {
+    /// Adds (or with `add == false` removes) a live subscription of connection `id`. A stream
+    /// opened by an authenticated user can only be changed by that user (`caller`).
+    pub fn subscribe(&self, id: &str, topic: &Topic, add: bool, caller: Option<&UserId>) -> Change {
         let Some(conn) = self.conns.borrow().get(id).cloned() else {
-            return false;
+            return Change::NotFound;
         };
         if !conn.is_open() {
-            return false;
+            return Change::NotFound;
+        }
+        if conn.owner.is_some() && conn.owner.as_ref() != caller {
+            return Change::Forbidden;
         }
         let mut topics = self.topics.borrow_mut();
         let mut own = conn.topics.borrow_mut();
@@ -303,7 +330,27 @@ impl Shard {
             self.hub.counts().remove(topic);
         }
         self.stats.channels.store(topics.len(), Ordering::Relaxed);
-        true
+        Change::Done
+    }
+
+    /// Closes streams whose credential has expired, each with a final `closed` event.
+    fn close_expired(&self) {
+        let now = Instant::now();
+        let mut expiries = self.expiries.borrow_mut();
+        while let Some(entry) = expiries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let conn = entry.remove();
+            conn.close_with(
+                sse::Event {
+                    name: Some(&self.closed),
+                    data: r#"{"reason":"token-expired"}"#,
+                    ..sse::Event::default()
+                }
+                .encode(),
+            );
+        }
     }
 
     /// Delivers a frame to every local subscriber of `topic` under the channel's slow-consumer
@@ -492,9 +539,10 @@ impl Shard {
                 id,
                 topic,
                 add,
+                caller,
                 reply,
             } => {
-                let _ = reply.send(self.subscribe(&id, &topic, add));
+                let _ = reply.send(self.subscribe(&id, &topic, add, caller.as_ref()));
             }
         }
     }
@@ -527,6 +575,7 @@ impl Shard {
                 _ = heartbeat.tick() => self.heartbeat(),
                 _ = housekeeping.tick() => {
                     self.check_gap();
+                    self.close_expired();
                     if let Some(idle) = settings.idle_timeout {
                         self.close_idle(idle);
                     }
@@ -537,7 +586,8 @@ impl Shard {
     }
 }
 
-/// Period of the per-shard housekeeping tick: gap check and idle timeout.
+/// Period of the per-shard housekeeping tick: gap check, credential expiry and idle timeout.
+/// Expired streams close within this much of their `exp`.
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
 impl From<HubError> for OpenError {

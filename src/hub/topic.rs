@@ -130,6 +130,7 @@ impl fmt::Display for Topic {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
