@@ -103,6 +103,10 @@ pub struct Config {
     #[arg(long, env = "SLUICE_CHANNEL_POLICY", value_delimiter = ',', value_parser = parse_policy)]
     pub channel_policy: Vec<(String, hub::Policy)>,
 
+    /// Period of the system metrics sample published on the `metrics` channel (`GET /metrics`).
+    #[arg(long, env = "SLUICE_METRICS_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub metrics_interval: Duration,
+
     /// `off`: only `/secure-events` needs a token. `required`: every stream, subscription,
     /// publish and chat route needs one.
     #[arg(long, env = "SLUICE_AUTH", default_value = "off", value_parser = parse_auth_mode)]
@@ -170,6 +174,9 @@ impl Config {
         if self.channel_capacity == 0 {
             return invalid("channel-capacity", "must be at least 1");
         }
+        if self.metrics_interval < Duration::from_millis(100) {
+            return invalid("metrics-interval", "must be at least 100ms");
+        }
         if self.heartbeat_interval.is_zero() {
             return invalid("heartbeat-interval", "must be greater than zero");
         }
@@ -230,8 +237,26 @@ impl Config {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             retry: self.retry,
-            policies: self.channel_policy.clone(),
+            policies: self.policies(),
         }
+    }
+
+    /// The configured slow-consumer policies, plus `metrics=latest` unless the configuration says
+    /// otherwise for that channel: a dashboard that falls behind wants the newest sample, not a
+    /// disconnect.
+    pub fn policies(&self) -> Vec<(String, hub::Policy)> {
+        let mut policies = self.channel_policy.clone();
+        let metrics = hub::Topic::parse(crate::metrics::sampler::CHANNEL).expect("a valid channel");
+        let covered = policies
+            .iter()
+            .any(|(pattern, _)| match pattern.strip_suffix('*') {
+                Some(prefix) => metrics.as_str().starts_with(prefix),
+                None => pattern == metrics.as_str(),
+            });
+        if !covered {
+            policies.push((metrics.as_str().to_owned(), hub::Policy::Latest));
+        }
+        policies
     }
 
     /// The token verifier, if a key is configured. Reads the public key file.

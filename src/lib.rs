@@ -23,9 +23,11 @@
 //! one chunk so they leave in one write.
 
 pub mod auth;
+pub mod chat;
 pub mod config;
 mod http;
 pub mod hub;
+pub mod metrics;
 pub mod runtime;
 pub mod shutdown;
 pub mod sse;

@@ -14,9 +14,11 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::task::LocalSet;
 
-use crate::auth::Auth;
+use crate::chat::Rooms;
 use crate::config::Config;
+use crate::http::Shared;
 use crate::hub::{History, Hub, Inbox, MemoryHistory, Shard};
+use crate::metrics::Sampler;
 use crate::shutdown::{self, Shutdown, Trigger};
 
 /// Pending-connection queue per listener. A reconnect storm after a restart arrives all at once;
@@ -49,16 +51,22 @@ pub fn start(config: Config) -> io::Result<Server> {
             .auth()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
     );
+    let sampler = Sampler::spawn(hub.clone(), config.metrics_interval, shutdown.clone())?;
+    let shared = Shared {
+        hub: hub.clone(),
+        auth,
+        rooms: Arc::new(Rooms::new()),
+        sampler,
+    };
     let config = Arc::new(config);
     let mut workers = Vec::with_capacity(count);
     for (listener, inbox) in listeners.into_iter().zip(inboxes) {
-        let hub = hub.clone();
-        let auth = auth.clone();
+        let shared = shared.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
         let handle = std::thread::Builder::new()
             .name(format!("sluice-worker-{}", inbox.index()))
-            .spawn(move || run_worker(listener, inbox, hub, auth, config, shutdown))?;
+            .spawn(move || run_worker(listener, inbox, shared, config, shutdown))?;
         workers.push(handle);
     }
     Ok(Server {
@@ -118,8 +126,7 @@ fn spawn_history_sweeper(history: Arc<MemoryHistory>, shutdown: Shutdown) -> io:
 fn run_worker(
     listener: std::net::TcpListener,
     inbox: Inbox,
-    hub: Hub,
-    auth: Arc<Auth>,
+    shared: Shared,
     config: Arc<Config>,
     shutdown: Shutdown,
 ) {
@@ -142,10 +149,10 @@ fn run_worker(
                 return;
             }
         };
-        let shard = Shard::new(&hub, inbox);
+        let shard = Shard::new(&shared.hub, inbox);
         tokio::task::spawn_local(shard.clone().run(shutdown.clone()));
         let (drain, guard) = shutdown::drain();
-        crate::http::serve(listener, shard, hub, auth, config.clone(), shutdown, guard).await;
+        crate::http::serve(listener, shard, shared, config.clone(), shutdown, guard).await;
         if tokio::time::timeout(config.shutdown_timeout, drain.wait())
             .await
             .is_err()

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
+use crate::chat::Membership;
 use crate::hub::{Recv, Subscription};
 
 /// Why a body ended abnormally.
@@ -36,8 +37,12 @@ pub(crate) enum Body {
     /// A complete body, sent with `Content-Length`.
     Full(Option<Bytes>),
     /// An event stream that lasts until the client leaves, the server shuts down or the stream
-    /// is evicted.
-    Stream(Subscription),
+    /// is evicted. A chat stream also holds its room membership, which ends with it.
+    Stream(
+        Subscription,
+        // Held only for its `Drop`, which leaves the room when the stream ends.
+        #[allow(dead_code)] Option<Membership>,
+    ),
 }
 
 impl Body {
@@ -60,7 +65,7 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream(subscription) => match subscription.poll_recv(cx) {
+            Body::Stream(subscription, _) => match subscription.poll_recv(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Recv::Frames(bytes)) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 Poll::Ready(Recv::End) => Poll::Ready(None),
@@ -76,7 +81,7 @@ impl http_body::Body for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Stream(_) => SizeHint::default(),
+            Body::Stream(..) => SizeHint::default(),
         }
     }
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::query::StreamQuery;
 use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Principal};
+use crate::chat::{self, Membership, RoomId};
 use crate::hub::{HubError, Open, OpenError, Topic, UserId};
 use crate::sse;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -38,6 +39,10 @@ pub(crate) enum Kind<'a> {
     /// `GET /secure-events`: always needs a token; without `channel=` it carries every channel
     /// the token names exactly.
     Secure,
+    /// `GET /metrics`: the `metrics` channel, starting with the latest sample.
+    Metrics,
+    /// `GET /chat/:roomId?userId=`: a chat room, starting with its recent messages.
+    Chat(&'a RoomId),
 }
 
 pub(crate) fn open(ctx: &Rc<Ctx>, request: Request<Incoming>, kind: Kind<'_>) -> Response<Body> {
@@ -90,9 +95,23 @@ fn open_stream(
                     .into());
             }
         }
+        Kind::Metrics => {
+            query.channels = vec![Topic::parse(crate::metrics::sampler::CHANNEL)
+                .map_err(|e| HandlerError::BadRequest(e.to_string()))?]
+        }
+        Kind::Chat(room) => query.channels = vec![room.topic()],
         _ if asked_for_none => query.channels.push(ctx.broadcast.clone()),
         _ => {}
     }
+    // A chat member is the token's subject when there is a token, else the `userId` parameter.
+    let member = match kind {
+        Kind::Chat(_) => Some(chat_member(
+            ctx,
+            principal.as_ref(),
+            query.user_id.as_deref(),
+        )?),
+        _ => None,
+    };
     if let Some(principal) = &principal {
         if let Kind::User(user) = kind {
             if *user != principal.user {
@@ -114,15 +133,42 @@ fn open_stream(
         }
     }
     let last_event_id = header_id.or(query.last_event_id);
+    let (membership, joined) = match (kind, member) {
+        (Kind::Chat(room), Some(user)) => {
+            let (membership, joined) = Membership::join(&ctx.rooms, &ctx.hub, room.clone(), user);
+            (Some(membership), Some(joined))
+        }
+        _ => (None, None),
+    };
+    let initial = joined.as_ref().map_or(&[][..], |j| &j.recent[..]);
+    let latest = matches!(kind, Kind::Metrics);
     let opened = ctx.shard.open(Open {
         topics: &query.channels,
         id: query.id.as_deref(),
         last_event_id: last_event_id.as_deref(),
         owner: principal.as_ref().map(|p| &p.user),
         expires_at: principal.as_ref().map(|p| p.expires_at),
+        latest,
+        initial,
     });
     match opened {
-        Ok(subscription) => Ok(stream_response(version, Body::Stream(subscription))),
+        Ok(subscription) => {
+            if let (Some(membership), Some(joined)) = (&membership, &joined) {
+                if joined.first {
+                    chat::announce(
+                        &ctx.hub,
+                        membership.room(),
+                        membership.user(),
+                        &joined.active,
+                        true,
+                    );
+                }
+            }
+            Ok(stream_response(
+                version,
+                Body::Stream(subscription, membership),
+            ))
+        }
         Err(OpenError::Hub(HubError::TooManyConnections)) if wants_stream => {
             let delay = Duration::from_millis(fastrand::u64(OVERLOAD_RETRY_MS));
             Ok(stream_response(
@@ -134,6 +180,27 @@ fn open_stream(
         Err(OpenError::IdTaken) => Err(HandlerError::Conflict(
             "connection id is already in use by a live stream".to_owned(),
         )),
+    }
+}
+
+/// Who is joining a chat room: the token's subject (a `userId` that disagrees is refused), or,
+/// without a token, the required `userId` parameter.
+pub(crate) fn chat_member(
+    ctx: &Ctx,
+    principal: Option<&Principal>,
+    param: Option<&str>,
+) -> Result<UserId, HandlerError> {
+    match (principal, param) {
+        (Some(principal), Some(param)) if param != principal.user.as_str() => Err(ctx
+            .auth
+            .fail(AuthError::Forbidden(
+                "userId does not match the token's subject".to_owned(),
+            ))
+            .into()),
+        (Some(principal), _) => Ok(principal.user.clone()),
+        (None, Some(param)) => UserId::parse(param)
+            .map_err(|e| HandlerError::BadRequest(format!("invalid userId: {e}"))),
+        (None, None) => Err(HandlerError::BadRequest("userId is required".to_owned())),
     }
 }
 

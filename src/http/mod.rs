@@ -5,9 +5,11 @@
 //! response body, its hub entry and its socket all stay on one thread.
 
 mod body;
+mod chat;
 mod cors;
 mod events;
 mod health;
+mod metrics;
 mod notify;
 mod publish;
 mod query;
@@ -32,8 +34,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::auth::Auth;
+use crate::chat::Rooms;
 use crate::config::Config;
 use crate::hub::{Hub, Shard, Topic};
+use crate::metrics::Sampler;
 use crate::shutdown::{DrainGuard, Shutdown};
 use crate::sse::EventName;
 
@@ -46,10 +50,21 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after an accept error such as EMFILE, so a full descriptor table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// What all workers share, handed to each worker's [`serve`].
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) hub: Hub,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) sampler: Arc<Sampler>,
+}
+
 /// What every handler on one worker shares. Lives on that worker's thread only.
 pub(crate) struct Ctx {
     pub(crate) hub: Hub,
     pub(crate) auth: Arc<Auth>,
+    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) sampler: Arc<Sampler>,
     pub(crate) shard: Rc<Shard>,
     pub(crate) config: Arc<Config>,
     pub(crate) cors: cors::Cors,
@@ -62,15 +77,22 @@ pub(crate) struct Ctx {
 pub(crate) async fn serve(
     listener: TcpListener,
     shard: Rc<Shard>,
-    hub: Hub,
-    auth: Arc<Auth>,
+    shared: Shared,
     config: Arc<Config>,
     mut shutdown: Shutdown,
     drain: DrainGuard,
 ) {
+    let Shared {
+        hub,
+        auth,
+        rooms,
+        sampler,
+    } = shared;
     let ctx = Rc::new(Ctx {
         hub,
         auth,
+        rooms,
+        sampler,
         shard,
         cors: cors::Cors::new(&config.cors_origin),
         config,

@@ -16,6 +16,8 @@ pub(crate) struct StreamQuery {
     pub(crate) id: Option<String>,
     /// `lastEventId=` or `last_event_id=`: resume position for clients that cannot set headers.
     pub(crate) last_event_id: Option<String>,
+    /// `userId=`: who joins a chat room (validated by the chat handler).
+    pub(crate) user_id: Option<String>,
 }
 
 impl StreamQuery {
@@ -53,6 +55,7 @@ impl StreamQuery {
                 "lastEventId" | "last_event_id" => {
                     parsed.last_event_id = Some(value.into_owned());
                 }
+                "userId" => parsed.user_id = Some(value.into_owned()),
                 _ => {}
             }
         }

@@ -9,7 +9,8 @@ use hyper::body::Incoming;
 
 use super::events::Kind;
 use super::response::{error_response, HandlerError};
-use super::{events, health, notify, publish, stats, subscribe, Ctx, Reply};
+use super::{chat, events, health, metrics, notify, publish, stats, subscribe, Ctx, Reply};
+use crate::chat::{BadRoomId, RoomId};
 use crate::hub::{TopicError, UserId};
 
 /// What a request asks for.
@@ -31,6 +32,14 @@ pub(crate) enum Route {
     Subscribe,
     /// `POST /unsubscribe`: remove a channel from a live stream.
     Unsubscribe,
+    /// `GET /metrics`: the live system metrics stream.
+    Metrics,
+    /// `GET /metrics/prometheus`: a Prometheus scrape.
+    Prometheus,
+    /// `GET /chat/:roomId?userId=`: a chat room's stream.
+    ChatStream(RoomId),
+    /// `POST /chat/:roomId/message`: post to a chat room.
+    ChatPost(RoomId),
     /// `GET /stats`: hub statistics.
     Stats,
     /// `GET /healthz`: liveness and readiness.
@@ -41,6 +50,8 @@ pub(crate) enum Route {
     MethodNotAllowed(&'static str),
     /// A known path whose user id is invalid.
     BadUserId(TopicError),
+    /// A known path whose room id is invalid.
+    BadRoomId,
     /// No such path.
     NotFound,
 }
@@ -60,11 +71,16 @@ impl Route {
             "/unsubscribe" => (Route::Unsubscribe, POST),
             "/stats" => (Route::Stats, GET),
             "/healthz" => (Route::Health, GET),
-            _ => match parse_user_path(path) {
-                Some((Ok(user), true)) => (Route::UserEvents(user), GET),
-                Some((Ok(user), false)) => (Route::UserNotify(user), POST),
-                Some((Err(error), _)) => return Route::BadUserId(error),
-                None => return Route::NotFound,
+            "/metrics" => (Route::Metrics, GET),
+            "/metrics/prometheus" => (Route::Prometheus, GET),
+            _ => match (parse_user_path(path), parse_room_path(path)) {
+                (Some((Ok(user), true)), _) => (Route::UserEvents(user), GET),
+                (Some((Ok(user), false)), _) => (Route::UserNotify(user), POST),
+                (Some((Err(error), _)), _) => return Route::BadUserId(error),
+                (None, Some((Ok(room), true))) => (Route::ChatStream(room), GET),
+                (None, Some((Ok(room), false))) => (Route::ChatPost(room), POST),
+                (None, Some((Err(_), _))) => return Route::BadRoomId,
+                (None, None) => return Route::NotFound,
             },
         };
         if *method == Method::OPTIONS {
@@ -99,6 +115,20 @@ fn parse_user_path(path: &str) -> Option<(Result<UserId, TopicError>, bool)> {
     Some((UserId::parse(&decoded), stream))
 }
 
+/// `/chat/:roomId` (→ `true`) or `/chat/:roomId/message` (→ `false`).
+fn parse_room_path(path: &str) -> Option<(Result<RoomId, BadRoomId>, bool)> {
+    let rest = path.strip_prefix("/chat/")?;
+    let (raw, stream) = match rest.strip_suffix("/message") {
+        Some(raw) => (raw, false),
+        None => (rest, true),
+    };
+    if raw.contains('/') {
+        return None;
+    }
+    let decoded = percent_decode(raw)?;
+    Some((RoomId::parse(&decoded), stream))
+}
+
 fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -129,6 +159,9 @@ pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
         Route::Events => events::open(ctx, request, Kind::Public),
         Route::SecureEvents => events::open(ctx, request, Kind::Secure),
         Route::UserEvents(user) => events::open(ctx, request, Kind::User(&user)),
+        Route::Metrics => events::open(ctx, request, Kind::Metrics),
+        Route::Prometheus => metrics::scrape(ctx),
+        Route::ChatStream(room) => events::open(ctx, request, Kind::Chat(&room)),
         Route::Stats => stats::render(ctx),
         Route::Health => health::check(ctx),
         Route::Preflight => ctx.cors.preflight(),
@@ -136,8 +169,12 @@ pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
         Route::BadUserId(error) => error_response(HandlerError::BadRequest(format!(
             "invalid user id: {error}"
         ))),
+        Route::BadRoomId => error_response(HandlerError::BadRequest(format!(
+            "invalid room id: {BadRoomId}"
+        ))),
         Route::NotFound => error_response(HandlerError::NotFound),
         Route::Notify
+        | Route::ChatPost(_)
         | Route::UserNotify(_)
         | Route::Publish
         | Route::Subscribe
@@ -148,6 +185,7 @@ pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
                     Route::Notify => notify::publish(&ctx, request, None).await,
                     Route::UserNotify(user) => notify::publish(&ctx, request, Some(&user)).await,
                     Route::Publish => publish::publish(&ctx, request).await,
+                    Route::ChatPost(room) => chat::post(&ctx, request, &room).await,
                     Route::Subscribe => subscribe::change(&ctx, request, true).await,
                     _ => subscribe::change(&ctx, request, false).await,
                 };
@@ -166,6 +204,10 @@ pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn room(id: &str) -> RoomId {
+        RoomId::parse(id).unwrap()
+    }
 
     fn user(id: &str) -> UserId {
         UserId::parse(id).unwrap()
@@ -198,6 +240,22 @@ mod tests {
             (Method::POST, "/unsubscribe", Route::Unsubscribe),
             (Method::GET, "/stats", Route::Stats),
             (Method::GET, "/healthz", Route::Health),
+            (Method::GET, "/metrics", Route::Metrics),
+            (Method::GET, "/metrics/prometheus", Route::Prometheus),
+            (Method::GET, "/chat/lobby", Route::ChatStream(room("lobby"))),
+            (
+                Method::POST,
+                "/chat/lobby/message",
+                Route::ChatPost(room("lobby")),
+            ),
+            (
+                Method::GET,
+                "/chat/lobby/message",
+                Route::MethodNotAllowed(POST),
+            ),
+            (Method::POST, "/chat/lobby", Route::MethodNotAllowed(GET)),
+            (Method::GET, "/chat/a%20b", Route::BadRoomId),
+            (Method::GET, "/chat/a/b", Route::NotFound),
             (Method::OPTIONS, "/events", Route::Preflight),
             (Method::OPTIONS, "/api/notify", Route::Preflight),
             (Method::OPTIONS, "/events/alice", Route::Preflight),

@@ -92,6 +92,9 @@ pub trait History: Send + Sync + 'static {
         out: &mut Vec<(Seq, Bytes)>,
     ) -> Result<(), Gap>;
 
+    /// The newest retained event of `topic` with `seq <= upto`, if any.
+    fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Bytes)>;
+
     /// For a user's channel: appends to `out` every event up to `upto` not yet delivered to any
     /// of the user's streams, marks them delivered, and returns how many undelivered events were
     /// lost (queue overflow or expiry) since the last call.
@@ -339,6 +342,14 @@ impl History for MemoryHistory {
         Ok(())
     }
 
+    fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Bytes)> {
+        let stripe = lock(self.stripe(topic));
+        let ring = stripe.get(topic)?;
+        let end = ring.entries.partition_point(|e| e.seq <= upto);
+        let entry = ring.entries.get(end.checked_sub(1)?)?;
+        Some((entry.seq, entry.frame.clone()))
+    }
+
     fn take_undelivered(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Bytes)>) -> u64 {
         let limits = self.limits(topic);
         let mut stripe = lock(self.stripe(topic));
@@ -457,6 +468,18 @@ mod tests {
         assert_eq!(seqs(&h, "a", 2).unwrap(), vec![3]);
         assert_eq!(seqs(&h, "b", 2).unwrap(), Vec::<Seq>::new());
         assert_eq!(seqs(&h, "never", 0).unwrap(), Vec::<Seq>::new());
+    }
+
+    #[test]
+    fn latest_respects_upto() {
+        let h = history(10, None);
+        assert!(h.latest(&topic("a"), 10).is_none());
+        publish(&h, "a");
+        publish(&h, "b");
+        publish(&h, "a");
+        assert_eq!(h.latest(&topic("a"), 3).map(|(s, _)| s), Some(3));
+        assert_eq!(h.latest(&topic("a"), 2).map(|(s, _)| s), Some(1));
+        assert_eq!(h.latest(&topic("a"), 0).map(|(s, _)| s), None);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use conn::{ConnId, Recv, Subscription, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
 pub use shard::{Open, Shard};
 pub use stats::{HubSnapshot, ShardSnapshot};
-pub use topic::{Topic, TopicError, UserId, BROADCAST, MAX_TOPIC_LEN, USER_PREFIX};
+pub use topic::{Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX};
 
 use counts::SubscriberCounts;
 use stats::ShardStats;

@@ -69,6 +69,11 @@ pub struct Open<'a> {
     pub owner: Option<&'a UserId>,
     /// When the stream's credential expires: the stream is closed then, with a final event.
     pub expires_at: Option<SystemTime>,
+    /// Unless resuming: start with the newest retained event of each channel (a state channel
+    /// such as `metrics`, where the last value is what a new client needs).
+    pub latest: bool,
+    /// Unless resuming: frames to send after `connected` (a chat room's recent messages).
+    pub initial: &'a [Bytes],
 }
 
 #[derive(Serialize)]
@@ -215,7 +220,14 @@ impl Shard {
         let mut replay = Vec::new();
         let mut queued = Vec::new();
         let reset_reason = match resume {
-            None => None,
+            None => {
+                if open.latest {
+                    for topic in open.topics {
+                        replay.extend(history.latest(topic, position));
+                    }
+                }
+                None
+            }
             Some((_, Position::Malformed)) => Some("malformed"),
             Some((_, Position::Foreign)) => Some("unknown"),
             Some((_, Position::After(after))) => {
@@ -253,6 +265,11 @@ impl Shard {
             }
             .encode(),
         );
+        if resume.is_none() {
+            for frame in open.initial {
+                conn.push_initial(frame.clone());
+            }
+        }
         if lost > 0 {
             let data = format!("{{\"count\":{lost},\"reason\":\"queue-overflow\"}}");
             conn.push_initial(

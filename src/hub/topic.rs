@@ -16,6 +16,9 @@ pub const BROADCAST: &str = "broadcast";
 /// Prefix of users' private channels. `~` is outside the public character set.
 pub const USER_PREFIX: &str = "~user/";
 
+/// Prefix of chat rooms' channels.
+pub const CHAT_PREFIX: &str = "~chat/";
+
 /// Longest accepted user id, in bytes.
 pub const MAX_USER_ID_LEN: usize = 128;
 
@@ -99,6 +102,12 @@ impl Topic {
     /// [`USER_PREFIX`], which [`Topic::parse`] refuses, so no client can subscribe to it by name.
     pub fn user(user: &UserId) -> Self {
         Topic(Arc::from(format!("{USER_PREFIX}{}", user.as_str())))
+    }
+
+    /// The channel of a chat room (`/chat/:roomId`). Like users' channels, its prefix
+    /// ([`CHAT_PREFIX`]) is outside the public alphabet.
+    pub fn chat(room: &str) -> Self {
+        Topic(Arc::from(format!("{CHAT_PREFIX}{room}")))
     }
 
     /// Whether this is a user's private channel.

@@ -1,0 +1,24 @@
+//! `GET /metrics/prometheus`: hub counters, authentication failures and the latest system sample
+//! in Prometheus text format. (`GET /metrics`, the live sample stream, is opened by `events.rs`.)
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::{Body, Ctx};
+use crate::metrics::prometheus;
+
+/// Renders the scrape.
+pub(crate) fn scrape(ctx: &Ctx) -> Response<Body> {
+    let text = prometheus::render(
+        &ctx.hub.snapshot(),
+        ctx.auth.failures(),
+        ctx.sampler.latest().as_ref(),
+    );
+    let mut response = Response::new(Body::full(text));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
