@@ -599,6 +599,12 @@ impl Shard {
                 }
             }
         }
+        // Publishes accepted before the signal were answered 200: deliver them before the
+        // closing retry, so a graceful end loses nothing that was acknowledged.
+        while let Ok(command) = inbox.rx.try_recv() {
+            self.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
+            self.apply(command);
+        }
         self.close_all();
     }
 }
