@@ -37,6 +37,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    // Signal handlers go in before the workers start serving: a SIGTERM that arrives right after
+    // the listening line must drain, not kill the process with the default action.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("sluice: cannot install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match sluice::runtime::start(config.clone()) {
         Ok(server) => server,
         Err(error) => {
@@ -52,28 +61,46 @@ fn main() -> ExitCode {
     );
     tracing::info!(addr = %server.local_addr(), workers, "listening");
 
-    if let Err(error) = wait_for_signal() {
-        eprintln!("sluice: cannot wait for signals: {error}");
-        server.shutdown();
-        return ExitCode::FAILURE;
-    }
+    signals.wait();
     tracing::info!("shutting down");
     server.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+/// SIGINT and SIGTERM, registered on a small runtime of the main thread's own.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
-        }
-    })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (interrupt, terminate) = runtime.block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })?;
+        Ok(Signals {
+            runtime,
+            interrupt,
+            terminate,
+        })
+    }
+
+    /// Blocks until either signal arrives.
+    fn wait(mut self) {
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        });
+    }
 }

@@ -14,7 +14,7 @@ use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
 use crate::auth::{AuthError, Principal};
 use crate::chat::{self, Membership, RoomId};
-use crate::hub::{HubError, Open, OpenError, Topic, UserId};
+use crate::hub::{HubError, Open, OpenError, Topic, Tripwire, UserId};
 use crate::sse;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -45,8 +45,13 @@ pub(crate) enum Kind<'a> {
     Chat(&'a RoomId),
 }
 
-pub(crate) fn open(ctx: &Rc<Ctx>, request: Request<Incoming>, kind: Kind<'_>) -> Response<Body> {
-    match open_stream(ctx, request, kind) {
+pub(crate) fn open(
+    ctx: &Rc<Ctx>,
+    tripwire: &Rc<Tripwire>,
+    request: Request<Incoming>,
+    kind: Kind<'_>,
+) -> Response<Body> {
+    match open_stream(ctx, tripwire, request, kind) {
         Ok(response) => response,
         Err(error) => error_response(error),
     }
@@ -54,6 +59,7 @@ pub(crate) fn open(ctx: &Rc<Ctx>, request: Request<Incoming>, kind: Kind<'_>) ->
 
 fn open_stream(
     ctx: &Rc<Ctx>,
+    tripwire: &Rc<Tripwire>,
     request: Request<Incoming>,
     kind: Kind<'_>,
 ) -> Result<Response<Body>, HandlerError> {
@@ -150,6 +156,7 @@ fn open_stream(
         expires_at: principal.as_ref().map(|p| p.expires_at),
         latest,
         initial,
+        tripwire: Some(tripwire),
     });
     match opened {
         Ok(subscription) => {

@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use crate::auth::Auth;
 use crate::chat::Rooms;
 use crate::config::Config;
-use crate::hub::{Hub, Shard, Topic};
+use crate::hub::{Hub, Shard, Topic, Tripwire};
 use crate::metrics::Sampler;
 use crate::shutdown::{DrainGuard, Shutdown};
 use crate::sse::EventName;
@@ -123,30 +123,54 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), Service { ctx: ctx.clone() });
-        let mut shutdown = shutdown.clone();
+        let tripwire = Rc::new(Tripwire::default());
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            Service {
+                ctx: ctx.clone(),
+                tripwire: tripwire.clone(),
+            },
+        );
+        let shutdown = shutdown.clone();
         let guard = drain.clone();
         tokio::task::spawn_local(async move {
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.recv() => {
-                    // Streams end themselves (their shard sends each a retry and closes it);
-                    // this closes idle keep-alive connections and stops new requests.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                if !error.is_incomplete_message() {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-            }
+            drive(connection, tripwire, shutdown).await;
             drop(guard);
         });
     }
 }
+
+/// Runs one connection to its end: normally, through a graceful shutdown, or torn down at once
+/// when its stream is evicted as a slow consumer.
+async fn drive(mut connection: Connection, tripwire: Rc<Tripwire>, mut shutdown: Shutdown) {
+    let result = tokio::select! {
+        result = &mut connection => Some(result),
+        _ = tripwire.tripped() => None,
+        _ = shutdown.recv() => {
+            // Streams end themselves (their shard sends each a retry and closes it);
+            // this closes idle keep-alive connections and stops new requests.
+            std::pin::Pin::new(&mut connection).graceful_shutdown();
+            tokio::select! {
+                result = &mut connection => Some(result),
+                _ = tripwire.tripped() => None,
+            }
+        }
+    };
+    match result {
+        Some(Err(error)) if !error.is_incomplete_message() => {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+        Some(_) => {}
+        None => {
+            // A slow consumer: reset the connection so the kernel frees its send buffer now
+            // instead of retrying delivery to a reader that is not reading.
+            let parts = connection.into_parts();
+            let _ = parts.io.inner().set_zero_linger();
+        }
+    }
+}
+
+type Connection = http1::Connection<TokioIo<tokio::net::TcpStream>, Service>;
 
 fn is_transient(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
@@ -161,6 +185,7 @@ fn is_transient(error: &std::io::Error) -> bool {
 /// (and with it hyper's read buffer) before the stream starts.
 struct Service {
     ctx: Rc<Ctx>,
+    tripwire: Rc<Tripwire>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -169,7 +194,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Future = Reply;
 
     fn call(&self, request: Request<Incoming>) -> Reply {
-        route::dispatch(&self.ctx, request)
+        route::dispatch(&self.ctx, &self.tripwire, request)
     }
 }
 

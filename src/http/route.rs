@@ -11,7 +11,7 @@ use super::events::Kind;
 use super::response::{error_response, HandlerError};
 use super::{chat, events, health, metrics, notify, publish, stats, subscribe, Ctx, Reply};
 use crate::chat::{BadRoomId, RoomId};
-use crate::hub::{TopicError, UserId};
+use crate::hub::{TopicError, Tripwire, UserId};
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +147,11 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// Routes a request and produces its response.
-pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
+pub(crate) fn dispatch(
+    ctx: &Rc<Ctx>,
+    tripwire: &Rc<Tripwire>,
+    request: Request<Incoming>,
+) -> Reply {
     tracing::debug!(
         method = %request.method(),
         target = %crate::auth::redact(&request.uri().to_string()),
@@ -156,12 +160,12 @@ pub(crate) fn dispatch(ctx: &Rc<Ctx>, request: Request<Incoming>) -> Reply {
     let allowed_origin = ctx.cors.allow(request.headers());
     let route = Route::parse(request.method(), request.uri().path());
     let ready = match route {
-        Route::Events => events::open(ctx, request, Kind::Public),
-        Route::SecureEvents => events::open(ctx, request, Kind::Secure),
-        Route::UserEvents(user) => events::open(ctx, request, Kind::User(&user)),
-        Route::Metrics => events::open(ctx, request, Kind::Metrics),
+        Route::Events => events::open(ctx, tripwire, request, Kind::Public),
+        Route::SecureEvents => events::open(ctx, tripwire, request, Kind::Secure),
+        Route::UserEvents(user) => events::open(ctx, tripwire, request, Kind::User(&user)),
+        Route::Metrics => events::open(ctx, tripwire, request, Kind::Metrics),
         Route::Prometheus => metrics::scrape(ctx),
-        Route::ChatStream(room) => events::open(ctx, request, Kind::Chat(&room)),
+        Route::ChatStream(room) => events::open(ctx, tripwire, request, Kind::Chat(&room)),
         Route::Stats => stats::render(ctx),
         Route::Health => health::check(ctx),
         Route::Preflight => ctx.cors.preflight(),

@@ -26,6 +26,53 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Longest client-chosen connection id.
 pub const MAX_CONN_ID_LEN: usize = 64;
 
+/// A connection's "tear down now" signal, tripped when its stream is evicted.
+///
+/// Ending the response body is not enough for a stalled reader: hyper stops polling the body
+/// while its write buffer is full, and a reader that never reads never drains it. So the
+/// connection task waits on this wire too and drops the whole connection when it trips.
+#[derive(Default)]
+pub struct Tripwire {
+    tripped: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl fmt::Debug for Tripwire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tripwire")
+            .field("tripped", &self.tripped.get())
+            .finish()
+    }
+}
+
+impl Tripwire {
+    /// Trips the wire and wakes the task waiting on it.
+    pub fn trip(&self) {
+        self.tripped.set(true);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Whether it has tripped.
+    pub fn is_tripped(&self) -> bool {
+        self.tripped.get()
+    }
+
+    /// Completes once the wire has tripped.
+    pub async fn tripped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.tripped.get() {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 /// The id of a live connection. Its prefix names the shard that owns it (`s<shard>-<hex>`), so a
 /// request that arrives on another worker can be routed to the owner without a global table.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -149,6 +196,8 @@ pub(crate) struct Conn {
     pub(crate) topics: RefCell<Vec<Topic>>,
     /// The authenticated user who opened the stream, if it was opened with a token.
     pub(crate) owner: Option<UserId>,
+    /// Tripped on eviction, so the connection is dropped even if hyper is not polling the body.
+    pub(crate) tripwire: Option<Rc<Tripwire>>,
 }
 
 impl Conn {
@@ -169,6 +218,7 @@ impl Conn {
             last_event: Cell::new(Instant::now()),
             topics: RefCell::new(Vec::new()),
             owner,
+            tripwire: None,
         }
     }
 
@@ -278,6 +328,9 @@ impl Conn {
         // Free the backlog now: a slow reader must not pin memory until it finally reads.
         *self.queue.borrow_mut() = VecDeque::new();
         self.wake();
+        if let Some(tripwire) = &self.tripwire {
+            tripwire.trip();
+        }
     }
 
     fn wake(&self) {

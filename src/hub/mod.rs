@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-pub use conn::{ConnId, Recv, Subscription, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
+pub use conn::{ConnId, Recv, Subscription, Tripwire, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
 pub use shard::{Open, Shard};
 pub use stats::{HubSnapshot, ShardSnapshot};

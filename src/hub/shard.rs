@@ -32,7 +32,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 
-use super::conn::{Conn, ConnId, Push, State, Subscription};
+use super::conn::{Conn, ConnId, Push, State, Subscription, Tripwire};
 use super::history::{Position, Seq};
 use super::stats::ShardStats;
 use super::{policy_for, Change, Command, Hub, HubError, Inbox, OpenError, Policy, Topic, UserId};
@@ -74,6 +74,8 @@ pub struct Open<'a> {
     pub latest: bool,
     /// Unless resuming: frames to send after `connected` (a chat room's recent messages).
     pub initial: &'a [Bytes],
+    /// The connection's tripwire, tripped if the stream is evicted.
+    pub tripwire: Option<&'a Rc<Tripwire>>,
 }
 
 #[derive(Serialize)]
@@ -173,12 +175,14 @@ impl Shard {
             None => ConnId::generate(self.index),
         };
         let now = self.hub.now_ms();
-        let conn = Rc::new(Conn::new(
+        let mut conn = Conn::new(
             id,
             self.hub.settings().channel_capacity,
             now,
             open.owner.cloned(),
-        ));
+        );
+        conn.tripwire = open.tripwire.cloned();
+        let conn = Rc::new(conn);
         let position = self.position();
         self.push_opening(&conn, open, position);
 
