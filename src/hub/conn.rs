@@ -198,6 +198,9 @@ pub(crate) struct Conn {
     pub(crate) owner: Option<UserId>,
     /// Tripped on eviction, so the connection is dropped even if hyper is not polling the body.
     pub(crate) tripwire: Option<Rc<Tripwire>>,
+    /// Live frames with a seq up to this were already seen by the client: it resumed from an id
+    /// this shard had not reached yet (another worker delivered it first).
+    pub(crate) seen_through: Cell<u64>,
 }
 
 impl Conn {
@@ -219,6 +222,7 @@ impl Conn {
             topics: RefCell::new(Vec::new()),
             owner,
             tripwire: None,
+            seen_through: Cell::new(0),
         }
     }
 

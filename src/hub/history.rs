@@ -116,6 +116,9 @@ pub trait History: Send + Sync + 'static {
 
     /// Reads a client's last event id.
     fn position(&self, id: &str) -> Position {
+        if id.len() > crate::sse::event::MAX_EVENT_ID_LEN {
+            return Position::Malformed;
+        }
         let Some((epoch, seq)) = id.rsplit_once('-') else {
             return Position::Malformed;
         };
@@ -123,6 +126,7 @@ pub trait History: Send + Sync + 'static {
             || !epoch.bytes().all(|b| b.is_ascii_alphanumeric())
             || seq.is_empty()
             || !seq.bytes().all(|b| b.is_ascii_digit())
+            || (seq.len() > 1 && seq.starts_with('0'))
         {
             return Position::Malformed;
         }
@@ -171,18 +175,51 @@ struct Ring {
     evicted_through: Seq,
     /// Users' queues only: highest seq that reached one of the user's streams.
     delivered_through: Seq,
-    /// Users' queues only: undelivered events lost since the user last connected.
+    /// Users' queues only: seqs evicted before any stream had received them. Whether they were
+    /// lost is decided when the user connects, because a shard may still be about to deliver
+    /// them live; delivery trims this list from the front.
+    evicted_pending: VecDeque<Seq>,
+    /// Users' queues only: evictions pushed out of `evicted_pending` by its bound, counted lost.
     lost: u64,
 }
+
+/// Most evicted seqs a user's queue remembers individually; older ones count as lost.
+const MAX_EVICTED_PENDING: usize = 1024;
 
 impl Ring {
     fn evict_front(&mut self) {
         if let Some(old) = self.entries.pop_front() {
             self.evicted_through = old.seq;
             if old.seq > self.delivered_through {
-                self.lost += 1;
+                self.evicted_pending.push_back(old.seq);
+                if self.evicted_pending.len() > MAX_EVICTED_PENDING {
+                    self.evicted_pending.pop_front();
+                    self.lost += 1;
+                }
             }
         }
+    }
+
+    fn mark_delivered(&mut self, seq: Seq) {
+        self.delivered_through = self.delivered_through.max(seq);
+        while self
+            .evicted_pending
+            .front()
+            .is_some_and(|s| *s <= self.delivered_through)
+        {
+            self.evicted_pending.pop_front();
+        }
+    }
+
+    /// Undelivered events lost since the last call.
+    fn take_lost(&mut self) -> u64 {
+        let pending = self
+            .evicted_pending
+            .iter()
+            .filter(|s| **s > self.delivered_through)
+            .count() as u64;
+        self.evicted_pending.clear();
+        std::mem::take(&mut self.lost) + pending
     }
 
     fn evict_expired(&mut self, ttl: Option<Duration>, now: Instant) {
@@ -366,14 +403,15 @@ impl History for MemoryHistory {
             }
             out.push((entry.seq, entry.frame.clone()));
         }
-        ring.delivered_through = ring.delivered_through.max(upto);
-        std::mem::take(&mut ring.lost)
+        let lost = ring.take_lost();
+        ring.mark_delivered(upto);
+        lost
     }
 
     fn mark_delivered(&self, topic: &Topic, seq: Seq) {
         let mut stripe = lock(self.stripe(topic));
         if let Some(ring) = stripe.get_mut(topic) {
-            ring.delivered_through = ring.delivered_through.max(seq);
+            ring.mark_delivered(seq);
         }
     }
 
@@ -468,6 +506,21 @@ mod tests {
         assert_eq!(seqs(&h, "a", 2).unwrap(), vec![3]);
         assert_eq!(seqs(&h, "b", 2).unwrap(), Vec::<Seq>::new());
         assert_eq!(seqs(&h, "never", 0).unwrap(), Vec::<Seq>::new());
+    }
+
+    #[test]
+    fn evictions_delivered_live_are_not_lost() {
+        let h = history(10, None);
+        let user = Topic::user(&super::super::UserId::parse("u").unwrap());
+        let put = |h: &MemoryHistory| h.append(&user, &mut |_| Bytes::new()).unwrap().0;
+        // The queue holds 3; five events are evicted before the shard delivers them live.
+        let seqs: Vec<Seq> = (0..8).map(|_| put(&h)).collect();
+        for seq in &seqs {
+            h.mark_delivered(&user, *seq);
+        }
+        let mut out = Vec::new();
+        assert_eq!(h.take_undelivered(&user, h.head(), &mut out), 0);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -217,10 +217,14 @@ impl Shard {
 
     fn push_opening(&self, conn: &Conn, open: Open<'_>, position: Seq) {
         let history = self.hub.history();
-        let position_id = EventId::parse(&history.format_id(position)).ok();
         let resume = open
             .last_event_id
             .map(|text| (text, history.position(text)));
+        let caught_up = match resume {
+            Some((_, Position::After(after))) => position.max(after),
+            _ => position,
+        };
+        let position_id = EventId::parse(&history.format_id(caught_up)).ok();
         let mut replay = Vec::new();
         let mut queued = Vec::new();
         let reset_reason = match resume {
@@ -235,6 +239,12 @@ impl Shard {
             Some((_, Position::Malformed)) => Some("malformed"),
             Some((_, Position::Foreign)) => Some("unknown"),
             Some((_, Position::After(after))) => {
+                // The client may have seen events this shard has not applied yet (another
+                // worker got there first): skip them when they arrive, and announce the
+                // client's own position rather than an older one.
+                if after > position {
+                    conn.seen_through.set(after);
+                }
                 let mut gap = false;
                 for topic in open.topics {
                     if history.replay(topic, after, position, &mut replay).is_err() {
@@ -378,6 +388,11 @@ impl Shard {
     /// policy, and returns how many took it. Never blocks and never allocates per subscriber:
     /// each push is a refcount bump into a bounded queue.
     pub fn fan_out(&self, topic: &Topic, frame: &Bytes) -> usize {
+        self.fan_out_at(Seq::MAX, topic, frame)
+    }
+
+    /// [`Shard::fan_out`] of the event `seq`, skipping streams that have already seen it.
+    fn fan_out_at(&self, seq: Seq, topic: &Topic, frame: &Bytes) -> usize {
         let mut topics = self.topics.borrow_mut();
         let Some(list) = topics.get_mut(topic) else {
             return 0;
@@ -385,6 +400,9 @@ impl Shard {
         let policy = policy_for(&self.hub.settings().policies, topic);
         let mut slow = 0u64;
         list.retain(|conn| {
+            if seq <= conn.seen_through.get() {
+                return true;
+            }
             let pushed = match policy {
                 Policy::Disconnect => conn.push(frame),
                 Policy::DropOldest => conn.push_shedding(frame),
@@ -414,7 +432,7 @@ impl Shard {
 
     /// Fans out one publish; a user's event that reached a stream leaves the user's queue.
     fn deliver(&self, seq: Seq, topic: &Topic, frame: &Bytes) {
-        if self.fan_out(topic, frame) > 0 && topic.is_user() {
+        if self.fan_out_at(seq, topic, frame) > 0 && topic.is_user() {
             self.hub.history().mark_delivered(topic, seq);
         }
     }
