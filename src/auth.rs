@@ -19,7 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 
 use crate::hub::{Topic, UserId};
 
@@ -60,6 +59,9 @@ pub enum AuthError {
     WrongAudience,
     /// A required claim (`sub`, `exp`) is missing or has the wrong type.
     MissingClaim(String),
+    /// The claims do not have the documented shape (e.g. `exp` not a number, `subscribe` not a
+    /// list).
+    BadClaims,
     /// The token is valid but does not allow this.
     Forbidden(String),
     /// No key is configured, so no token can be checked.
@@ -83,6 +85,9 @@ impl fmt::Display for AuthError {
             AuthError::NotYetValid => f.write_str("the token is not valid yet"),
             AuthError::WrongAudience => f.write_str("the token's audience or issuer is wrong"),
             AuthError::MissingClaim(claim) => write!(f, "the token lacks a valid '{claim}' claim"),
+            AuthError::BadClaims => {
+                f.write_str("the token's claims are missing or of the wrong type")
+            }
             AuthError::Forbidden(what) => write!(f, "forbidden: {what}"),
             AuthError::NotConfigured => {
                 f.write_str("authentication is not configured on this server")
@@ -148,16 +153,6 @@ pub enum Publisher {
     Anonymous,
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    subscribe: Vec<String>,
-    #[serde(default)]
-    publish: Vec<String>,
-    exp: u64,
-}
-
 /// How to verify tokens.
 pub struct Verifier {
     key: DecodingKey,
@@ -204,11 +199,18 @@ impl Verifier {
     pub fn require_audience(&mut self, audiences: &[String]) {
         self.validation.set_audience(audiences);
         self.validation.validate_aud = true;
+        // Without this, a token that has no `aud` at all would pass the audience check.
+        self.validation
+            .required_spec_claims
+            .insert("aud".to_owned());
     }
 
     /// Requires `iss` to be one of `issuers`.
     pub fn require_issuer(&mut self, issuers: &[String]) {
         self.validation.set_issuer(issuers);
+        self.validation
+            .required_spec_claims
+            .insert("iss".to_owned());
     }
 
     /// Verifies a token and reads its claims.
@@ -225,31 +227,58 @@ impl Verifier {
         if !self.validation.algorithms.contains(&header.alg) {
             return Err(AuthError::BadSignature);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => AuthError::WrongAudience,
-                ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
-                ErrorKind::InvalidClaimFormat(claim) => AuthError::MissingClaim(claim.clone()),
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
-                    AuthError::BadSignature
-                }
-                ErrorKind::Json(_) => AuthError::MissingClaim("sub".to_owned()),
-                _ => AuthError::Malformed,
-            },
-        )?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &self.key,
+            &self.validation,
+        )
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
+            ErrorKind::InvalidClaimFormat(claim) => AuthError::MissingClaim(claim.clone()),
+            ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => AuthError::BadSignature,
+            ErrorKind::Json(_) => AuthError::BadClaims,
+            _ => AuthError::Malformed,
+        })?;
+        // The signature and the standard claims are verified; read ours field by field, so an
+        // error names the claim that is wrong.
         let claims = data.claims;
-        let user =
-            UserId::parse(&claims.sub).map_err(|_| AuthError::MissingClaim("sub".to_owned()))?;
-        let patterns = |list: Vec<String>| list.into_iter().map(Pattern).collect();
+        let sub = claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .and_then(|s| UserId::parse(s).ok())
+            .ok_or_else(|| AuthError::MissingClaim("sub".to_owned()))?;
+        let exp = claims
+            .get("exp")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| AuthError::MissingClaim("exp".to_owned()))?;
         Ok(Principal {
-            user,
-            subscribe: patterns(claims.subscribe),
-            publish: patterns(claims.publish),
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+            user: sub,
+            subscribe: patterns(&claims, "subscribe")?,
+            publish: patterns(&claims, "publish")?,
+            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
         })
     }
+}
+
+/// A claim that lists channel patterns: absent means none; anything but a list of strings is
+/// refused.
+fn patterns(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Vec<Pattern>, AuthError> {
+    let Some(value) = claims.get(name) else {
+        return Ok(Vec::new());
+    };
+    let bad = || AuthError::MissingClaim(name.to_owned());
+    value
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|item| item.as_str().map(|s| Pattern(s.to_owned())).ok_or_else(bad))
+        .collect()
 }
 
 /// The server's authentication settings and counters. Shared by every worker.

@@ -49,6 +49,13 @@ impl Cors {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             if !self.any {
                 headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+                // Listed origins may send credentials (the `sluice_token` cookie with
+                // `EventSource(url, {withCredentials: true})`). Browsers never allow
+                // credentials with a wildcard, so `*` does not offer them.
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
             }
         }
     }

@@ -57,8 +57,12 @@ async fn publish_json(
     ctx: &Ctx,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, HandlerError> {
+    let publisher = ctx
+        .auth
+        .publisher(request.headers(), request.uri().query())?;
     let publish: Publish = read_json(request, ctx.config.max_body).await?;
     let topic = channel(ctx, publish.channel.as_deref())?;
+    ctx.auth.check_publish(&publisher, &topic)?;
     let name = event_name(publish.event.as_deref())?;
     let data = serde_json::to_string(&Envelope {
         channel: topic.as_str(),
