@@ -11,6 +11,7 @@ mod events;
 mod health;
 mod metrics;
 mod notify;
+mod pages;
 mod publish;
 mod query;
 mod request;

@@ -8,8 +8,9 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 use super::events::Kind;
+use super::pages::Page;
 use super::response::{error_response, HandlerError};
-use super::{chat, events, health, metrics, notify, publish, stats, subscribe, Ctx, Reply};
+use super::{chat, events, health, metrics, notify, pages, publish, stats, subscribe, Ctx, Reply};
 use crate::chat::{BadRoomId, RoomId};
 use crate::hub::{TopicError, Tripwire, UserId};
 
@@ -32,6 +33,8 @@ pub(crate) enum Route {
     Subscribe,
     /// `POST /unsubscribe`: remove a channel from a live stream.
     Unsubscribe,
+    /// `GET /` or `GET /chat`: an embedded page.
+    Page(Page),
     /// `GET /metrics`: the live system metrics stream.
     Metrics,
     /// `GET /metrics/prometheus`: a Prometheus scrape.
@@ -71,6 +74,8 @@ impl Route {
             "/unsubscribe" => (Route::Unsubscribe, POST),
             "/stats" => (Route::Stats, GET),
             "/healthz" => (Route::Health, GET),
+            "/" => (Route::Page(Page::Dashboard), GET),
+            "/chat" => (Route::Page(Page::Chat), GET),
             "/metrics" => (Route::Metrics, GET),
             "/metrics/prometheus" => (Route::Prometheus, GET),
             _ => match (parse_user_path(path), parse_room_path(path)) {
@@ -165,6 +170,7 @@ pub(crate) fn dispatch(
         Route::UserEvents(user) => events::open(ctx, tripwire, request, Kind::User(&user)),
         Route::Metrics => events::open(ctx, tripwire, request, Kind::Metrics),
         Route::Prometheus => metrics::scrape(ctx),
+        Route::Page(page) => pages::serve(page),
         Route::ChatStream(room) => events::open(ctx, tripwire, request, Kind::Chat(&room)),
         Route::Stats => stats::render(ctx),
         Route::Health => health::check(ctx),
@@ -273,7 +279,9 @@ mod tests {
                 Route::MethodNotAllowed(POST),
             ),
             (Method::DELETE, "/stats", Route::MethodNotAllowed(GET)),
-            (Method::GET, "/", Route::NotFound),
+            (Method::GET, "/", Route::Page(Page::Dashboard)),
+            (Method::GET, "/chat", Route::Page(Page::Chat)),
+            (Method::GET, "/nope", Route::NotFound),
             (Method::GET, "/events/a/b", Route::NotFound),
             (Method::GET, "/api/users/alice", Route::NotFound),
             (Method::OPTIONS, "/nope", Route::NotFound),
