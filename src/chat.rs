@@ -196,6 +196,27 @@ struct Presence<'a> {
     timestamp: String,
 }
 
+/// The `presence` event a new stream of a room starts with: `{"activeUsers": [...]}`. It has no
+/// id (it is a snapshot for this stream, not an event of the room).
+pub fn presence_frame(active: &[String]) -> Bytes {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Snapshot<'a> {
+        active_users: &'a [String],
+    }
+    let name = EventName::parse("presence").expect("a valid event name");
+    let data = serde_json::to_string(&Snapshot {
+        active_users: active,
+    })
+    .unwrap_or_default();
+    Event {
+        name: Some(&name),
+        data: &data,
+        ..Event::default()
+    }
+    .encode()
+}
+
 /// Publishes a `userJoined` or `userLeft` event on the room's channel.
 pub fn announce(hub: &Hub, room: &RoomId, user: &UserId, active: &[String], joined: bool) {
     let name = EventName::parse(if joined { "userJoined" } else { "userLeft" })

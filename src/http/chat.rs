@@ -83,7 +83,10 @@ pub(crate) async fn post(
     }
     let chars = post.message.chars().count();
     if chars > MAX_MESSAGE_CHARS {
-        return Err(HandlerError::PayloadTooLarge(MAX_MESSAGE_CHARS));
+        return Err(HandlerError::TooLong {
+            field: "message",
+            max: MAX_MESSAGE_CHARS,
+        });
     }
     if !ctx.rooms.exists(room) {
         return Err(HandlerError::Missing(format!(

@@ -146,7 +146,13 @@ fn open_stream(
         }
         _ => (None, None),
     };
-    let initial = joined.as_ref().map_or(&[][..], |j| &j.recent[..]);
+    // A chat stream starts with who is in the room, then the room's recent messages.
+    let initial: Vec<bytes::Bytes> = match &joined {
+        Some(joined) => std::iter::once(chat::presence_frame(&joined.active))
+            .chain(joined.recent.iter().cloned())
+            .collect(),
+        None => Vec::new(),
+    };
     let latest = matches!(kind, Kind::Metrics);
     let opened = ctx.shard.open(Open {
         topics: &query.channels,
@@ -155,7 +161,7 @@ fn open_stream(
         owner: principal.as_ref().map(|p| &p.user),
         expires_at: principal.as_ref().map(|p| p.expires_at),
         latest,
-        initial,
+        initial: &initial,
         tripwire: Some(tripwire),
     });
     match opened {

@@ -20,6 +20,13 @@ pub(crate) enum HandlerError {
     BadRequest(String),
     /// The body is larger than the configured limit (in bytes).
     PayloadTooLarge(usize),
+    /// A text field is longer than its limit (in characters).
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// The limit in characters.
+        max: usize,
+    },
     /// The body is not JSON.
     UnsupportedMediaType,
     /// The hub refused the operation.
@@ -59,6 +66,10 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
         HandlerError::PayloadTooLarge(max) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than {max} bytes"),
+        ),
+        HandlerError::TooLong { field, max } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{field} is longer than {max} characters"),
         ),
         HandlerError::UnsupportedMediaType => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
