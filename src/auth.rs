@@ -258,7 +258,9 @@ impl Verifier {
             user: sub,
             subscribe: patterns(&claims, "subscribe")?,
             publish: patterns(&claims, "publish")?,
-            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+            expires_at: UNIX_EPOCH
+                .checked_add(Duration::from_secs(exp))
+                .ok_or_else(|| AuthError::MissingClaim("exp".to_owned()))?,
         })
     }
 }

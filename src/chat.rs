@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::hub::{Hub, Topic, UserId};
+use crate::hub::{Hub, Seq, Topic, UserId};
 use crate::sse::{Event, EventName};
 
 /// Messages retained per room.
@@ -80,7 +80,8 @@ impl RoomId {
 struct Room {
     /// Open streams per user: a user with two tabs is present once.
     members: HashMap<UserId, usize>,
-    messages: VecDeque<Bytes>,
+    /// Message frames with their event seqs, oldest first.
+    messages: VecDeque<(Seq, Bytes)>,
 }
 
 impl Room {
@@ -98,8 +99,8 @@ pub struct Joined {
     pub first: bool,
     /// The room's members after joining, sorted.
     pub active: Vec<String>,
-    /// The room's last [`ON_JOIN`] messages, oldest first, as encoded frames.
-    pub recent: Vec<Bytes>,
+    /// The room's last [`ON_JOIN`] messages, oldest first, as encoded frames with their seqs.
+    pub recent: Vec<(Seq, Bytes)>,
 }
 
 /// Every room's presence and recent messages.
@@ -169,13 +170,13 @@ impl Rooms {
         self.stripe(room).contains_key(room)
     }
 
-    /// Keeps a message frame in the room's history.
-    pub fn record(&self, room: &RoomId, frame: Bytes) {
+    /// Keeps a message frame (the event `seq`) in the room's history.
+    pub fn record(&self, room: &RoomId, seq: Seq, frame: Bytes) {
         if let Some(entry) = self.stripe(room).get_mut(room) {
             if entry.messages.len() >= HISTORY {
                 entry.messages.pop_front();
             }
-            entry.messages.push_back(frame);
+            entry.messages.push_back((seq, frame));
         }
     }
 
@@ -337,13 +338,13 @@ mod tests {
         let (room, alice) = ids("r", "alice");
         rooms.join(&room, &alice);
         for n in 0..150 {
-            rooms.record(&room, Bytes::from(n.to_string()));
+            rooms.record(&room, n, Bytes::from(n.to_string()));
         }
         let joined = rooms.join(&room, &UserId::parse("bob").unwrap());
         let recent: Vec<String> = joined
             .recent
             .iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .map(|(_, b)| String::from_utf8(b.to_vec()).unwrap())
             .collect();
         assert_eq!(
             recent,
@@ -351,7 +352,7 @@ mod tests {
         );
         // Recording into a room nobody is in is a no-op.
         let empty = RoomId::parse("empty").unwrap();
-        rooms.record(&empty, Bytes::from_static(b"x"));
+        rooms.record(&empty, 1, Bytes::from_static(b"x"));
         assert!(!rooms.exists(&empty));
     }
 }

@@ -623,3 +623,33 @@ async fn disconnect_policy_cuts_off_a_stalled_reader_which_then_resumes_lossless
     all.extend(ids(&opening.events));
     assert_eq!(all, published);
 }
+
+#[tokio::test]
+async fn subscribe_stops_at_the_per_stream_channel_limit() {
+    let server = Server::start(&[]).await;
+    let mut live = server.stream("/events?channel=c0", &[]).await;
+    let id = live.opening().await.connection_id();
+    // The stream has 1 channel; 63 more fit, the 65th is refused.
+    for n in 1..64 {
+        let (status, body) = server
+            .post_json(
+                "/subscribe",
+                &json!({"channel": format!("c{n}"), "connectionId": id}),
+            )
+            .await;
+        assert_eq!(status, 200, "c{n}: {body}");
+    }
+    let (status, body) = server
+        .post_json("/subscribe", &json!({"channel": "c64", "connectionId": id}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("at most 64"),
+        "{body}"
+    );
+    // Re-subscribing to a channel it already has is still fine.
+    let (status, _) = server
+        .post_json("/subscribe", &json!({"channel": "c5", "connectionId": id}))
+        .await;
+    assert_eq!(status, 200);
+}

@@ -342,3 +342,32 @@ async fn a_users_private_channel_cannot_be_named_by_clients() {
     let real = server.notify_user("x", json!("real")).await;
     assert_eq!(owner.event().await.id, Some(real.id));
 }
+
+#[tokio::test]
+async fn head_on_a_user_stream_leaves_the_queue_alone() {
+    let server = Server::start(&[]).await;
+    server.notify_user("carol", json!("waiting")).await;
+    assert_eq!(server.settle().await["queuedUserEvents"], 1);
+    let response = server
+        .http
+        .head(format!("{}/events/carol", server.base))
+        .send()
+        .await
+        .expect("HEAD answers");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "HEAD shows the stream's headers"
+    );
+    assert_eq!(
+        server.stats().await["queuedUserEvents"],
+        1,
+        "HEAD must not deliver (and so consume) the queue"
+    );
+    let mut stream = server.stream("/events/carol", &[]).await;
+    assert_eq!(
+        messages(&stream.opening().await.events),
+        vec![json!("waiting")]
+    );
+}

@@ -21,6 +21,11 @@ use crate::auth::{token_from, AuthError, Publisher};
 use crate::chat::{RoomId, MAX_MESSAGE_CHARS};
 use crate::sse::{Event, EventName};
 
+/// The seq part of an event id (`<epoch>-<seq>`).
+fn seq_of(id: &crate::sse::EventId) -> Option<crate::hub::Seq> {
+    id.as_str().rsplit_once('-')?.1.parse().ok()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Post {
@@ -114,7 +119,9 @@ pub(crate) async fn post(
         }
         .encode();
         // Recorded while the id is taken, so the room's history is in id order.
-        rooms.record(room, frame.clone());
+        if let Some(seq) = seq_of(id) {
+            rooms.record(room, seq, frame.clone());
+        }
         frame
     })?;
     Ok(json(

@@ -65,6 +65,11 @@ fn open_stream(
 ) -> Result<Response<Body>, HandlerError> {
     let wants_stream = accepts_event_stream(request.headers());
     let version = request.version();
+    // HEAD learns the headers and nothing else: opening a stream would consume a user's queue
+    // or join a chat room for a body that is never sent.
+    if request.method() == http::Method::HEAD {
+        return Ok(stream_response(version, Body::empty()));
+    }
     let mut query = StreamQuery::parse(request.uri().query())?;
     let principal = if matches!(kind, Kind::Secure) || ctx.auth.is_required() {
         Some(
@@ -147,8 +152,8 @@ fn open_stream(
         _ => (None, None),
     };
     // A chat stream starts with who is in the room, then the room's recent messages.
-    let initial: Vec<bytes::Bytes> = match &joined {
-        Some(joined) => std::iter::once(chat::presence_frame(&joined.active))
+    let initial: Vec<(crate::hub::Seq, bytes::Bytes)> = match &joined {
+        Some(joined) => std::iter::once((0, chat::presence_frame(&joined.active)))
             .chain(joined.recent.iter().cloned())
             .collect(),
         None => Vec::new(),
@@ -182,7 +187,9 @@ fn open_stream(
                 Body::Stream(subscription, membership),
             ))
         }
-        Err(OpenError::Hub(HubError::TooManyConnections)) if wants_stream => {
+        // Over the limit or shutting down: an EventSource client gets a 200 that only sets a
+        // randomized reconnection delay (any other status would make a browser give up).
+        Err(OpenError::Hub(HubError::TooManyConnections | HubError::Closed)) if wants_stream => {
             let delay = Duration::from_millis(fastrand::u64(OVERLOAD_RETRY_MS));
             Ok(stream_response(
                 version,

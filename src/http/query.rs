@@ -5,7 +5,7 @@ use crate::hub::{ConnId, Topic};
 use super::response::HandlerError;
 
 /// Most `channel` parameters one stream may ask for.
-pub const MAX_CHANNELS_PER_STREAM: usize = 64;
+pub const MAX_CHANNELS_PER_STREAM: usize = crate::hub::MAX_TOPICS_PER_STREAM;
 
 /// What `GET /events?...` asks for.
 #[derive(Debug, Default, PartialEq, Eq)]

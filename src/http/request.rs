@@ -8,6 +8,10 @@ use serde::de::DeserializeOwned;
 
 use super::response::HandlerError;
 
+/// How long a client may take to send a request body. Bodies are small (`--max-body`); a client
+/// that trickles one is holding a connection and a buffer for nothing.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BodyKind {
@@ -56,9 +60,10 @@ async fn read_limited(
     if declared.is_some_and(|len| len > max as u64) {
         return Err(HandlerError::PayloadTooLarge(max));
     }
-    Ok(Limited::new(request.into_body(), max)
-        .collect()
+    let collect = Limited::new(request.into_body(), max).collect();
+    Ok(tokio::time::timeout(BODY_READ_TIMEOUT, collect)
         .await
+        .map_err(|_| HandlerError::Timeout)?
         .map_err(|error| {
             if error.downcast_ref::<LengthLimitError>().is_some() {
                 HandlerError::PayloadTooLarge(max)

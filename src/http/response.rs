@@ -27,6 +27,8 @@ pub(crate) enum HandlerError {
         /// The limit in characters.
         max: usize,
     },
+    /// The request body did not arrive in time.
+    Timeout,
     /// The body is not JSON.
     UnsupportedMediaType,
     /// The hub refused the operation.
@@ -70,6 +72,10 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
         HandlerError::TooLong { field, max } => (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{field} is longer than {max} characters"),
+        ),
+        HandlerError::Timeout => (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time".to_owned(),
         ),
         HandlerError::UnsupportedMediaType => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

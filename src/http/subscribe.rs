@@ -69,6 +69,12 @@ pub(crate) async fn change(
         .await?
     {
         Change::Done => {}
+        Change::TooMany => {
+            return Err(HandlerError::BadRequest(format!(
+                "a stream may subscribe to at most {} channels",
+                crate::hub::MAX_TOPICS_PER_STREAM
+            )))
+        }
         Change::NotFound => {
             return Err(HandlerError::Missing(format!(
                 "no open connection with id '{}'",

@@ -190,8 +190,14 @@ pub(crate) struct Conn {
     capacity: usize,
     /// Milliseconds since the hub's epoch at connect; feeds the average-age statistic.
     pub(crate) connected_ms: u64,
-    /// Last time a frame other than a heartbeat was queued (for `--idle-timeout`).
-    last_event: Cell<Instant>,
+    /// Housekeeping tick of the last frame other than a heartbeat (for `--idle-timeout`);
+    /// stamped by the shard once per fan-out, so no push reads the clock.
+    pub(crate) last_event_tick: Cell<u32>,
+    /// Frames at the head of the queue that opened the stream (a replay, itself bounded by the
+    /// history). They do not count against the capacity, which bounds live frames only.
+    allowance: Cell<usize>,
+    /// The key of this stream's entry in the shard's credential-expiry table, if any.
+    pub(crate) expiry_key: Cell<Option<(Instant, u64)>>,
     /// Channels this stream is subscribed to, so leaving can update the hub's counts.
     pub(crate) topics: RefCell<Vec<Topic>>,
     /// The authenticated user who opened the stream, if it was opened with a token.
@@ -218,7 +224,9 @@ impl Conn {
             waker: Cell::new(None),
             capacity,
             connected_ms,
-            last_event: Cell::new(Instant::now()),
+            last_event_tick: Cell::new(0),
+            allowance: Cell::new(0),
+            expiry_key: Cell::new(None),
             topics: RefCell::new(Vec::new()),
             owner,
             tripwire: None,
@@ -241,14 +249,13 @@ impl Conn {
             return Push::Gone;
         }
         let mut queue = self.queue.borrow_mut();
-        if queue.len() >= self.capacity {
+        if queue.len() >= self.capacity + self.allowance.get() {
             drop(queue);
             self.evict();
             return Push::Full;
         }
         queue.push_back((frame.clone(), None));
         drop(queue);
-        self.last_event.set(Instant::now());
         self.wake();
         Push::Queued
     }
@@ -260,12 +267,12 @@ impl Conn {
             return Push::Gone;
         }
         let mut queue = self.queue.borrow_mut();
-        if queue.len() >= self.capacity && queue.pop_front().is_some() {
+        if queue.len() >= self.capacity + self.allowance.get() && queue.pop_front().is_some() {
+            self.allowance.set(self.allowance.get().saturating_sub(1));
             self.missed.set(self.missed.get() + 1);
         }
         queue.push_back((frame.clone(), None));
         drop(queue);
-        self.last_event.set(Instant::now());
         self.wake();
         Push::Queued
     }
@@ -282,14 +289,13 @@ impl Conn {
             .position(|(_, tag)| tag.as_ref() == Some(topic))
         {
             queue.remove(at);
-        } else if queue.len() >= self.capacity {
+        } else if queue.len() >= self.capacity + self.allowance.get() {
             drop(queue);
             self.evict();
             return Push::Full;
         }
         queue.push_back((frame.clone(), Some(topic.clone())));
         drop(queue);
-        self.last_event.set(Instant::now());
         self.wake();
         Push::Queued
     }
@@ -298,6 +304,7 @@ impl Conn {
     /// event and a replay, itself bounded by the history size).
     pub(crate) fn push_initial(&self, frame: Bytes) {
         self.queue.borrow_mut().push_back((frame, None));
+        self.allowance.set(self.allowance.get() + 1);
     }
 
     /// Queues a heartbeat unless data is already waiting (which keeps the stream alive anyway).
@@ -321,10 +328,6 @@ impl Conn {
         self.queue.borrow_mut().push_back((last, None));
         self.state.set(State::Closing);
         self.wake();
-    }
-
-    pub(crate) fn idle_since(&self) -> Instant {
-        self.last_event.get()
     }
 
     fn evict(&self) {
@@ -425,6 +428,8 @@ impl Subscription {
                 buf.freeze()
             };
             drop(queue);
+            let allowance = &self.conn.allowance;
+            allowance.set(allowance.get().saturating_sub(count as usize));
             self.shard.note_delivered(count);
             return Poll::Ready(Recv::Frames(out));
         }
@@ -523,6 +528,18 @@ mod tests {
             .map(|(f, _)| f.to_vec())
             .collect();
         assert_eq!(queued, vec![b"other".to_vec(), b"m2".to_vec()]);
+    }
+
+    #[test]
+    fn opening_frames_do_not_count_against_capacity() {
+        let conn = Conn::new(ConnId::generate(0), 2, 0, None);
+        for _ in 0..10 {
+            conn.push_initial(Bytes::from_static(b"replayed"));
+        }
+        let live = Bytes::from_static(b"live");
+        assert_eq!(conn.push(&live), Push::Queued);
+        assert_eq!(conn.push(&live), Push::Queued);
+        assert_eq!(conn.push(&live), Push::Full, "capacity bounds live frames");
     }
 
     #[test]

@@ -327,7 +327,13 @@ impl History for MemoryHistory {
         let frame = encode(seq);
         let limits = self.limits(topic);
         if limits.capacity > 0 {
-            let ring = stripe.entry(topic.clone()).or_default();
+            // A ring that a sweep removed may come back: start it from what sweeps have dropped,
+            // so a resume from before then is a gap, not a silent loss.
+            let swept = self.swept_through.load(Ordering::Acquire);
+            let ring = stripe.entry(topic.clone()).or_insert_with(|| Ring {
+                evicted_through: swept,
+                ..Ring::default()
+            });
             let now = Instant::now();
             ring.evict_expired(limits.ttl, now);
             if ring.entries.len() >= limits.capacity {
@@ -568,6 +574,10 @@ mod tests {
         // The ring is gone, but the sweep remembers what it dropped.
         assert_eq!(seqs(&h, "a", 0), Err(Gap::Expired));
         assert_eq!(seqs(&h, "a", 1).unwrap(), Vec::<Seq>::new());
+        // A new event recreates the ring; a resume from before the sweep is still a gap.
+        publish(&h, "a");
+        assert_eq!(seqs(&h, "a", 0), Err(Gap::Expired));
+        assert_eq!(seqs(&h, "a", 1).unwrap(), vec![2]);
     }
 
     #[test]

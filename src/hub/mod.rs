@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use conn::{ConnId, Recv, Subscription, Tripwire, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
-pub use shard::{Open, Shard};
+pub use shard::{Open, Shard, MAX_TOPICS_PER_STREAM};
 pub use stats::{HubSnapshot, ShardSnapshot};
 pub use topic::{Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX};
 
@@ -151,6 +151,8 @@ pub enum Change {
     NotFound,
     /// The connection belongs to an authenticated user and the caller is someone else.
     Forbidden,
+    /// The stream already has [`MAX_TOPICS_PER_STREAM`] channels.
+    TooMany,
 }
 
 /// What a publish was assigned.
@@ -299,6 +301,7 @@ impl Hub {
                 }
             })
             .map_err(|_| HubError::Unavailable)?;
+        let mut stopped = false;
         // From here to the last send nothing can fail: every shard must see every seq, or it
         // would wait for the gap (see shard.rs).
         for shard in shards {
@@ -310,7 +313,13 @@ impl Hub {
             };
             if shard.tx.send(command).is_err() {
                 shard.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
+                stopped = true;
             }
+        }
+        if stopped {
+            // A shard has stopped (shutdown): its streams will not get this event, so do not
+            // acknowledge it.
+            return Err(HubError::Closed);
         }
         self.inner.published.fetch_add(1, Ordering::Relaxed);
         Ok(Receipt { seq, id: id_text })

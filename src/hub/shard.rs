@@ -39,6 +39,11 @@ use super::{policy_for, Change, Command, Hub, HubError, Inbox, OpenError, Policy
 use crate::shutdown::Shutdown;
 use crate::sse::{self, Event, EventId, EventName};
 
+/// Most channels one stream may subscribe to (at connect and through `/subscribe` together).
+/// Every channel costs an entry in a subscriber list; a stream that needs more is really a
+/// broadcast.
+pub const MAX_TOPICS_PER_STREAM: usize = 64;
+
 /// Inbox messages taken per wake-up. Batching amortizes the wake-up; the bound keeps one busy
 /// inbox from starving the heartbeat tick.
 const INBOX_BATCH: usize = 256;
@@ -72,8 +77,10 @@ pub struct Open<'a> {
     /// Unless resuming: start with the newest retained event of each channel (a state channel
     /// such as `metrics`, where the last value is what a new client needs).
     pub latest: bool,
-    /// Unless resuming: frames to send after `connected` (a chat room's recent messages).
-    pub initial: &'a [Bytes],
+    /// Unless resuming: frames to send after `connected`, each with its event's seq (0 for a
+    /// snapshot without one): a chat room's presence and recent messages. Frames past the
+    /// shard's position are left out; they are still to arrive live.
+    pub initial: &'a [(Seq, Bytes)],
     /// The connection's tripwire, tripped if the stream is evicted.
     pub tripwire: Option<&'a Rc<Tripwire>>,
 }
@@ -112,6 +119,12 @@ pub struct Shard {
     reset: EventName,
     dropped: EventName,
     closed: EventName,
+    /// Set once the shard has closed its streams for shutdown: later opens are refused, so no
+    /// stream can slip in after the closing `retry:` and hold the drain open.
+    closing: Cell<bool>,
+    /// Housekeeping ticks since start; streams are stamped with it instead of reading the clock
+    /// on every push.
+    tick: Cell<u32>,
     /// Streams to close when their credential expires, by deadline.
     expiries: RefCell<BTreeMap<(Instant, u64), Rc<Conn>>>,
     expiry_seq: Cell<u64>,
@@ -146,6 +159,8 @@ impl Shard {
             reset: EventName::parse("reset").expect("a valid event name"),
             dropped: EventName::parse("dropped").expect("a valid event name"),
             closed: EventName::parse("closed").expect("a valid event name"),
+            closing: Cell::new(false),
+            tick: Cell::new(0),
             expiries: RefCell::new(BTreeMap::new()),
             expiry_seq: Cell::new(0),
             inbox: RefCell::new(Some(inbox)),
@@ -166,6 +181,9 @@ impl Shard {
     /// when resuming, every retained event after the client's last id on its channels (or a
     /// `reset` event when that is impossible); live events follow.
     pub fn open(self: &Rc<Self>, open: Open<'_>) -> Result<Subscription, OpenError> {
+        if self.closing.get() {
+            return Err(OpenError::Hub(HubError::Closed));
+        }
         let permit = self.hub.try_acquire().map_err(OpenError::Hub)?;
         let id = match open.id {
             Some(text) => {
@@ -182,6 +200,7 @@ impl Shard {
             open.owner.cloned(),
         );
         conn.tripwire = open.tripwire.cloned();
+        conn.last_event_tick.set(self.tick.get());
         let conn = Rc::new(conn);
         let position = self.position();
         self.push_opening(&conn, open, position);
@@ -209,6 +228,7 @@ impl Shard {
             let key = (Instant::now() + left, self.expiry_seq.get());
             self.expiry_seq.set(key.1 + 1);
             self.expiries.borrow_mut().insert(key, conn.clone());
+            conn.expiry_key.set(Some(key));
         }
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.stats.connect_ms_sum.fetch_add(now, Ordering::Relaxed);
@@ -280,8 +300,10 @@ impl Shard {
             .encode(),
         );
         if resume.is_none() {
-            for frame in open.initial {
-                conn.push_initial(frame.clone());
+            for (seq, frame) in open.initial {
+                if *seq <= position {
+                    conn.push_initial(frame.clone());
+                }
             }
         }
         if lost > 0 {
@@ -346,6 +368,9 @@ impl Shard {
         let mut topics = self.topics.borrow_mut();
         let mut own = conn.topics.borrow_mut();
         let subscribed = own.contains(topic);
+        if add && !subscribed && own.len() >= MAX_TOPICS_PER_STREAM {
+            return Change::TooMany;
+        }
         if add && !subscribed {
             topics.entry(topic.clone()).or_default().push(conn.clone());
             own.push(topic.clone());
@@ -398,6 +423,7 @@ impl Shard {
             return 0;
         };
         let policy = policy_for(&self.hub.settings().policies, topic);
+        let tick = self.tick.get();
         let mut slow = 0u64;
         list.retain(|conn| {
             if seq <= conn.seen_through.get() {
@@ -409,7 +435,10 @@ impl Shard {
                 Policy::Latest => conn.push_latest(frame, topic),
             };
             match pushed {
-                Push::Queued => true,
+                Push::Queued => {
+                    conn.last_event_tick.set(tick);
+                    true
+                }
                 Push::Full => {
                     slow += 1;
                     false
@@ -503,9 +532,11 @@ impl Shard {
 
     /// Ends streams that received no event for `idle`.
     fn close_idle(&self, idle: Duration) {
-        let now = Instant::now();
+        let idle_ticks =
+            u32::try_from(idle.as_millis().div_ceil(HOUSEKEEPING.as_millis())).unwrap_or(u32::MAX);
+        let now = self.tick.get();
         for conn in self.conns.borrow().values() {
-            if conn.is_open() && now.duration_since(conn.idle_since()) >= idle {
+            if conn.is_open() && now.wrapping_sub(conn.last_event_tick.get()) >= idle_ticks {
                 conn.close_with(sse::comment("idle timeout"));
             }
         }
@@ -537,6 +568,11 @@ impl Shard {
         }
         for topic in conn.topics.borrow_mut().drain(..) {
             self.hub.counts().remove(&topic);
+        }
+        if let Some(key) = conn.expiry_key.take() {
+            if let Ok(mut expiries) = self.expiries.try_borrow_mut() {
+                expiries.remove(&key);
+            }
         }
         if let Ok(mut conns) = self.conns.try_borrow_mut() {
             conns.remove(conn.id.as_str());
@@ -613,6 +649,7 @@ impl Shard {
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
                 _ = housekeeping.tick() => {
+                    self.tick.set(self.tick.get().wrapping_add(1));
                     self.check_gap();
                     self.close_expired();
                     if let Some(idle) = settings.idle_timeout {
@@ -621,6 +658,7 @@ impl Shard {
                 }
             }
         }
+        self.closing.set(true);
         // Publishes accepted before the signal were answered 200: deliver them before the
         // closing retry, so a graceful end loses nothing that was acknowledged.
         while let Ok(command) = inbox.rx.try_recv() {
