@@ -274,7 +274,12 @@ pub fn cpu_split(pid: u32) -> (Duration, Duration) {
         .rsplit_once(')')
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
     // After ')': state is field 3 of the man page, so utime (14) and stime (15) are at 11 and 12.
-    let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     let seconds = |t: u64| Duration::from_secs_f64(t as f64 / clock_ticks_per_second() as f64);
     (seconds(ticks(11)), seconds(ticks(12)))
 }
