@@ -517,11 +517,10 @@ fn start(design: &str, n: usize, events: usize, frame: &Bytes) -> Box<dyn Design
 
 /// The rounds of one design in one mode, over every pass.
 struct Summary {
-    /// Median of all rounds: the figure the table reports.
+    /// Median of all rounds of all passes.
     median: Duration,
-    /// Lowest and highest per-pass median: how much a fresh start of the design varies.
+    /// Lowest per-pass median: the design when it had the cores to itself.
     low: Duration,
-    high: Duration,
 }
 
 impl Summary {
@@ -536,7 +535,6 @@ impl Summary {
         Summary {
             median: median(&all),
             low: per_pass.iter().copied().min().unwrap_or_default(),
-            high: per_pass.iter().copied().max().unwrap_or_default(),
         }
     }
 }
