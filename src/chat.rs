@@ -230,15 +230,7 @@ pub fn announce(hub: &Hub, room: &RoomId, user: &UserId, active: &[String], join
         return;
     };
     // Presence is best effort: an overloaded hub refuses it like any other publish.
-    let _ = hub.publish(&room.topic(), |id| {
-        Event {
-            name: Some(&name),
-            id: Some(id),
-            retry: None,
-            data: &data,
-        }
-        .encode()
-    });
+    let _ = hub.publish_event(&room.topic(), Some(&name), &data);
 }
 
 /// One stream's membership of a room. Dropping it (the stream ended) leaves the room and

@@ -6,7 +6,6 @@
 //! as-is instead (line breaks become `data:` lines), for single-channel text streams.
 //! Answers `{"success": true, "id": "<event id>", "channel": name, "clients": N}`.
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,7 @@ use super::request::{body_kind, read_json, read_text, BodyKind};
 use super::response::{json, HandlerError};
 use super::{Body, Ctx};
 use crate::hub::Topic;
-use crate::sse::{Event, EventName};
+use crate::sse::EventName;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,15 +103,7 @@ pub(crate) fn send(
     name: Option<&EventName>,
     data: &str,
 ) -> Result<Response<Body>, HandlerError> {
-    let receipt = ctx.hub.publish(topic, |id| -> Bytes {
-        Event {
-            name,
-            id: Some(id),
-            retry: None,
-            data,
-        }
-        .encode()
-    })?;
+    let receipt = ctx.hub.publish_event(topic, name, data)?;
     Ok(json(
         StatusCode::OK,
         &Published {

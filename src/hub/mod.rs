@@ -325,6 +325,25 @@ impl Hub {
         Ok(Receipt { seq, id: id_text })
     }
 
+    /// Publishes an event whose frame is `event:` `name`, `id:` (assigned) and `data`: the common
+    /// case of [`Hub::publish`].
+    pub fn publish_event(
+        &self,
+        topic: &Topic,
+        name: Option<&crate::sse::EventName>,
+        data: &str,
+    ) -> Result<Receipt, HubError> {
+        self.publish(topic, |id| {
+            crate::sse::Event {
+                name,
+                id: Some(id),
+                retry: None,
+                data,
+            }
+            .encode()
+        })
+    }
+
     /// Adds (`add`) or removes a live subscription of connection `id`, wherever it lives.
     /// `caller` is the authenticated user asking, if any: a stream opened with a token can only
     /// be changed by the same user.

@@ -14,7 +14,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::hub::{Hub, Topic};
 use crate::shutdown::Shutdown;
-use crate::sse::{Event, EventName};
+use crate::sse::EventName;
 
 /// The channel samples are published on.
 pub const CHANNEL: &str = "metrics";
@@ -120,15 +120,7 @@ impl Sampler {
                         continue;
                     };
                     // Failure means overload or shutdown; the next sample tries again.
-                    let _ = hub.publish(&topic, |id| {
-                        Event {
-                            name: Some(&name),
-                            id: Some(id),
-                            retry: None,
-                            data: &data,
-                        }
-                        .encode()
-                    });
+                    let _ = hub.publish_event(&topic, Some(&name), &data);
                     shared.store(sample);
                 }
             })?;
