@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth_support;
+mod support;
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};

@@ -9,12 +9,9 @@
 #![allow(dead_code, clippy::unwrap_used)] // not every helper is used by every test
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -42,12 +39,12 @@ pub const CHALLENGE_INVALID: &str = "Bearer realm=\"sluice\", error=\"invalid_to
 // The server process
 // ---------------------------------------------------------------------------------------------
 
-/// A running `sluice`. Dropping it kills and reaps the process and removes its key files.
+/// A running `sluice` (started by the shared harness in `tests/support`). Dropping it stops the
+/// process and removes its key files.
 pub struct Server {
-    child: Child,
+    process: crate::support::Server,
     /// The address it listens on.
     pub addr: SocketAddr,
-    stderr: Arc<Mutex<Vec<u8>>>,
     files: Vec<PathBuf>,
 }
 
@@ -68,61 +65,12 @@ impl Server {
     }
 
     fn start_with_files(args: &[&str], files: Vec<PathBuf>) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
-            .args(args)
-            .env("SLUICE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // Settings from the developer's shell must not leak into the server under test.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SLUICE_") && key != "SLUICE_LOG" {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command.spawn().expect("spawn the sluice binary");
-
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-        });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Read to EOF so the server never blocks on a full stdout pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let line = match rx.recv_timeout(TIMEOUT) {
-            Ok(line) => line,
-            Err(error) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
-                panic!("no listening line from sluice {args:?} ({error}); stderr:\n{log}");
-            }
-        };
-        let addr = line
-            .strip_prefix("sluice listening on http://")
-            .and_then(|rest| rest.split_once(' '))
-            .and_then(|(addr, _)| addr.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from sluice: {line:?}"));
+        let mut all = vec!["--workers", "2"];
+        all.extend_from_slice(args);
+        let process = crate::support::start(&all);
         Server {
-            child,
-            addr,
-            stderr,
+            addr: process.addr,
+            process,
             files,
         }
     }
@@ -137,19 +85,14 @@ impl Server {
 
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+        self.process.stderr()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         for file in &self.files {
             let _ = std::fs::remove_file(file);
-        }
-        if std::thread::panicking() {
-            eprintln!("--- sluice stderr ---\n{}", self.stderr());
         }
     }
 }
