@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common_resume;
+mod support;
 
 use std::time::Duration;
 

@@ -13,9 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -28,9 +26,11 @@ use tokio::time::{timeout, Instant};
 /// Default bound for waiting on a single frame.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running `sluice` child process, killed (by its own handle) when dropped.
+/// A running `sluice` process, stopped when dropped.
 pub struct Server {
-    child: Child,
+    /// Kept for its `Drop`, which stops the process.
+    #[allow(dead_code)]
+    process: crate::support::Server,
     /// The address it listens on.
     pub addr: SocketAddr,
     /// `http://addr`.
@@ -65,57 +65,18 @@ impl Server {
         }
     }
 
-    /// Starts the server without waiting for anything but its "listening" line.
+    /// Starts the server (through the shared harness in `tests/support`) without waiting for
+    /// anything but its "listening" line.
     pub fn spawn(args: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command.args(["--listen", "127.0.0.1:0"]);
+        let mut all: Vec<&str> = Vec::new();
         if !args.iter().any(|a| a.starts_with("--metrics-interval")) {
-            command.args(["--metrics-interval", "1h"]);
+            all.extend(["--metrics-interval", "1h"]);
         }
-        command
-            .args(args)
-            .env("SLUICE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // Flags must be the only configuration: ignore any SLUICE_* of the environment.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SLUICE_") && key != "SLUICE_LOG" {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command.spawn().expect("spawn the sluice binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep the pipe open (and drained) for the life of the child.
-            let mut sink = String::new();
-            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
-                sink.clear();
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("sluice {args:?} did not print its listening line in time");
-            }
-        };
-        let addr = line
-            .strip_prefix("sluice listening on http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse::<SocketAddr>().ok());
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("unexpected first line from sluice {args:?}: {line:?}");
-        };
+        all.extend_from_slice(args);
+        let process = crate::support::start(&all);
+        let addr = process.addr;
         Server {
-            child,
+            process,
             addr,
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
@@ -243,13 +204,6 @@ impl Server {
     /// Opens a stream that must succeed.
     pub async fn stream(&self, target: &str, headers: &[(&str, &str)]) -> SseClient {
         self.open(target, headers).await.stream()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
