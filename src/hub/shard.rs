@@ -527,7 +527,10 @@ impl Shard {
             conn.push_heartbeat(&self.heartbeat);
             conn.state() != State::Closed
         });
-        self.compact_topics();
+        // Subscriber lists only hold closed entries if a stream closed since the last sweep.
+        if self.dead.get() > 0 {
+            self.compact_topics();
+        }
     }
 
     /// Ends streams that received no event for `idle`.
