@@ -65,11 +65,6 @@ fn open_stream(
 ) -> Result<Response<Body>, HandlerError> {
     let wants_stream = accepts_event_stream(request.headers());
     let version = request.version();
-    // HEAD learns the headers and nothing else: opening a stream would consume a user's queue
-    // or join a chat room for a body that is never sent.
-    if request.method() == http::Method::HEAD {
-        return Ok(stream_response(version, Body::empty()));
-    }
     let mut query = StreamQuery::parse(request.uri().query())?;
     let principal = if matches!(kind, Kind::Secure) || ctx.auth.is_required() {
         Some(
@@ -79,6 +74,11 @@ fn open_stream(
     } else {
         None
     };
+    // HEAD learns the headers and nothing else (after the same authentication as GET): opening
+    // a stream would consume a user's queue or join a chat room for a body never sent.
+    if request.method() == http::Method::HEAD {
+        return Ok(stream_response(version, Body::empty()));
+    }
     let header_id = request
         .headers()
         .get("last-event-id")
@@ -113,6 +113,12 @@ fn open_stream(
         Kind::Chat(room) => query.channels = vec![room.topic()],
         _ if asked_for_none => query.channels.push(ctx.broadcast.clone()),
         _ => {}
+    }
+    if query.channels.len() > crate::hub::MAX_TOPICS_PER_STREAM {
+        return Err(HandlerError::BadRequest(format!(
+            "a stream may subscribe to at most {} channels",
+            crate::hub::MAX_TOPICS_PER_STREAM
+        )));
     }
     // A chat member is the token's subject when there is a token, else the `userId` parameter.
     let member = match kind {

@@ -211,14 +211,16 @@ impl Ring {
         }
     }
 
-    /// Undelivered events lost since the last call.
-    fn take_lost(&mut self) -> u64 {
+    /// Undelivered events up to `upto` lost since the last call. Evicted seqs after `upto` are
+    /// kept: a shard at position `upto` has yet to fan them out, and may still deliver them live.
+    fn take_lost(&mut self, upto: Seq) -> u64 {
+        let delivered = self.delivered_through;
         let pending = self
             .evicted_pending
             .iter()
-            .filter(|s| **s > self.delivered_through)
+            .filter(|s| **s > delivered && **s <= upto)
             .count() as u64;
-        self.evicted_pending.clear();
+        self.evicted_pending.retain(|s| *s > upto);
         std::mem::take(&mut self.lost) + pending
     }
 
@@ -409,7 +411,7 @@ impl History for MemoryHistory {
             }
             out.push((entry.seq, entry.frame.clone()));
         }
-        let lost = ring.take_lost();
+        let lost = ring.take_lost(upto);
         ring.mark_delivered(upto);
         lost
     }
@@ -527,6 +529,24 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(h.take_undelivered(&user, h.head(), &mut out), 0);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn evictions_past_the_position_are_not_counted_yet() {
+        let h = history(10, None);
+        let user = Topic::user(&super::super::UserId::parse("u").unwrap());
+        let put = |h: &MemoryHistory| h.append(&user, &mut |_| Bytes::new()).unwrap().0;
+        // Queue of 3; seqs 1..=5 published, 1 and 2 evicted. A stream opening at position 0
+        // (the shard has applied none of them) must not report them lost: they arrive live.
+        for _ in 0..5 {
+            put(&h);
+        }
+        let mut out = Vec::new();
+        assert_eq!(h.take_undelivered(&user, 0, &mut out), 0);
+        for seq in 1..=5 {
+            h.mark_delivered(&user, seq);
+        }
+        assert_eq!(h.take_undelivered(&user, h.head(), &mut out), 0);
     }
 
     #[test]

@@ -301,7 +301,9 @@ impl Hub {
                 }
             })
             .map_err(|_| HubError::Unavailable)?;
-        let mut stopped = false;
+        // Shards that have stopped for shutdown. The event is retained and reaches the others;
+        // the stopped shards' streams are closing and resume from history.
+        let mut stopped = 0;
         // From here to the last send nothing can fail: every shard must see every seq, or it
         // would wait for the gap (see shard.rs).
         for shard in shards {
@@ -313,12 +315,11 @@ impl Hub {
             };
             if shard.tx.send(command).is_err() {
                 shard.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
-                stopped = true;
+                stopped += 1;
             }
         }
-        if stopped {
-            // A shard has stopped (shutdown): its streams will not get this event, so do not
-            // acknowledge it.
+        if stopped == shards.len() {
+            // Every shard has stopped (shutdown): nobody will get this event.
             return Err(HubError::Closed);
         }
         self.inner.published.fetch_add(1, Ordering::Relaxed);

@@ -539,7 +539,9 @@ impl Shard {
             u32::try_from(idle.as_millis().div_ceil(HOUSEKEEPING.as_millis())).unwrap_or(u32::MAX);
         let now = self.tick.get();
         for conn in self.conns.borrow().values() {
-            if conn.is_open() && now.wrapping_sub(conn.last_event_tick.get()) >= idle_ticks {
+            // Strictly more: a stamp is taken anywhere within its tick, so `>=` could close up to
+            // one tick early.
+            if conn.is_open() && now.wrapping_sub(conn.last_event_tick.get()) > idle_ticks {
                 conn.close_with(sse::comment("idle timeout"));
             }
         }
