@@ -183,6 +183,10 @@ struct Ring {
     lost: u64,
 }
 
+/// Emptied rings kept per lock stripe as tombstones (their gap knowledge), about 100 bytes each;
+/// 64 stripes × 1024 remember 65 536 quiet channels exactly.
+const TOMBSTONES_PER_STRIPE: usize = 1024;
+
 /// Most evicted seqs a user's queue remembers individually; older ones count as lost.
 const MAX_EVICTED_PENDING: usize = 1024;
 
@@ -427,15 +431,24 @@ impl History for MemoryHistory {
         let now = Instant::now();
         for stripe in &self.stripes {
             let mut stripe = lock(stripe);
+            let mut tombstones = 0;
             stripe.retain(|topic, ring| {
                 ring.evict_expired(self.limits(topic).ttl, now);
-                if ring.entries.is_empty() {
-                    self.swept_through
-                        .fetch_max(ring.evicted_through, Ordering::AcqRel);
-                    false
-                } else {
-                    true
+                if !ring.entries.is_empty() {
+                    return true;
                 }
+                // An emptied ring stays as a tombstone: its `evicted_through` tells a later
+                // resume on this channel exactly what it lost. Past the bound, the oldest
+                // knowledge folds into the hub-wide `swept_through` (conservative: a resume from
+                // before it gets a reset on any channel, never a silent loss).
+                ring.entries = VecDeque::new();
+                tombstones += 1;
+                if tombstones <= TOMBSTONES_PER_STRIPE {
+                    return true;
+                }
+                self.swept_through
+                    .fetch_max(ring.evicted_through, Ordering::AcqRel);
+                false
             });
         }
     }
@@ -444,7 +457,7 @@ impl History for MemoryHistory {
         let mut size = HistorySize::default();
         for stripe in &self.stripes {
             let stripe = lock(stripe);
-            for (topic, ring) in stripe.iter() {
+            for (topic, ring) in stripe.iter().filter(|(_, r)| !r.entries.is_empty()) {
                 if topic.is_user() {
                     size.users += 1;
                     size.queued += ring.undelivered();
@@ -547,6 +560,24 @@ mod tests {
             h.mark_delivered(&user, seq);
         }
         assert_eq!(h.take_undelivered(&user, h.head(), &mut out), 0);
+    }
+
+    #[test]
+    fn a_swept_channel_does_not_reset_resumes_on_others() {
+        // A TTL long enough that "quiet" cannot expire between its publish and the check.
+        let h = history(10, Some(Duration::from_millis(500)));
+        publish(&h, "busy");
+        publish(&h, "busy");
+        std::thread::sleep(Duration::from_millis(600));
+        h.sweep();
+        // "quiet" never lost anything: resuming from before the sweep is complete.
+        let quiet = publish(&h, "quiet");
+        let mut out = Vec::new();
+        h.replay(&topic("quiet"), 0, h.head(), &mut out).unwrap();
+        assert_eq!(out.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![quiet]);
+        // "busy" did: a resume from before its loss is a gap, from after it is complete.
+        assert_eq!(seqs(&h, "busy", 0), Err(Gap::Expired));
+        assert_eq!(seqs(&h, "busy", 2).unwrap(), Vec::<Seq>::new());
     }
 
     #[test]
