@@ -339,7 +339,7 @@ async fn publish_sluice(
         for _ in 0..burst.events {
             // The pre-encoded frame, as the stock design sends; the hub still assigns the id
             // and keeps the event in its history, which is part of sluice's cost per event.
-            hub.publish(&topic, |_id| frame.clone())
+            hub.publish(&topic, |_seq, _id| frame.clone())
                 .expect("the inboxes have room");
             if burst.paced {
                 tokio::task::yield_now().await;

@@ -21,11 +21,6 @@ use crate::auth::{token_from, AuthError, Publisher};
 use crate::chat::{RoomId, MAX_MESSAGE_CHARS};
 use crate::sse::{Event, EventName};
 
-/// The seq part of an event id (`<epoch>-<seq>`).
-fn seq_of(id: &crate::sse::EventId) -> Option<crate::hub::Seq> {
-    id.as_str().rsplit_once('-')?.1.parse().ok()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Post {
@@ -102,7 +97,7 @@ pub(crate) async fn post(
     let name = EventName::parse("message").expect("a valid event name");
     let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let rooms = &ctx.rooms;
-    let receipt = ctx.hub.publish(&room.topic(), |id| {
+    let receipt = ctx.hub.publish(&room.topic(), |seq, id| {
         let data = serde_json::to_string(&Message {
             id: id.as_str(),
             room_id: room.as_str(),
@@ -119,9 +114,7 @@ pub(crate) async fn post(
         }
         .encode();
         // Recorded while the id is taken, so the room's history is in id order.
-        if let Some(seq) = seq_of(id) {
-            rooms.record(room, seq, frame.clone());
-        }
+        rooms.record(room, seq, frame.clone());
         frame
     })?;
     Ok(json(

@@ -276,11 +276,11 @@ impl Hub {
     }
 
     /// Publishes an event on `topic`: takes the next id, encodes the frame once with `encode`
-    /// (given the id), retains it, and hands it to every shard. Does not wait for delivery.
+    /// (given the seq and the id), retains it, and hands it to every shard. Does not wait for delivery.
     pub fn publish(
         &self,
         topic: &Topic,
-        mut encode: impl FnMut(&crate::sse::EventId) -> Bytes,
+        mut encode: impl FnMut(Seq, &crate::sse::EventId) -> Bytes,
     ) -> Result<Receipt, HubError> {
         let shards = &self.inner.shards;
         if shards
@@ -295,7 +295,7 @@ impl Hub {
             .append(topic, &mut |seq| {
                 id_text = history.format_id(seq);
                 match crate::sse::EventId::parse(&id_text) {
-                    Ok(id) => encode(&id),
+                    Ok(id) => encode(seq, &id),
                     // Epochs are short base-36 strings, so ids always parse; never reached.
                     Err(_) => Bytes::new(),
                 }
@@ -334,7 +334,7 @@ impl Hub {
         name: Option<&crate::sse::EventName>,
         data: &str,
     ) -> Result<Receipt, HubError> {
-        self.publish(topic, |id| {
+        self.publish(topic, |_, id| {
             crate::sse::Event {
                 name,
                 id: Some(id),

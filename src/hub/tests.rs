@@ -139,7 +139,7 @@ fn frame(text: &str) -> Bytes {
 
 /// Publishes a ready-made frame on `topic` (the id the hub assigns is not written into it).
 fn publish(hub: &Hub, topic: &Topic, frame: &Bytes) -> Result<(), HubError> {
-    hub.publish(topic, |_| frame.clone()).map(|_| ())
+    hub.publish(topic, |_, _| frame.clone()).map(|_| ())
 }
 
 #[tokio::test]
