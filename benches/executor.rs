@@ -335,6 +335,7 @@ async fn publish_sluice(
     frame: Bytes,
     mut bursts: mpsc::UnboundedReceiver<Burst>,
 ) {
+    let frame = sluice::hub::Frame::from_parts(frame, Bytes::new());
     while let Some(burst) = bursts.recv().await {
         for _ in 0..burst.events {
             // The pre-encoded frame, as the stock design sends; the hub still assigns the id

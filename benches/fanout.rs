@@ -24,12 +24,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sluice::config::Config;
-use sluice::hub::{Hub, Inbox, MemoryHistory, Open, Recv, Shard, Subscription, Topic};
-use sluice::sse::{Event, EventName};
+use sluice::hub::{
+    Frame, Hub, Inbox, MemoryHistory, Open, Payload, Recv, Shard, Subscription, Topic,
+};
+use sluice::sse::EventName;
 use tokio::sync::Notify;
 use tokio::task::LocalSet;
 
@@ -46,7 +47,7 @@ struct Fixture {
     shard: Rc<Shard>,
     subscriptions: Vec<Subscription>,
     topic: Topic,
-    frame: Bytes,
+    frame: Frame,
     /// Kept so the hub outlives its shard.
     _hub: Hub,
 }
@@ -82,12 +83,14 @@ fn fixture(n: usize) -> Fixture {
         })
         .collect();
     let name = EventName::parse("notification").expect("a valid event name");
-    let frame = Event {
-        name: Some(&name),
-        data: r#"{"message":"New order #12345 received","timestamp":"2024-05-01T12:34:56.789Z"}"#,
-        ..Event::default()
-    }
-    .encode();
+    let frame = Frame::event(
+        None,
+        Some(&topic),
+        Some(&name),
+        Payload::json(
+            r#"{"message":"New order #12345 received","timestamp":"2024-05-01T12:34:56.789Z"}"#,
+        ),
+    );
     let mut fixture = Fixture {
         shard,
         subscriptions,

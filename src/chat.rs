@@ -11,11 +11,10 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use serde::Serialize;
 
-use crate::hub::{Hub, Seq, Topic, UserId};
-use crate::sse::{Event, EventName};
+use crate::hub::{Frame, Hub, Payload, Seq, Topic, UserId};
+use crate::sse::EventName;
 
 /// Messages retained per room.
 pub const HISTORY: usize = 100;
@@ -81,7 +80,7 @@ struct Room {
     /// Open streams per user: a user with two tabs is present once.
     members: HashMap<UserId, usize>,
     /// Message frames with their event seqs, oldest first.
-    messages: VecDeque<(Seq, Bytes)>,
+    messages: VecDeque<(Seq, Frame)>,
 }
 
 impl Room {
@@ -100,7 +99,7 @@ pub struct Joined {
     /// The room's members after joining, sorted.
     pub active: Vec<String>,
     /// The room's last [`ON_JOIN`] messages, oldest first, as encoded frames with their seqs.
-    pub recent: Vec<(Seq, Bytes)>,
+    pub recent: Vec<(Seq, Frame)>,
 }
 
 /// Every room's presence and recent messages.
@@ -171,7 +170,7 @@ impl Rooms {
     }
 
     /// Keeps a message frame (the event `seq`) in the room's history.
-    pub fn record(&self, room: &RoomId, seq: Seq, frame: Bytes) {
+    pub fn record(&self, room: &RoomId, seq: Seq, frame: Frame) {
         if let Some(entry) = self.stripe(room).get_mut(room) {
             if entry.messages.len() >= HISTORY {
                 entry.messages.pop_front();
@@ -199,7 +198,7 @@ struct Presence<'a> {
 
 /// The `presence` event a new stream of a room starts with: `{"activeUsers": [...]}`. It has no
 /// id (it is a snapshot for this stream, not an event of the room).
-pub fn presence_frame(active: &[String]) -> Bytes {
+pub fn presence_frame(active: &[String]) -> Frame {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Snapshot<'a> {
@@ -210,12 +209,7 @@ pub fn presence_frame(active: &[String]) -> Bytes {
         active_users: active,
     })
     .unwrap_or_default();
-    Event {
-        name: Some(&name),
-        data: &data,
-        ..Event::default()
-    }
-    .encode()
+    Frame::event(None, None, Some(&name), Payload::json(&data))
 }
 
 /// Publishes a `userJoined` or `userLeft` event on the room's channel.
@@ -230,7 +224,7 @@ pub fn announce(hub: &Hub, room: &RoomId, user: &UserId, active: &[String], join
         return;
     };
     // Presence is best effort: an overloaded hub refuses it like any other publish.
-    let _ = hub.publish_event(&room.topic(), Some(&name), &data);
+    let _ = hub.publish_event(&room.topic(), Some(&name), Payload::json(&data));
 }
 
 /// One stream's membership of a room. Dropping it (the stream ended) leaves the room and
@@ -330,21 +324,31 @@ mod tests {
         let (room, alice) = ids("r", "alice");
         rooms.join(&room, &alice);
         for n in 0..150 {
-            rooms.record(&room, n, Bytes::from(n.to_string()));
+            rooms.record(
+                &room,
+                n,
+                Frame::event(None, None, None, Payload::json(&n.to_string())),
+            );
         }
         let joined = rooms.join(&room, &UserId::parse("bob").unwrap());
         let recent: Vec<String> = joined
             .recent
             .iter()
-            .map(|(_, b)| String::from_utf8(b.to_vec()).unwrap())
+            .map(|(_, b)| String::from_utf8(b.sse().to_vec()).unwrap())
             .collect();
         assert_eq!(
             recent,
-            (140..150).map(|n| n.to_string()).collect::<Vec<_>>()
+            (140..150)
+                .map(|n| format!("data: {n}\n\n"))
+                .collect::<Vec<_>>()
         );
         // Recording into a room nobody is in is a no-op.
         let empty = RoomId::parse("empty").unwrap();
-        rooms.record(&empty, 1, Bytes::from_static(b"x"));
+        rooms.record(
+            &empty,
+            1,
+            Frame::event(None, None, None, Payload::text("x")),
+        );
         assert!(!rooms.exists(&empty));
     }
 }

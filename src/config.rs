@@ -132,6 +132,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_PUBLISHER_KEY", hide_env_values = true)]
     pub publisher_key: Option<String>,
 
+    /// How long a long poll (`GET /poll`) waits for an event before answering with none. Below
+    /// the 30 s that many proxies and load balancers allow an idle response.
+    #[arg(long, env = "SLUICE_POLL_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub poll_timeout: Duration,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -170,6 +175,9 @@ impl Config {
         };
         if self.workers == Some(0) {
             return invalid("workers", "must be at least 1");
+        }
+        if self.poll_timeout.is_zero() {
+            return invalid("poll-timeout", "must be more than zero");
         }
         if self.channel_capacity == 0 {
             return invalid("channel-capacity", "must be at least 1");
@@ -446,6 +454,7 @@ mod tests {
             &["--heartbeat-interval=0s"],
             &["--max-connections=0"],
             &["--idle-timeout=0s"],
+            &["--poll-timeout=0s"],
         ] {
             let cfg = parse(args).unwrap();
             assert!(cfg.validate().is_err(), "{args:?}");

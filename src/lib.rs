@@ -11,8 +11,9 @@
 //! - [`hub`]: fan-out without HTTP. [`hub::Hub`] is the cheap-clone handle publishers use;
 //!   each [`hub::Shard`] owns one worker's connections and subscriber index.
 //! - [`sse`]: the wire format without IO: encoding frames once, and a spec-conformant parser.
+//! - [`ws`]: the WebSocket wire format without IO: handshake key, server frames, client frame parser.
 //!
-//! Dependencies point one way: `http → hub → sse`; `config` and `shutdown` are leaves.
+//! Dependencies point one way: `http → hub → sse, ws`; `config` and `shutdown` are leaves.
 //!
 //! # The data path
 //!
@@ -31,3 +32,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod shutdown;
 pub mod sse;
+pub mod ws;

@@ -1,5 +1,6 @@
 //! Real-browser tests of the two embedded pages, the dashboard (`GET /`) and the chat (`GET
-//! /chat`): each test starts the real `sluice` binary and runs one Node script from
+//! /chat`), and of the three transports (EventSource, WebSocket, long polling) from a page: each
+//! test starts the real `sluice` binary and runs one Node script from
 //! `tests/browser/` against it, which drives Debian's headless Chromium with playwright-core.
 //!
 //! The scripts own the browser side (what is clicked and checked, screenshots into
@@ -31,6 +32,11 @@ fn dashboard_in_a_browser() {
 #[test]
 fn chat_in_a_browser() {
     run_script("chat.mjs", &[]);
+}
+
+#[test]
+fn sse_websocket_and_long_polling_in_a_browser() {
+    run_script("transports.mjs", &["--workers", "2"]);
 }
 
 /// Starts `sluice --listen 127.0.0.1:0 <server_args>`, runs `node <script> <base-url>

@@ -42,3 +42,13 @@ fn check(transport: Transport) {
 fn sse_delivers_every_event_exactly_once() {
     check(Transport::Sse);
 }
+
+#[test]
+fn websocket_delivers_every_event_exactly_once() {
+    check(Transport::Ws);
+}
+
+#[test]
+fn long_polling_delivers_every_event_exactly_once() {
+    check(Transport::Poll);
+}

@@ -19,7 +19,8 @@ use super::response::{json, HandlerError};
 use super::{Body, Ctx};
 use crate::auth::{token_from, AuthError, Publisher};
 use crate::chat::{RoomId, MAX_MESSAGE_CHARS};
-use crate::sse::{Event, EventName};
+use crate::hub::{Frame, Payload};
+use crate::sse::EventName;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -97,7 +98,8 @@ pub(crate) async fn post(
     let name = EventName::parse("message").expect("a valid event name");
     let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let rooms = &ctx.rooms;
-    let receipt = ctx.hub.publish(&room.topic(), |seq, id| {
+    let topic = room.topic();
+    let receipt = ctx.hub.publish(&topic, |seq, id| {
         let data = serde_json::to_string(&Message {
             id: id.as_str(),
             room_id: room.as_str(),
@@ -106,13 +108,7 @@ pub(crate) async fn post(
             timestamp: &timestamp,
         })
         .unwrap_or_default();
-        let frame = Event {
-            name: Some(&name),
-            id: Some(id),
-            retry: None,
-            data: &data,
-        }
-        .encode();
+        let frame = Frame::event(Some(id), Some(&topic), Some(&name), Payload::json(&data));
         // Recorded while the id is taken, so the room's history is in id order.
         rooms.record(room, seq, frame.clone());
         frame

@@ -57,14 +57,32 @@ pub(crate) fn open(
     }
 }
 
-fn open_stream(
-    ctx: &Rc<Ctx>,
-    tripwire: &Rc<Tripwire>,
-    request: Request<Incoming>,
+/// What a stream request asks for, authenticated and validated: the part every transport
+/// shares.
+pub(crate) struct Prepared {
+    /// Channels to subscribe to (never empty).
+    pub(crate) channels: Vec<Topic>,
+    /// A client-chosen connection id.
+    pub(crate) id: Option<String>,
+    /// Where the client resumes from.
+    pub(crate) last_event_id: Option<String>,
+    /// The token's holder, when a token was required.
+    pub(crate) principal: Option<Principal>,
+    /// Who joins, for a chat room.
+    pub(crate) member: Option<UserId>,
+}
+
+/// Authenticates and validates a stream request of `kind`, whatever its transport.
+///
+/// Channels come from `channel=` (none: the broadcast channel); the resume position from the
+/// `Last-Event-ID` header, or else the `lastEventId` / `last_event_id` / `since` query parameter
+/// (the header wins: a browser's automatic reconnect keeps the original URL but sends a fresh
+/// header).
+pub(crate) fn prepare(
+    ctx: &Ctx,
+    request: &Request<Incoming>,
     kind: Kind<'_>,
-) -> Result<Response<Body>, HandlerError> {
-    let wants_stream = accepts_event_stream(request.headers());
-    let version = request.version();
+) -> Result<Prepared, HandlerError> {
     let mut query = StreamQuery::parse(request.uri().query())?;
     let principal = if matches!(kind, Kind::Secure) || ctx.auth.is_required() {
         Some(
@@ -74,16 +92,10 @@ fn open_stream(
     } else {
         None
     };
-    // HEAD learns the headers and nothing else (after the same authentication as GET): opening
-    // a stream would consume a user's queue or join a chat room for a body never sent.
-    if request.method() == http::Method::HEAD {
-        return Ok(stream_response(version, Body::empty()));
-    }
     let header_id = request
         .headers()
         .get("last-event-id")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    drop(request);
     let asked_for_none = query.channels.is_empty();
     match kind {
         // A user's stream carries the user's private channel, plus any channels asked for.
@@ -149,7 +161,37 @@ fn open_stream(
                 .into());
         }
     }
-    let last_event_id = header_id.or(query.last_event_id);
+    Ok(Prepared {
+        channels: query.channels,
+        id: query.id,
+        last_event_id: header_id.or(query.last_event_id),
+        principal,
+        member,
+    })
+}
+
+fn open_stream(
+    ctx: &Rc<Ctx>,
+    tripwire: &Rc<Tripwire>,
+    request: Request<Incoming>,
+    kind: Kind<'_>,
+) -> Result<Response<Body>, HandlerError> {
+    let wants_stream = accepts_event_stream(request.headers());
+    let version = request.version();
+    let prepared = prepare(ctx, &request, kind)?;
+    // HEAD learns the headers and nothing else (after the same checks as GET): opening a stream
+    // would consume a user's queue or join a chat room for a body never sent.
+    if request.method() == http::Method::HEAD {
+        return Ok(stream_response(version, Body::empty()));
+    }
+    drop(request);
+    let Prepared {
+        channels,
+        id,
+        last_event_id,
+        principal,
+        member,
+    } = prepared;
     let (membership, joined) = match (kind, member) {
         (Kind::Chat(room), Some(user)) => {
             let (membership, joined) = Membership::join(&ctx.rooms, &ctx.hub, room.clone(), user);
@@ -158,7 +200,7 @@ fn open_stream(
         _ => (None, None),
     };
     // A chat stream starts with who is in the room, then the room's recent messages.
-    let initial: Vec<(crate::hub::Seq, bytes::Bytes)> = match &joined {
+    let initial: Vec<(crate::hub::Seq, crate::hub::Frame)> = match &joined {
         Some(joined) => std::iter::once((0, chat::presence_frame(&joined.active)))
             .chain(joined.recent.iter().cloned())
             .collect(),
@@ -166,14 +208,15 @@ fn open_stream(
     };
     let latest = matches!(kind, Kind::Metrics);
     let opened = ctx.shard.open(Open {
-        topics: &query.channels,
-        id: query.id.as_deref(),
+        topics: &channels,
+        id: id.as_deref(),
         last_event_id: last_event_id.as_deref(),
         owner: principal.as_ref().map(|p| &p.user),
         expires_at: principal.as_ref().map(|p| p.expires_at),
         latest,
         initial: &initial,
         tripwire: Some(tripwire),
+        transport: crate::hub::Transport::Sse,
     });
     match opened {
         Ok(subscription) => {

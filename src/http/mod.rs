@@ -12,6 +12,7 @@ mod health;
 mod metrics;
 mod notify;
 mod pages;
+mod poll;
 mod publish;
 mod query;
 mod request;
@@ -19,6 +20,7 @@ mod response;
 mod route;
 mod stats;
 mod subscribe;
+mod websocket;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -72,6 +74,9 @@ pub(crate) struct Ctx {
     pub(crate) shutdown: Shutdown,
     pub(crate) broadcast: Topic,
     pub(crate) notification: EventName,
+    /// Held by connections that outlive their HTTP exchange (WebSockets), so shutdown waits for
+    /// their close handshake.
+    pub(crate) drain: DrainGuard,
 }
 
 /// Accepts connections until shutdown and serves each on this worker.
@@ -100,6 +105,7 @@ pub(crate) async fn serve(
         shutdown: shutdown.clone(),
         broadcast: Topic::broadcast(),
         notification: EventName::parse("notification").expect("a valid event name"),
+        drain: drain.clone(),
     });
     let mut builder = http1::Builder::new();
     builder
@@ -125,13 +131,15 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let tripwire = Rc::new(Tripwire::default());
-        let connection = builder.serve_connection(
-            TokioIo::new(stream),
-            Service {
-                ctx: ctx.clone(),
-                tripwire: tripwire.clone(),
-            },
-        );
+        let connection = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                Service {
+                    ctx: ctx.clone(),
+                    tripwire: tripwire.clone(),
+                },
+            )
+            .with_upgrades();
         let shutdown = shutdown.clone();
         let guard = drain.clone();
         tokio::task::spawn_local(async move {
@@ -165,13 +173,14 @@ async fn drive(mut connection: Connection, tripwire: Rc<Tripwire>, mut shutdown:
         None => {
             // A slow consumer: reset the connection so the kernel frees its send buffer now
             // instead of retrying delivery to a reader that is not reading.
-            let parts = connection.into_parts();
-            let _ = parts.io.inner().set_zero_linger();
+            if let Some(parts) = connection.into_parts() {
+                let _ = parts.io.inner().set_zero_linger();
+            }
         }
     }
 }
 
-type Connection = http1::Connection<TokioIo<tokio::net::TcpStream>, Service>;
+type Connection = http1::UpgradeableConnection<TokioIo<tokio::net::TcpStream>, Service>;
 
 fn is_transient(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;

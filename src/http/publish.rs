@@ -14,7 +14,7 @@ use super::query::clip;
 use super::request::{body_kind, read_json, read_text, BodyKind};
 use super::response::{json, HandlerError};
 use super::{Body, Ctx};
-use crate::hub::Topic;
+use crate::hub::{Payload, Topic};
 use crate::sse::EventName;
 
 #[derive(Deserialize)]
@@ -23,12 +23,6 @@ struct Publish {
     channel: Option<String>,
     event: Option<String>,
     data: serde_json::Value,
-}
-
-#[derive(Serialize)]
-struct Envelope<'a> {
-    channel: &'a str,
-    data: &'a serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -63,12 +57,20 @@ async fn publish_json(
     let topic = channel(ctx, publish.channel.as_deref())?;
     ctx.auth.check_publish(&publisher, &topic)?;
     let name = event_name(publish.event.as_deref())?;
-    let data = serde_json::to_string(&Envelope {
-        channel: topic.as_str(),
-        data: &publish.data,
-    })
-    .map_err(|e| HandlerError::BadRequest(format!("cannot encode data: {e}")))?;
-    send(ctx, &topic, name.as_ref(), &data)
+    // JSON transports carry the channel beside the data; an SSE stream gets it in an envelope.
+    let raw = serde_json::to_string(&publish.data)
+        .map_err(|e| HandlerError::BadRequest(format!("cannot encode data: {e}")))?;
+    // Channel names are restricted to characters that need no JSON escaping.
+    let envelope = format!("{{\"channel\":\"{}\",\"data\":{raw}}}", topic.as_str());
+    send(
+        ctx,
+        &topic,
+        name.as_ref(),
+        Payload {
+            sse: &envelope,
+            json: Some(&raw),
+        },
+    )
 }
 
 async fn publish_text(
@@ -93,7 +95,7 @@ async fn publish_text(
         .publisher(request.headers(), request.uri().query())?;
     ctx.auth.check_publish(&publisher, &topic)?;
     let text = read_text(request, ctx.config.max_body).await?;
-    send(ctx, &topic, name.as_ref(), &text)
+    send(ctx, &topic, name.as_ref(), Payload::text(&text))
 }
 
 /// Encodes once (with the id the hub assigns) and publishes.
@@ -101,7 +103,7 @@ pub(crate) fn send(
     ctx: &Ctx,
     topic: &Topic,
     name: Option<&EventName>,
-    data: &str,
+    data: Payload<'_>,
 ) -> Result<Response<Body>, HandlerError> {
     let receipt = ctx.hub.publish_event(topic, name, data)?;
     Ok(json(

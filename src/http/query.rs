@@ -14,7 +14,8 @@ pub(crate) struct StreamQuery {
     pub(crate) channels: Vec<Topic>,
     /// `id=`: a client-chosen connection id.
     pub(crate) id: Option<String>,
-    /// `lastEventId=` or `last_event_id=`: resume position for clients that cannot set headers.
+    /// `lastEventId=`, `last_event_id=` or `since=` (long polling): resume position for clients
+    /// that cannot set headers.
     pub(crate) last_event_id: Option<String>,
     /// `userId=`: who joins a chat room (validated by the chat handler).
     pub(crate) user_id: Option<String>,
@@ -52,7 +53,7 @@ impl StreamQuery {
                         .map_err(|e| HandlerError::BadRequest(format!("invalid id: {e}")))?;
                     parsed.id = Some(value.into_owned());
                 }
-                "lastEventId" | "last_event_id" => {
+                "lastEventId" | "last_event_id" | "since" => {
                     parsed.last_event_id = Some(value.into_owned());
                 }
                 "userId" => parsed.user_id = Some(value.into_owned()),

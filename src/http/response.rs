@@ -39,6 +39,10 @@ pub(crate) enum HandlerError {
     Conflict(String),
     /// Authentication failed (401) or the caller may not do this (403).
     Auth(AuthError),
+    /// A WebSocket request that cannot be upgraded as asked (426, with the version we speak).
+    UpgradeRequired(&'static str),
+    /// A browser page of an origin that is not allowed opened a WebSocket (403).
+    ForbiddenOrigin,
 }
 
 impl From<AuthError> for HandlerError {
@@ -92,12 +96,24 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
             (StatusCode::UNAUTHORIZED, auth.to_string())
         }
         HandlerError::Auth(auth) => (StatusCode::FORBIDDEN, auth.to_string()),
+        HandlerError::UpgradeRequired(why) => (StatusCode::UPGRADE_REQUIRED, (*why).to_owned()),
+        HandlerError::ForbiddenOrigin => (
+            StatusCode::FORBIDDEN,
+            "this origin may not open WebSockets here (see --cors-origin)".to_owned(),
+        ),
     };
     let mut response = json(status, &ErrorBody { error: &message });
     let headers = response.headers_mut();
     match error {
         HandlerError::MethodNotAllowed(allow) => {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        HandlerError::UpgradeRequired(_) => {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
         }
         HandlerError::Hub(_) => {
             headers.insert(

@@ -10,7 +10,10 @@ use hyper::body::Incoming;
 use super::events::Kind;
 use super::pages::Page;
 use super::response::{error_response, HandlerError};
-use super::{chat, events, health, metrics, notify, pages, publish, stats, subscribe, Ctx, Reply};
+use super::{
+    chat, events, health, metrics, notify, pages, poll, publish, stats, subscribe, websocket, Ctx,
+    Reply,
+};
 use crate::chat::{BadRoomId, RoomId};
 use crate::hub::{TopicError, Tripwire, UserId};
 
@@ -21,6 +24,10 @@ pub(crate) enum Route {
     Events,
     /// `GET /secure-events`: open a stream that always needs a token.
     SecureEvents,
+    /// `GET /ws`: open a WebSocket stream.
+    WebSocket,
+    /// `GET /poll`: one long poll.
+    Poll,
     /// `GET /events/:userId`: open a user's stream (with its offline queue).
     UserEvents(UserId),
     /// `POST /api/notify`: broadcast a notification.
@@ -68,6 +75,8 @@ impl Route {
         let (route, allow) = match path {
             "/events" => (Route::Events, GET),
             "/secure-events" => (Route::SecureEvents, GET),
+            "/ws" => (Route::WebSocket, GET),
+            "/poll" => (Route::Poll, GET),
             "/api/notify" => (Route::Notify, POST),
             "/api/publish" => (Route::Publish, POST),
             "/subscribe" => (Route::Subscribe, POST),
@@ -169,6 +178,7 @@ pub(crate) fn dispatch(
         Route::SecureEvents => events::open(ctx, tripwire, request, Kind::Secure),
         Route::UserEvents(user) => events::open(ctx, tripwire, request, Kind::User(&user)),
         Route::Metrics => events::open(ctx, tripwire, request, Kind::Metrics),
+        Route::WebSocket => websocket::open(ctx, request),
         Route::Prometheus => metrics::scrape(ctx),
         Route::Page(page) => pages::serve(page),
         Route::ChatStream(room) => events::open(ctx, tripwire, request, Kind::Chat(&room)),
@@ -184,6 +194,7 @@ pub(crate) fn dispatch(
         ))),
         Route::NotFound => error_response(HandlerError::NotFound),
         Route::Notify
+        | Route::Poll
         | Route::ChatPost(_)
         | Route::UserNotify(_)
         | Route::Publish
@@ -195,6 +206,7 @@ pub(crate) fn dispatch(
                     Route::Notify => notify::publish(&ctx, request, None).await,
                     Route::UserNotify(user) => notify::publish(&ctx, request, Some(&user)).await,
                     Route::Publish => publish::publish(&ctx, request).await,
+                    Route::Poll => poll::poll(&ctx, request).await,
                     Route::ChatPost(room) => chat::post(&ctx, request, &room).await,
                     Route::Subscribe => subscribe::change(&ctx, request, true).await,
                     _ => subscribe::change(&ctx, request, false).await,
@@ -228,6 +240,9 @@ mod tests {
         let cases = [
             (Method::GET, "/events", Route::Events),
             (Method::GET, "/secure-events", Route::SecureEvents),
+            (Method::GET, "/ws", Route::WebSocket),
+            (Method::GET, "/poll", Route::Poll),
+            (Method::POST, "/poll", Route::MethodNotAllowed(GET)),
             (Method::HEAD, "/events", Route::Events),
             (
                 Method::GET,

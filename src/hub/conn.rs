@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::frame::{self, Frame, Transport};
+use super::history::Seq;
 use super::shard::Shard;
 use super::{ConnPermit, Topic, UserId};
 
@@ -180,6 +182,8 @@ pub(crate) enum Push {
 /// The shard's view of one stream.
 pub(crate) struct Conn {
     pub(crate) id: ConnId,
+    /// Which encoding of each frame this stream takes.
+    pub(crate) transport: Transport,
     state: Cell<State>,
     /// Pending frames. A frame of a `latest`-policy channel carries its channel so a newer one
     /// can replace it; every other frame carries `None`.
@@ -212,12 +216,14 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         id: ConnId,
+        transport: Transport,
         capacity: usize,
         connected_ms: u64,
         owner: Option<UserId>,
     ) -> Self {
         Conn {
             id,
+            transport,
             state: Cell::new(State::Open),
             queue: RefCell::new(VecDeque::new()),
             missed: Cell::new(0),
@@ -244,7 +250,7 @@ impl Conn {
 
     /// Queues a frame without blocking. The hot path of fan-out: one refcount bump, no allocation
     /// once the queue has grown to its working size.
-    pub(crate) fn push(&self, frame: &Bytes) -> Push {
+    pub(crate) fn push(&self, frame: &Frame) -> Push {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
@@ -254,7 +260,7 @@ impl Conn {
             self.evict();
             return Push::Full;
         }
-        queue.push_back((frame.clone(), None));
+        queue.push_back((frame.get(self.transport), None));
         drop(queue);
         self.wake();
         Push::Queued
@@ -262,7 +268,7 @@ impl Conn {
 
     /// `drop-oldest` policy: a full queue sheds its oldest frame instead of evicting the stream,
     /// and the stream is told how many it missed.
-    pub(crate) fn push_shedding(&self, frame: &Bytes) -> Push {
+    pub(crate) fn push_shedding(&self, frame: &Frame) -> Push {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
@@ -271,7 +277,7 @@ impl Conn {
             self.allowance.set(self.allowance.get().saturating_sub(1));
             self.missed.set(self.missed.get() + 1);
         }
-        queue.push_back((frame.clone(), None));
+        queue.push_back((frame.get(self.transport), None));
         drop(queue);
         self.wake();
         Push::Queued
@@ -279,7 +285,7 @@ impl Conn {
 
     /// `latest` policy: only the newest pending frame of `topic` is kept. The older one is
     /// removed and the new one goes to the back, so ids still leave in increasing order.
-    pub(crate) fn push_latest(&self, frame: &Bytes, topic: &Topic) -> Push {
+    pub(crate) fn push_latest(&self, frame: &Frame, topic: &Topic) -> Push {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
@@ -294,7 +300,7 @@ impl Conn {
             self.evict();
             return Push::Full;
         }
-        queue.push_back((frame.clone(), Some(topic.clone())));
+        queue.push_back((frame.get(self.transport), Some(topic.clone())));
         drop(queue);
         self.wake();
         Push::Queued
@@ -320,12 +326,14 @@ impl Conn {
         }
     }
 
-    /// Queues a last frame regardless of capacity and ends the stream after it.
+    /// Queues a last frame (none if empty) regardless of capacity and ends the stream after it.
     pub(crate) fn close_with(&self, last: Bytes) {
         if self.state.get() != State::Open {
             return;
         }
-        self.queue.borrow_mut().push_back((last, None));
+        if !last.is_empty() {
+            self.queue.borrow_mut().push_back((last, None));
+        }
         self.state.set(State::Closing);
         self.wake();
     }
@@ -355,15 +363,10 @@ impl Conn {
 
 /// The in-band notice that frames were shed under the `drop-oldest` policy (built only when it
 /// happens, so never on the fan-out path).
-fn missed_frame(count: u64) -> Bytes {
+fn missed_frame(count: u64, transport: Transport) -> Bytes {
     let data = format!("{{\"count\":{count},\"reason\":\"slow-consumer\"}}");
     let name = crate::sse::EventName::parse("dropped").expect("a valid event name");
-    crate::sse::Event {
-        name: Some(&name),
-        data: &data,
-        ..crate::sse::Event::default()
-    }
-    .encode()
+    frame::control(transport, &name, None, None, &data)
 }
 
 /// What [`Subscription::poll_recv`] yields.
@@ -381,14 +384,17 @@ pub enum Recv {
 pub struct Subscription {
     conn: Rc<Conn>,
     shard: Rc<Shard>,
+    /// The seq the stream was caught up to when it opened.
+    start: Seq,
     _permit: ConnPermit,
 }
 
 impl Subscription {
-    pub(crate) fn new(conn: Rc<Conn>, shard: Rc<Shard>, permit: ConnPermit) -> Self {
+    pub(crate) fn new(conn: Rc<Conn>, shard: Rc<Shard>, start: Seq, permit: ConnPermit) -> Self {
         Subscription {
             conn,
             shard,
+            start,
             _permit: permit,
         }
     }
@@ -398,11 +404,60 @@ impl Subscription {
         &self.conn.id
     }
 
+    /// The id of the position the stream was caught up to when it opened: where a client that
+    /// received nothing since resumes from.
+    pub fn start_id(&self) -> String {
+        self.shard.format_id(self.start)
+    }
+
+    /// Takes up to `max` ready frames one by one into `out` (for a transport that wraps them in a
+    /// container, such as a long poll's JSON array), or registers to be woken when one is ready.
+    /// Yields `Recv::Frames` with an empty buffer when frames were taken.
+    pub fn poll_take(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Bytes>,
+        max: usize,
+    ) -> Poll<Recv> {
+        let missed = self.conn.missed.replace(0);
+        if missed > 0 {
+            out.push(missed_frame(missed, self.conn.transport));
+        }
+        let mut queue = self.conn.queue.borrow_mut();
+        let take = queue.len().min(max.saturating_sub(out.len()));
+        out.extend(queue.drain(..take).map(|(frame, _)| frame));
+        drop(queue);
+        if take > 0 {
+            let allowance = &self.conn.allowance;
+            allowance.set(allowance.get().saturating_sub(take));
+            self.shard.note_delivered(take as u64);
+        }
+        if !out.is_empty() {
+            return Poll::Ready(Recv::Frames(Bytes::new()));
+        }
+        self.wait(cx)
+    }
+
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Recv> {
+        match self.conn.state() {
+            State::Open => {
+                let waker = match self.conn.waker.take() {
+                    Some(old) if old.will_wake(cx.waker()) => old,
+                    _ => cx.waker().clone(),
+                };
+                self.conn.waker.set(Some(waker));
+                Poll::Pending
+            }
+            State::Closing | State::Closed => Poll::Ready(Recv::End),
+            State::Evicted => Poll::Ready(Recv::Evicted),
+        }
+    }
+
     /// Takes every frame that is ready, or registers to be woken when one is.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Recv> {
         let missed = self.conn.missed.replace(0);
         if missed > 0 {
-            return Poll::Ready(Recv::Frames(missed_frame(missed)));
+            return Poll::Ready(Recv::Frames(missed_frame(missed, self.conn.transport)));
         }
         let mut queue = self.conn.queue.borrow_mut();
         if let Some((first, _)) = queue.pop_front() {
@@ -434,18 +489,7 @@ impl Subscription {
             return Poll::Ready(Recv::Frames(out));
         }
         drop(queue);
-        match self.conn.state() {
-            State::Open => {
-                let waker = match self.conn.waker.take() {
-                    Some(old) if old.will_wake(cx.waker()) => old,
-                    _ => cx.waker().clone(),
-                };
-                self.conn.waker.set(Some(waker));
-                Poll::Pending
-            }
-            State::Closing | State::Closed => Poll::Ready(Recv::End),
-            State::Evicted => Poll::Ready(Recv::Evicted),
-        }
+        self.wait(cx)
     }
 }
 
@@ -470,6 +514,10 @@ impl fmt::Debug for Subscription {
 mod tests {
     use super::*;
 
+    fn sse(bytes: impl Into<Bytes>) -> Frame {
+        Frame::from_parts(bytes.into(), Bytes::new())
+    }
+
     #[test]
     fn conn_id_names_its_shard() {
         let id = ConnId::generate(3);
@@ -491,8 +539,8 @@ mod tests {
 
     #[test]
     fn full_queue_evicts_and_frees() {
-        let conn = Conn::new(ConnId::generate(0), 2, 0, None);
-        let frame = Bytes::from_static(b"data: x\n\n");
+        let conn = Conn::new(ConnId::generate(0), Transport::Sse, 2, 0, None);
+        let frame = sse(Bytes::from_static(b"data: x\n\n"));
         assert_eq!(conn.push(&frame), Push::Queued);
         assert_eq!(conn.push(&frame), Push::Queued);
         assert_eq!(conn.push(&frame), Push::Full);
@@ -503,9 +551,9 @@ mod tests {
 
     #[test]
     fn drop_oldest_sheds_and_counts() {
-        let conn = Conn::new(ConnId::generate(0), 2, 0, None);
+        let conn = Conn::new(ConnId::generate(0), Transport::Sse, 2, 0, None);
         for n in 0..5u8 {
-            assert_eq!(conn.push_shedding(&Bytes::from(vec![n])), Push::Queued);
+            assert_eq!(conn.push_shedding(&sse(vec![n])), Push::Queued);
         }
         let queued: Vec<u8> = conn.queue.borrow().iter().map(|(f, _)| f[0]).collect();
         assert_eq!(queued, vec![3, 4]);
@@ -515,12 +563,12 @@ mod tests {
 
     #[test]
     fn latest_keeps_the_newest_per_channel_in_order() {
-        let conn = Conn::new(ConnId::generate(0), 4, 0, None);
+        let conn = Conn::new(ConnId::generate(0), Transport::Sse, 4, 0, None);
         let metrics = Topic::parse("metrics").unwrap();
-        let other = Bytes::from_static(b"other");
-        conn.push_latest(&Bytes::from_static(b"m1"), &metrics);
+        let other = sse(Bytes::from_static(b"other"));
+        conn.push_latest(&sse(Bytes::from_static(b"m1")), &metrics);
         conn.push(&other);
-        conn.push_latest(&Bytes::from_static(b"m2"), &metrics);
+        conn.push_latest(&sse(Bytes::from_static(b"m2")), &metrics);
         let queued: Vec<Vec<u8>> = conn
             .queue
             .borrow()
@@ -532,11 +580,11 @@ mod tests {
 
     #[test]
     fn opening_frames_do_not_count_against_capacity() {
-        let conn = Conn::new(ConnId::generate(0), 2, 0, None);
+        let conn = Conn::new(ConnId::generate(0), Transport::Sse, 2, 0, None);
         for _ in 0..10 {
             conn.push_initial(Bytes::from_static(b"replayed"));
         }
-        let live = Bytes::from_static(b"live");
+        let live = sse(Bytes::from_static(b"live"));
         assert_eq!(conn.push(&live), Push::Queued);
         assert_eq!(conn.push(&live), Push::Queued);
         assert_eq!(conn.push(&live), Push::Full, "capacity bounds live frames");
@@ -544,7 +592,7 @@ mod tests {
 
     #[test]
     fn heartbeat_only_when_idle() {
-        let conn = Conn::new(ConnId::generate(0), 4, 0, None);
+        let conn = Conn::new(ConnId::generate(0), Transport::Sse, 4, 0, None);
         let beat = Bytes::from_static(b": heartbeat\n\n");
         conn.push_heartbeat(&beat);
         conn.push_heartbeat(&beat);

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use super::Frame;
 
 use super::Topic;
 
@@ -79,8 +79,8 @@ pub trait History: Send + Sync + 'static {
     fn append(
         &self,
         topic: &Topic,
-        encode: &mut dyn FnMut(Seq) -> Bytes,
-    ) -> Result<(Seq, Bytes), HistoryError>;
+        encode: &mut dyn FnMut(Seq) -> Frame,
+    ) -> Result<(Seq, Frame), HistoryError>;
 
     /// Appends to `out` every retained event of `topic` with `after < seq <= upto`, in order.
     /// Fails if events in that range were evicted.
@@ -89,16 +89,16 @@ pub trait History: Send + Sync + 'static {
         topic: &Topic,
         after: Seq,
         upto: Seq,
-        out: &mut Vec<(Seq, Bytes)>,
+        out: &mut Vec<(Seq, Frame)>,
     ) -> Result<(), Gap>;
 
     /// The newest retained event of `topic` with `seq <= upto`, if any.
-    fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Bytes)>;
+    fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Frame)>;
 
     /// For a user's channel: appends to `out` every event up to `upto` not yet delivered to any
     /// of the user's streams, marks them delivered, and returns how many undelivered events were
     /// lost (queue overflow or expiry) since the last call.
-    fn take_undelivered(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Bytes)>) -> u64;
+    fn take_undelivered(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) -> u64;
 
     /// For a user's channel: records that events up to `seq` reached a stream.
     fn mark_delivered(&self, topic: &Topic, seq: Seq);
@@ -165,7 +165,7 @@ pub struct Limits {
 struct Entry {
     seq: Seq,
     at: Instant,
-    frame: Bytes,
+    frame: Frame,
 }
 
 #[derive(Default)]
@@ -326,8 +326,8 @@ impl History for MemoryHistory {
     fn append(
         &self,
         topic: &Topic,
-        encode: &mut dyn FnMut(Seq) -> Bytes,
-    ) -> Result<(Seq, Bytes), HistoryError> {
+        encode: &mut dyn FnMut(Seq) -> Frame,
+    ) -> Result<(Seq, Frame), HistoryError> {
         let mut stripe = lock(self.stripe(topic));
         let seq = self.next.fetch_add(1, Ordering::AcqRel);
         let frame = encode(seq);
@@ -359,7 +359,7 @@ impl History for MemoryHistory {
         topic: &Topic,
         after: Seq,
         upto: Seq,
-        out: &mut Vec<(Seq, Bytes)>,
+        out: &mut Vec<(Seq, Frame)>,
     ) -> Result<(), Gap> {
         if after >= upto {
             return Ok(());
@@ -391,7 +391,7 @@ impl History for MemoryHistory {
         Ok(())
     }
 
-    fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Bytes)> {
+    fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Frame)> {
         let stripe = lock(self.stripe(topic));
         let ring = stripe.get(topic)?;
         let end = ring.entries.partition_point(|e| e.seq <= upto);
@@ -399,7 +399,7 @@ impl History for MemoryHistory {
         Some((entry.seq, entry.frame.clone()))
     }
 
-    fn take_undelivered(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Bytes)>) -> u64 {
+    fn take_undelivered(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) -> u64 {
         let limits = self.limits(topic);
         let mut stripe = lock(self.stripe(topic));
         let Some(ring) = stripe.get_mut(topic) else {
@@ -504,7 +504,9 @@ mod tests {
 
     fn publish(history: &MemoryHistory, name: &str) -> Seq {
         history
-            .append(&topic(name), &mut |seq| Bytes::from(format!("{seq}")))
+            .append(&topic(name), &mut |seq| {
+                Frame::from_parts(bytes::Bytes::from(format!("{seq}")), bytes::Bytes::new())
+            })
             .unwrap()
             .0
     }
@@ -533,7 +535,13 @@ mod tests {
     fn evictions_delivered_live_are_not_lost() {
         let h = history(10, None);
         let user = Topic::user(&super::super::UserId::parse("u").unwrap());
-        let put = |h: &MemoryHistory| h.append(&user, &mut |_| Bytes::new()).unwrap().0;
+        let put = |h: &MemoryHistory| {
+            h.append(&user, &mut |_| {
+                Frame::from_parts(bytes::Bytes::new(), bytes::Bytes::new())
+            })
+            .unwrap()
+            .0
+        };
         // The queue holds 3; five events are evicted before the shard delivers them live.
         let seqs: Vec<Seq> = (0..8).map(|_| put(&h)).collect();
         for seq in &seqs {
@@ -548,7 +556,13 @@ mod tests {
     fn evictions_past_the_position_are_not_counted_yet() {
         let h = history(10, None);
         let user = Topic::user(&super::super::UserId::parse("u").unwrap());
-        let put = |h: &MemoryHistory| h.append(&user, &mut |_| Bytes::new()).unwrap().0;
+        let put = |h: &MemoryHistory| {
+            h.append(&user, &mut |_| {
+                Frame::from_parts(bytes::Bytes::new(), bytes::Bytes::new())
+            })
+            .unwrap()
+            .0
+        };
         // Queue of 3; seqs 1..=5 published, 1 and 2 evicted. A stream opening at position 0
         // (the shard has applied none of them) must not report them lost: they arrive live.
         for _ in 0..5 {
@@ -678,9 +692,11 @@ mod tests {
         let h = history(10, None);
         let user = Topic::user(&super::super::UserId::parse("u1").unwrap());
         let put = |h: &MemoryHistory| {
-            h.append(&user, &mut |seq| Bytes::from(format!("{seq}")))
-                .unwrap()
-                .0
+            h.append(&user, &mut |seq| {
+                Frame::from_parts(bytes::Bytes::from(format!("{seq}")), bytes::Bytes::new())
+            })
+            .unwrap()
+            .0
         };
         // Five events while offline; the queue keeps 3, so 2 are lost.
         for _ in 0..5 {

@@ -12,6 +12,7 @@
 
 mod conn;
 mod counts;
+mod frame;
 pub mod history;
 mod shard;
 mod stats;
@@ -26,6 +27,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conn::{ConnId, Recv, Subscription, Tripwire, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
+pub use frame::{json_id, Frame, Payload, Transport};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
 pub use shard::{Open, Shard, MAX_TOPICS_PER_STREAM};
 pub use stats::{HubSnapshot, ShardSnapshot};
@@ -171,7 +173,7 @@ pub(crate) enum Command {
     Publish {
         seq: Seq,
         topic: Topic,
-        frame: Bytes,
+        frame: Frame,
     },
     /// Add or remove a live subscription of a local connection.
     Subscribe {
@@ -280,7 +282,7 @@ impl Hub {
     pub fn publish(
         &self,
         topic: &Topic,
-        mut encode: impl FnMut(Seq, &crate::sse::EventId) -> Bytes,
+        mut encode: impl FnMut(Seq, &crate::sse::EventId) -> Frame,
     ) -> Result<Receipt, HubError> {
         let shards = &self.inner.shards;
         if shards
@@ -297,7 +299,7 @@ impl Hub {
                 match crate::sse::EventId::parse(&id_text) {
                     Ok(id) => encode(seq, &id),
                     // Epochs are short base-36 strings, so ids always parse; never reached.
-                    Err(_) => Bytes::new(),
+                    Err(_) => Frame::from_parts(Bytes::new(), Bytes::new()),
                 }
             })
             .map_err(|_| HubError::Unavailable)?;
@@ -326,22 +328,16 @@ impl Hub {
         Ok(Receipt { seq, id: id_text })
     }
 
-    /// Publishes an event whose frame is `event:` `name`, `id:` (assigned) and `data`: the common
-    /// case of [`Hub::publish`].
+    /// Publishes an event named `name` (none: `message`) with the assigned id and `data`, encoded
+    /// for every transport: the common case of [`Hub::publish`].
     pub fn publish_event(
         &self,
         topic: &Topic,
         name: Option<&crate::sse::EventName>,
-        data: &str,
+        data: Payload<'_>,
     ) -> Result<Receipt, HubError> {
         self.publish(topic, |_, id| {
-            crate::sse::Event {
-                name,
-                id: Some(id),
-                retry: None,
-                data,
-            }
-            .encode()
+            Frame::event(Some(id), Some(topic), name, data)
         })
     }
 

@@ -33,11 +33,12 @@ use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 
 use super::conn::{Conn, ConnId, Push, State, Subscription, Tripwire};
+use super::frame::{self, Frame, Transport};
 use super::history::{Position, Seq};
 use super::stats::ShardStats;
 use super::{policy_for, Change, Command, Hub, HubError, Inbox, OpenError, Policy, Topic, UserId};
 use crate::shutdown::Shutdown;
-use crate::sse::{self, Event, EventId, EventName};
+use crate::sse::{self, EventId, EventName};
 
 /// Most channels one stream may subscribe to (at connect and through `/subscribe` together).
 /// Every channel costs an entry in a subscriber list; a stream that needs more is really a
@@ -80,9 +81,11 @@ pub struct Open<'a> {
     /// Unless resuming: frames to send after `connected`, each with its event's seq (0 for a
     /// snapshot without one): a chat room's presence and recent messages. Frames past the
     /// shard's position are left out; they are still to arrive live.
-    pub initial: &'a [(Seq, Bytes)],
+    pub initial: &'a [(Seq, Frame)],
     /// The connection's tripwire, tripped if the stream is evicted.
     pub tripwire: Option<&'a Rc<Tripwire>>,
+    /// How the stream reaches its client.
+    pub transport: Transport,
 }
 
 #[derive(Serialize)]
@@ -112,9 +115,11 @@ pub struct Shard {
     /// Next seq to apply; `next - 1` is the shard's position.
     next: Cell<Seq>,
     /// Publishes that arrived ahead of a missing seq, and when the wait began.
-    early: RefCell<BTreeMap<Seq, (Topic, Bytes)>>,
+    early: RefCell<BTreeMap<Seq, (Topic, Frame)>>,
     waiting_since: Cell<Option<Instant>>,
+    /// The keep-alive of an idle stream: an SSE comment, a WebSocket ping.
     heartbeat: Bytes,
+    ping: Bytes,
     connected: EventName,
     reset: EventName,
     dropped: EventName,
@@ -155,6 +160,7 @@ impl Shard {
             early: RefCell::new(BTreeMap::new()),
             waiting_since: Cell::new(None),
             heartbeat: sse::comment("heartbeat"),
+            ping: crate::ws::ping(),
             connected: EventName::parse("connected").expect("a valid event name"),
             reset: EventName::parse("reset").expect("a valid event name"),
             dropped: EventName::parse("dropped").expect("a valid event name"),
@@ -195,6 +201,7 @@ impl Shard {
         let now = self.hub.now_ms();
         let mut conn = Conn::new(
             id,
+            open.transport,
             self.hub.settings().channel_capacity,
             now,
             open.owner.cloned(),
@@ -203,7 +210,7 @@ impl Shard {
         conn.last_event_tick.set(self.tick.get());
         let conn = Rc::new(conn);
         let position = self.position();
-        self.push_opening(&conn, open, position);
+        let start = self.push_opening(&conn, open, position);
 
         self.conns
             .borrow_mut()
@@ -232,10 +239,12 @@ impl Shard {
         }
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.stats.connect_ms_sum.fetch_add(now, Ordering::Relaxed);
-        Ok(Subscription::new(conn, self.clone(), permit))
+        Ok(Subscription::new(conn, self.clone(), start, permit))
     }
 
-    fn push_opening(&self, conn: &Conn, open: Open<'_>, position: Seq) {
+    /// Queues what a stream opens with, and returns the seq it is then caught up to.
+    fn push_opening(&self, conn: &Conn, open: Open<'_>, position: Seq) -> Seq {
+        let transport = open.transport;
         let history = self.hub.history();
         let resume = open
             .last_event_id
@@ -290,32 +299,26 @@ impl Shard {
             channels: open.topics.iter().map(Topic::as_str).collect(),
         })
         .unwrap_or_default();
-        conn.push_initial(
-            Event {
-                name: Some(&self.connected),
-                id: None,
-                retry: Some(self.hub.settings().retry),
-                data: &connected,
-            }
-            .encode(),
-        );
+        // A long poll answers with events only; its `next` says where it stands.
+        if transport != Transport::Poll {
+            conn.push_initial(frame::control(
+                transport,
+                &self.connected,
+                None,
+                Some(self.hub.settings().retry),
+                &connected,
+            ));
+        }
         if resume.is_none() {
             for (seq, frame) in open.initial {
                 if *seq <= position {
-                    conn.push_initial(frame.clone());
+                    conn.push_initial(frame.get(transport));
                 }
             }
         }
         if lost > 0 {
             let data = format!("{{\"count\":{lost},\"reason\":\"queue-overflow\"}}");
-            conn.push_initial(
-                Event {
-                    name: Some(&self.dropped),
-                    data: &data,
-                    ..Event::default()
-                }
-                .encode(),
-            );
+            conn.push_initial(frame::control(transport, &self.dropped, None, None, &data));
         }
         if let Some(reason) = reset_reason {
             replay.clear();
@@ -327,30 +330,37 @@ impl Shard {
                 last_event_id: given,
             })
             .unwrap_or_default();
-            conn.push_initial(
-                Event {
-                    name: Some(&self.reset),
-                    id: position_id.as_ref(),
-                    retry: None,
-                    data: &data,
-                }
-                .encode(),
-            );
+            conn.push_initial(frame::control(
+                transport,
+                &self.reset,
+                position_id.as_ref(),
+                None,
+                &data,
+            ));
         }
         replay.append(&mut queued);
         replay.sort_unstable_by_key(|(seq, _)| *seq);
         replay.dedup_by_key(|(seq, _)| *seq);
         for (_, frame) in replay {
-            conn.push_initial(frame);
+            conn.push_initial(frame.get(transport));
         }
         // The stream is now caught up to `position`. An id-only frame moves the client's last
         // event id there without firing any handler (the spec updates the id before checking
         // for data), so a reconnect resumes from here even if no event arrived in between.
         if reset_reason.is_none() {
-            if let Some(id) = position_id.as_ref() {
-                conn.push_initial(sse::id_only(id));
+            if let Some(frame) = position_id
+                .as_ref()
+                .and_then(|id| frame::position(transport, id))
+            {
+                conn.push_initial(frame);
             }
         }
+        caught_up
+    }
+
+    /// Formats a seq as an event id of this hub.
+    pub(crate) fn format_id(&self, seq: Seq) -> String {
+        self.hub.history().format_id(seq)
     }
 
     /// Adds (or with `add == false` removes) a live subscription of connection `id`. A stream
@@ -398,26 +408,34 @@ impl Shard {
                 break;
             }
             let conn = entry.remove();
-            conn.close_with(
-                sse::Event {
-                    name: Some(&self.closed),
-                    data: r#"{"reason":"token-expired"}"#,
-                    ..sse::Event::default()
+            let reason = r#"{"reason":"token-expired"}"#;
+            let last = match conn.transport {
+                Transport::Sse => frame::control(Transport::Sse, &self.closed, None, None, reason),
+                Transport::WebSocket => {
+                    let mut both =
+                        frame::control(Transport::WebSocket, &self.closed, None, None, reason)
+                            .to_vec();
+                    both.extend_from_slice(&crate::ws::close(
+                        crate::ws::CloseCode::Policy,
+                        "token expired",
+                    ));
+                    Bytes::from(both)
                 }
-                .encode(),
-            );
+                Transport::Poll => Bytes::new(),
+            };
+            conn.close_with(last);
         }
     }
 
     /// Delivers a frame to every local subscriber of `topic` under the channel's slow-consumer
     /// policy, and returns how many took it. Never blocks and never allocates per subscriber:
     /// each push is a refcount bump into a bounded queue.
-    pub fn fan_out(&self, topic: &Topic, frame: &Bytes) -> usize {
+    pub fn fan_out(&self, topic: &Topic, frame: &Frame) -> usize {
         self.fan_out_at(Seq::MAX, topic, frame)
     }
 
     /// [`Shard::fan_out`] of the event `seq`, skipping streams that have already seen it.
-    fn fan_out_at(&self, seq: Seq, topic: &Topic, frame: &Bytes) -> usize {
+    fn fan_out_at(&self, seq: Seq, topic: &Topic, frame: &Frame) -> usize {
         let mut topics = self.topics.borrow_mut();
         let Some(list) = topics.get_mut(topic) else {
             return 0;
@@ -460,14 +478,14 @@ impl Shard {
     }
 
     /// Fans out one publish; a user's event that reached a stream leaves the user's queue.
-    fn deliver(&self, seq: Seq, topic: &Topic, frame: &Bytes) {
+    fn deliver(&self, seq: Seq, topic: &Topic, frame: &Frame) {
         if self.fan_out_at(seq, topic, frame) > 0 && topic.is_user() {
             self.hub.history().mark_delivered(topic, seq);
         }
     }
 
     /// Applies a publish in seq order, holding it if an earlier seq has not arrived yet.
-    fn publish(&self, seq: Seq, topic: Topic, frame: Bytes) {
+    fn publish(&self, seq: Seq, topic: Topic, frame: Frame) {
         let next = self.next.get();
         if seq < next {
             return; // Already skipped past (see GAP_TIMEOUT); delivering now would reorder.
@@ -521,10 +539,15 @@ impl Shard {
         }
     }
 
-    /// Queues a heartbeat comment on every idle stream and sweeps closed entries.
+    /// Queues a heartbeat (a comment, a ping) on every idle stream and sweeps closed entries.
     pub fn heartbeat(&self) {
         self.conns.borrow_mut().retain(|_, conn| {
-            conn.push_heartbeat(&self.heartbeat);
+            match conn.transport {
+                Transport::Sse => conn.push_heartbeat(&self.heartbeat),
+                Transport::WebSocket => conn.push_heartbeat(&self.ping),
+                // A long poll ends within its timeout, long before any proxy would cut it.
+                Transport::Poll => {}
+            }
             conn.state() != State::Closed
         });
         // Subscriber lists only hold closed entries if a stream closed since the last sweep.
@@ -542,7 +565,13 @@ impl Shard {
             // Strictly more: a stamp is taken anywhere within its tick, so `>=` could close up to
             // one tick early.
             if conn.is_open() && now.wrapping_sub(conn.last_event_tick.get()) > idle_ticks {
-                conn.close_with(sse::comment("idle timeout"));
+                conn.close_with(match conn.transport {
+                    Transport::Sse => sse::comment("idle timeout"),
+                    Transport::WebSocket => {
+                        crate::ws::close(crate::ws::CloseCode::Normal, "idle timeout")
+                    }
+                    Transport::Poll => Bytes::new(),
+                });
             }
         }
     }
@@ -553,7 +582,13 @@ impl Shard {
         let spread = u64::try_from(SHUTDOWN_RETRY_SPREAD.as_millis()).unwrap_or(u64::MAX);
         for conn in self.conns.borrow().values() {
             let delay = base + Duration::from_millis(fastrand::u64(0..=spread));
-            conn.close_with(sse::retry(delay));
+            conn.close_with(match conn.transport {
+                Transport::Sse => sse::retry(delay),
+                Transport::WebSocket => {
+                    crate::ws::close(crate::ws::CloseCode::GoingAway, "server shutting down")
+                }
+                Transport::Poll => Bytes::new(),
+            });
         }
     }
 

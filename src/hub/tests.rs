@@ -14,8 +14,8 @@ use bytes::Bytes;
 use tokio::task::LocalSet;
 
 use super::{
-    Hub, HubError, Limits, MemoryHistory, Open, OpenError, Recv, Settings, Shard, Subscription,
-    Topic, INBOX_LIMIT, MAX_BATCH_BYTES,
+    Frame, Hub, HubError, Limits, MemoryHistory, Open, OpenError, Recv, Settings, Shard,
+    Subscription, Topic, INBOX_LIMIT, MAX_BATCH_BYTES,
 };
 use crate::shutdown::{self, Trigger};
 
@@ -133,12 +133,17 @@ fn poll_now(sub: &mut Subscription) -> Option<Recv> {
     }
 }
 
-fn frame(text: &str) -> Bytes {
-    Bytes::from(format!("data: {text}\n\n"))
+fn frame(text: &str) -> Frame {
+    sse(format!("data: {text}\n\n"))
+}
+
+/// A frame with only an SSE encoding.
+fn sse(bytes: impl Into<Bytes>) -> Frame {
+    Frame::from_parts(bytes.into(), Bytes::new())
 }
 
 /// Publishes a ready-made frame on `topic` (the id the hub assigns is not written into it).
-fn publish(hub: &Hub, topic: &Topic, frame: &Bytes) -> Result<(), HubError> {
+fn publish(hub: &Hub, topic: &Topic, frame: &Frame) -> Result<(), HubError> {
     hub.publish(topic, |_, _| frame.clone()).map(|_| ())
 }
 
@@ -161,9 +166,9 @@ async fn publish_reaches_every_subscriber_on_every_shard() {
         publish(&running.hub, &broadcast(), &event).unwrap();
         for sub in &mut subs {
             let got = frames(sub).await;
-            assert_eq!(got, event);
+            assert_eq!(&got, event.sse());
             // Encoded once: every subscriber holds the very same bytes, not a copy.
-            assert_eq!(got.as_ptr(), event.as_ptr(), "{sub:?} got a copy");
+            assert_eq!(got.as_ptr(), event.sse().as_ptr(), "{sub:?} got a copy");
         }
         // Each shard handles a whole inbox batch before anyone else runs, so by now shard 0 has
         // also considered the subscriber of another topic, and skipped it.
@@ -201,15 +206,15 @@ async fn ready_frames_are_joined_into_one_chunk() {
         );
 
         // Joining stops at MAX_BATCH_BYTES; a single larger frame still goes out whole.
-        let big = Bytes::from(vec![b'x'; MAX_BATCH_BYTES / 2 - 1024]);
-        let huge = Bytes::from(vec![b'y'; MAX_BATCH_BYTES + 1]);
+        let big = sse(vec![b'x'; MAX_BATCH_BYTES / 2 - 1024]);
+        let huge = sse(vec![b'y'; MAX_BATCH_BYTES + 1]);
         let shard = &running.shards[0];
         for chunk in [&big, &big, &big, &huge] {
             assert_eq!(shard.fan_out(&broadcast(), chunk), 1);
         }
-        assert_eq!(frames(&mut sub).await.len(), 2 * big.len());
-        assert_eq!(frames(&mut sub).await, big);
-        assert_eq!(frames(&mut sub).await, huge);
+        assert_eq!(frames(&mut sub).await.len(), 2 * big.sse().len());
+        assert_eq!(&frames(&mut sub).await, big.sse());
+        assert_eq!(&frames(&mut sub).await, huge.sse());
         assert!(poll_now(&mut sub).is_none());
     })
     .await;
@@ -228,7 +233,11 @@ async fn full_queue_evicts_and_counts_a_slow_consumer() {
         for n in 0..5 {
             let event = frame(&n.to_string());
             publish(&running.hub, &broadcast(), &event).unwrap();
-            assert_eq!(frames(&mut fast).await, event, "the fast reader keeps up");
+            assert_eq!(
+                &frames(&mut fast).await,
+                event.sse(),
+                "the fast reader keeps up"
+            );
         }
         // The fifth frame did not fit: the slow stream is cut off and its backlog dropped.
         assert!(matches!(poll_now(&mut slow), Some(Recv::Evicted)));
@@ -307,7 +316,7 @@ async fn heartbeat_reaches_idle_streams_on_schedule() {
         let event = frame("pending");
         publish(&running.hub, &broadcast(), &event).unwrap();
         tokio::time::sleep(Duration::from_secs(16)).await;
-        assert_eq!(frames(&mut sub).await, event);
+        assert_eq!(&frames(&mut sub).await, event.sse());
         assert!(poll_now(&mut sub).is_none());
     })
     .await;
@@ -490,11 +499,11 @@ async fn events_accepted_before_shutdown_are_delivered_before_the_retry() {
                 }
             }
             assert!(
-                bytes.starts_with(&event),
+                bytes.starts_with(event.sse()),
                 "{sub:?} never got the accepted event, only {:?}",
                 String::from_utf8_lossy(&bytes)
             );
-            retry_ms(&bytes[event.len()..]);
+            retry_ms(&bytes[event.sse().len()..]);
         }
     })
     .await;

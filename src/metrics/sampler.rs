@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use crate::hub::{Hub, Topic};
+use crate::hub::{Hub, Payload, Topic};
 use crate::shutdown::Shutdown;
 use crate::sse::EventName;
 
@@ -120,7 +120,7 @@ impl Sampler {
                         continue;
                     };
                     // Failure means overload or shutdown; the next sample tries again.
-                    let _ = hub.publish_event(&topic, Some(&name), &data);
+                    let _ = hub.publish_event(&topic, Some(&name), Payload::json(&data));
                     shared.store(sample);
                 }
             })?;

@@ -1,0 +1,455 @@
+//! Black-box tests of the WebSocket transport (`GET /ws`) with a real client (tokio-tungstenite)
+//! and, for what a client library would never send, raw frames over TCP: JSON messages with ids
+//! and channels, subscriptions by message, resume with `lastEventId`, keep-alive pings, handshake
+//! and protocol errors, auth, slow consumers and shutdown.
+
+#![allow(clippy::unwrap_used)]
+
+mod auth_support;
+mod common_resume;
+mod support;
+
+use common_resume::{Server, FRAME_TIMEOUT};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn connect(server: &Server, query: &str) -> Ws {
+    let url = format!("ws://{}/ws{query}", server.addr);
+    let (ws, response) = tokio::time::timeout(FRAME_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("handshake in time")
+        .expect("handshake accepted");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The next message of any kind, within the frame timeout.
+async fn next(ws: &mut Ws) -> Message {
+    tokio::time::timeout(FRAME_TIMEOUT, ws.next())
+        .await
+        .expect("a message in time")
+        .expect("the connection is open")
+        .expect("a valid frame")
+}
+
+/// The next text message as JSON, skipping pings and pongs.
+async fn json(ws: &mut Ws) -> Value {
+    loop {
+        match next(ws).await {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON text"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Reads the opening (`connected`, then `position`) and returns the connected data and the
+/// position id.
+async fn opening(ws: &mut Ws) -> (Value, String) {
+    let connected = json(ws).await;
+    assert_eq!(connected["event"], "connected", "{connected}");
+    let position = json(ws).await;
+    assert_eq!(position["event"], "position", "{position}");
+    (
+        connected["data"].clone(),
+        position["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// Waits for the close frame and returns its code.
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match tokio::time::timeout(FRAME_TIMEOUT, ws.next())
+            .await
+            .expect("a close in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(Message::Close(None))) => return 1005,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_arrive_as_json_with_ids_channels_and_data() {
+    let server = Server::start(&["--workers", "2"]).await;
+    let mut ws = connect(&server, "?channel=a&channel=b").await;
+    let (connected, _) = opening(&mut ws).await;
+    assert!(connected["connectionId"].as_str().unwrap().starts_with('s'));
+    assert_eq!(connected["channels"], json!(["a", "b"]));
+
+    let a = server.publish("a", json!({"n": 1, "s": "x\ny"})).await;
+    let named = server
+        .publish_body(&json!({"channel": "b", "event": "update", "data": [1, 2]}))
+        .await;
+    let (status, text) = server
+        .post_text("/api/publish?channel=b", "plain\ntext")
+        .await;
+    assert_eq!(status, 200, "{text}");
+    server.publish("c", json!("not subscribed")).await;
+
+    assert_eq!(
+        json(&mut ws).await,
+        json!({"id": a.id, "channel": "a", "event": "message", "data": {"n": 1, "s": "x\ny"}})
+    );
+    assert_eq!(
+        json(&mut ws).await,
+        json!({"id": named.id, "channel": "b", "event": "update", "data": [1, 2]})
+    );
+    assert_eq!(
+        json(&mut ws).await,
+        json!({"id": text["id"], "channel": "b", "event": "message", "data": "plain\ntext"})
+    );
+    // `c` never arrives: the next message is the one published after it.
+    let last = server.publish("a", json!("last")).await;
+    assert_eq!(json(&mut ws).await["id"], json!(last.id));
+}
+
+#[tokio::test]
+async fn subscriptions_change_by_message_and_bad_messages_get_an_error_reply() {
+    let server = Server::start(&["--workers", "2"]).await;
+    let mut ws = connect(&server, "?channel=a").await;
+    opening(&mut ws).await;
+
+    send(&mut ws, json!({"action": "subscribe", "channel": "c"})).await;
+    assert_eq!(
+        json(&mut ws).await,
+        json!({"event": "subscribed", "data": {"channel": "c"}})
+    );
+    let c = server.publish("c", json!("for c")).await;
+    assert_eq!(c.clients, 1);
+    assert_eq!(json(&mut ws).await["id"], json!(c.id));
+
+    send(&mut ws, json!({"action": "unsubscribe", "channels": ["c"]})).await;
+    assert_eq!(json(&mut ws).await["event"], "unsubscribed");
+    server.publish("c", json!("not any more")).await;
+    let marker = server.publish("a", json!("marker")).await;
+    assert_eq!(json(&mut ws).await["id"], json!(marker.id));
+
+    for (bad, status) in [
+        (json!("not an object"), 400),
+        (json!({"action": "dance", "channel": "a"}), 400),
+        (json!({"action": "subscribe", "channel": "bad name"}), 400),
+        (json!({"action": "subscribe"}), 400),
+    ] {
+        send(&mut ws, bad.clone()).await;
+        let reply = json(&mut ws).await;
+        assert_eq!(reply["event"], "error", "{bad} → {reply}");
+        assert_eq!(reply["data"]["status"], status, "{bad} → {reply}");
+    }
+    // The connection survives bad messages.
+    let after = server.publish("a", json!("still here")).await;
+    assert_eq!(json(&mut ws).await["id"], json!(after.id));
+}
+
+#[tokio::test]
+async fn resume_with_last_event_id_replays_exactly_what_was_missed() {
+    let server = Server::start(&["--workers", "2"]).await;
+    let mut published = Vec::new();
+    for n in 0..5 {
+        published.push(server.publish("r", json!(n)).await);
+    }
+    let mut ws = connect(
+        &server,
+        &format!("?channel=r&lastEventId={}", published[1].id),
+    )
+    .await;
+    assert_eq!(json(&mut ws).await["event"], "connected");
+    for expected in &published[2..] {
+        assert_eq!(json(&mut ws).await["id"], json!(expected.id));
+    }
+    let position = json(&mut ws).await;
+    assert_eq!(
+        position,
+        json!({"id": published[4].id, "event": "position"})
+    );
+    let live = server.publish("r", json!("live")).await;
+    assert_eq!(json(&mut ws).await["id"], json!(live.id));
+
+    // A malformed id is answered in-band with a reset carrying the current position.
+    let mut lost = connect(&server, "?channel=r&lastEventId=nonsense").await;
+    assert_eq!(json(&mut lost).await["event"], "connected");
+    let reset = json(&mut lost).await;
+    assert_eq!(reset["event"], "reset");
+    assert_eq!(reset["data"]["reason"], "malformed");
+    assert_eq!(reset["id"], json!(live.id));
+}
+
+#[tokio::test]
+async fn heartbeats_are_pings_and_client_pings_get_pongs() {
+    let server = Server::start(&["--heartbeat-interval", "300ms"]).await;
+    let mut ws = connect(&server, "?channel=a").await;
+    opening(&mut ws).await;
+    // The first message after the opening is the heartbeat ping.
+    match next(&mut ws).await {
+        Message::Ping(payload) => assert!(payload.is_empty()),
+        other => panic!("expected a ping, got {other:?}"),
+    }
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    loop {
+        match next(&mut ws).await {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"are you there");
+                break;
+            }
+            Message::Ping(_) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+}
+
+/// Sends a raw HTTP request and returns the status line and the whole response text.
+async fn raw_request(server: &Server, head: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Error answers carry Content-Length; read until the body is complete.
+    loop {
+        let n = tokio::time::timeout(FRAME_TIMEOUT, stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            assert!(n > 0, "connection closed inside the head: {text}");
+            continue;
+        };
+        let status: u16 = text[9..12].parse().unwrap();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+        if status == 101 || body.len() >= length || n == 0 {
+            return (status, text);
+        }
+    }
+}
+
+fn upgrade_request(query: &str, extra: &str) -> String {
+    format!(
+        "GET /ws{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn handshake_errors_are_plain_http_errors() {
+    let server = Server::start(&["--cors-origin", "http://good.example"]).await;
+    let good = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+    let (status, text) = raw_request(&server, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status, 426, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{text}"
+    );
+    assert!(text.contains("\"error\""), "{text}");
+
+    let old = "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    assert_eq!(raw_request(&server, &upgrade_request("", old)).await.0, 426);
+
+    let bad_key = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n";
+    assert_eq!(
+        raw_request(&server, &upgrade_request("", bad_key)).await.0,
+        400
+    );
+
+    let (status, text) = raw_request(&server, &upgrade_request("?channel=bad%20name", good)).await;
+    assert_eq!(status, 400, "{text}");
+
+    let evil = format!("{good}Origin: http://evil.example\r\n");
+    let (status, text) = raw_request(&server, &upgrade_request("", &evil)).await;
+    assert_eq!(status, 403, "{text}");
+    let allowed = format!("{good}Origin: http://good.example\r\n");
+    let (status, text) = raw_request(&server, &upgrade_request("", &allowed)).await;
+    assert_eq!(status, 101, "{text}");
+    assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{text}");
+}
+
+/// A masked client frame.
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![first, 0x80 | payload.len() as u8];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Opens a raw WebSocket (handshake by hand) and returns the stream after the 101 head.
+async fn raw_ws(server: &Server) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let good = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    stream
+        .write_all(upgrade_request("?channel=a", good).as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
+}
+
+/// Reads server frames until a close frame and returns its code.
+async fn raw_close_code(stream: &mut TcpStream) -> u16 {
+    loop {
+        let mut header = [0u8; 2];
+        tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(&mut header))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(header[1] & 0x80, 0, "server frames are unmasked");
+        let len = match header[1] & 0x7F {
+            126 => {
+                let mut ext = [0u8; 2];
+                stream.read_exact(&mut ext).await.unwrap();
+                usize::from(u16::from_be_bytes(ext))
+            }
+            127 => {
+                let mut ext = [0u8; 8];
+                stream.read_exact(&mut ext).await.unwrap();
+                usize::try_from(u64::from_be_bytes(ext)).unwrap()
+            }
+            short => usize::from(short),
+        };
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        if header[0] & 0x0F == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_errors_close_with_the_right_code_and_hurt_no_one_else() {
+    let server = Server::start(&["--workers", "2"]).await;
+    let mut bystander = connect(&server, "?channel=a").await;
+    opening(&mut bystander).await;
+
+    // Unmasked client frame: protocol error.
+    let mut raw = raw_ws(&server).await;
+    raw.write_all(b"\x81\x02hi").await.unwrap();
+    assert_eq!(raw_close_code(&mut raw).await, 1002);
+
+    // A binary message: not accepted.
+    let mut ws = connect(&server, "?channel=a").await;
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, 1003);
+
+    // Invalid UTF-8 in a text frame.
+    let mut raw = raw_ws(&server).await;
+    raw.write_all(&client_frame(0x81, &[0xff, 0xfe]))
+        .await
+        .unwrap();
+    assert_eq!(raw_close_code(&mut raw).await, 1007);
+
+    // A message over the limit, refused from its header.
+    let mut raw = raw_ws(&server).await;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    raw.write_all(&header).await.unwrap();
+    assert_eq!(raw_close_code(&mut raw).await, 1009);
+
+    // The client's own close is echoed.
+    let mut ws = connect(&server, "?channel=a").await;
+    ws.close(None).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 1000);
+
+    let event = server.publish("a", json!("still delivered")).await;
+    assert_eq!(json(&mut bystander).await["id"], json!(event.id));
+}
+
+#[tokio::test]
+async fn shutdown_closes_with_going_away() {
+    let mut process = support::start(&["--metrics-interval", "1h"]);
+    let url = format!("ws://{}/ws?channel=a", process.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    opening(&mut ws).await;
+    process.signal("TERM");
+    assert_eq!(close_code(&mut ws).await, 1001);
+    let status = process
+        .wait_exit(FRAME_TIMEOUT)
+        .await
+        .expect("exits after the drain");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_is_cut_off_and_the_others_keep_up() {
+    let server = Server::start(&["--workers", "1", "--channel-capacity", "16"]).await;
+    let mut fast = connect(&server, "?channel=a").await;
+    opening(&mut fast).await;
+    // A raw client that completes the handshake and then never reads again.
+    let stalled = support::connect_small_window(server.addr).await;
+    let mut stalled = stalled;
+    let good = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    stalled
+        .write_all(upgrade_request("?channel=a", good).as_bytes())
+        .await
+        .unwrap();
+
+    let big = "x".repeat(16 * 1024);
+    for _ in 0..200 {
+        let last = server.publish("a", json!(big)).await.id;
+        // The fast reader reads as it goes.
+        let got = json(&mut fast).await;
+        assert_eq!(got["id"], json!(last));
+    }
+    server
+        .wait_for_stats(FRAME_TIMEOUT, "the stalled reader is evicted", |s| {
+            s["slowConsumersDropped"].as_u64() >= Some(1) && s["totalConnections"] == 1
+        })
+        .await;
+    // The fast reader is untouched.
+    let after = server.publish("a", json!("after")).await;
+    assert_eq!(json(&mut fast).await["id"], json!(after.id));
+}
+
+#[tokio::test]
+async fn auth_required_applies_to_websockets_and_their_subscriptions() {
+    let server = Server::start(&["--auth", "required", "--jwt-secret", auth_support::SECRET]).await;
+    let url = format!("ws://{}/ws?channel=a", server.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let token = auth_support::hs256(&auth_support::claims("alice", &["a", "b"], &[]));
+    let mut ws = connect(&server, &format!("?channel=a&token={token}")).await;
+    opening(&mut ws).await;
+    send(&mut ws, json!({"action": "subscribe", "channel": "secret"})).await;
+    let reply = json(&mut ws).await;
+    assert_eq!(reply["event"], "error", "{reply}");
+    assert_eq!(reply["data"]["status"], 403, "{reply}");
+    send(&mut ws, json!({"action": "subscribe", "channel": "b"})).await;
+    assert_eq!(json(&mut ws).await["event"], "subscribed");
+}
