@@ -4,7 +4,8 @@
 //!
 //! Exit status: 0 when every run was clean; 1 when any run lost or duplicated an event, had a
 //! connection fail, or delivered nothing; 2 for usage errors; 3 when a run could not be carried
-//! out (server missing, fd limit, server not answering).
+//! out (server missing, fd limit, server not answering); 130 after SIGINT/SIGTERM, which ends the
+//! run early and still stops a spawned server.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -12,7 +13,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sluice_loadtest::{chart, run, run_spawned, Endpoint, Launch, Plan, Report, Target, Transport};
+use sluice_loadtest::{
+    chart, run, run_spawned, Cancel, Endpoint, Launch, Plan, Report, Target, Transport,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,6 +150,43 @@ const EXIT_UNCLEAN: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 /// Exit status when a run could not be carried out.
 const EXIT_FAILED: u8 = 3;
+/// Exit status after SIGINT or SIGTERM (128 + SIGINT, the shell's convention).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Cancels the run on SIGINT or SIGTERM, from a thread of its own, so that the connections close
+/// and a spawned server is stopped by its PID instead of being left behind.
+fn cancel_on_signal(cancel: Cancel) {
+    let spawned = std::thread::Builder::new()
+        .name("loadtest-signals".into())
+        .spawn(move || {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let (Ok(mut interrupt), Ok(mut terminate)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                eprintln!("sluice-loadtest: interrupted; stopping");
+                cancel.cancel();
+            });
+        });
+    if let Err(error) = spawned {
+        eprintln!(
+            "sluice-loadtest: no signal handling ({error}); Ctrl-C may leave a spawned server"
+        );
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -180,9 +220,15 @@ fn main() -> ExitCode {
         None => None,
     };
 
+    let cancel = Cancel::default();
+    cancel_on_signal(cancel.clone());
     let mut reports = Vec::new();
     for (transport, target) in runs {
-        let plan = plan(&common, transport, target);
+        if cancel.is_cancelled() {
+            break;
+        }
+        let mut plan = plan(&common, transport, target);
+        plan.cancel = cancel.clone();
         if let Err(error) = plan.validate() {
             eprintln!("sluice-loadtest: {error}");
             return ExitCode::from(EXIT_USAGE);
@@ -213,6 +259,9 @@ fn main() -> ExitCode {
         eprintln!("sluice-loadtest: {error}");
         return ExitCode::from(EXIT_FAILED);
     }
+    if cancel.is_cancelled() {
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
     if reports.iter().all(Report::is_clean) {
         ExitCode::SUCCESS
     } else {
@@ -236,6 +285,7 @@ fn plan(common: &Common, transport: Transport, target: Target) -> Plan {
         per_source: common.per_source,
         connect_concurrency: common.connect_concurrency,
         progress: !common.quiet,
+        cancel: Cancel::default(),
     }
 }
 

@@ -5,6 +5,8 @@
 //! transports and the publisher never spell a path themselves.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The client protocol of a run.
@@ -127,6 +129,25 @@ pub struct Plan {
     /// Show a progress bar on stderr.
     #[serde(skip)]
     pub progress: bool,
+    /// Set to end the run early (Ctrl-C): publishing stops, connections close, the server stops.
+    #[serde(skip)]
+    pub cancel: Cancel,
+}
+
+/// A flag that ends a run early; clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Asks the run to end.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the run was asked to end.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Default for Plan {
@@ -145,6 +166,7 @@ impl Default for Plan {
             per_source: 2000,
             connect_concurrency: 256,
             progress: false,
+            cancel: Cancel::default(),
         }
     }
 }

@@ -297,6 +297,9 @@ async fn schedule(
     for tick in 0..ticks {
         let due = start + plan.interval().mul_f64(tick as f64);
         tokio::time::sleep_until(due).await;
+        if plan.cancel.is_cancelled() {
+            break;
+        }
         outcome.behind_max = outcome
             .behind_max
             .max(tokio::time::Instant::now().saturating_duration_since(due));

@@ -144,7 +144,8 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
     loop {
         let done = Live::get(&live.ready) + Live::get(&live.failed);
         bar.set_position(Live::get(&live.ready));
-        if done >= total {
+        // A client thread only ends early if it failed; its connections will never settle.
+        if done >= total || threads.iter().any(|t| t.is_finished()) || plan.cancel.is_cancelled() {
             break;
         }
         std::thread::sleep(TICK);
@@ -193,7 +194,10 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
     let expected = outcome.ok.len() * ready;
     let drain_until = Instant::now() + plan.drain;
     bar.set_message("draining");
-    while Live::get(&live.delivered) < expected && Instant::now() < drain_until {
+    while Live::get(&live.delivered) < expected
+        && Instant::now() < drain_until
+        && !plan.cancel.is_cancelled()
+    {
         std::thread::sleep(TICK);
         peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
     }
