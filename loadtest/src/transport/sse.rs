@@ -233,6 +233,90 @@ fn request(conn: &Conn, last_id: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Target, Transport};
+    use crate::tally::Live;
+    use crate::transport::{drive, READ_BUF};
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    /// A Sluice-shaped stream: connected, position, two events (one duplicated), a heartbeat,
+    /// chunked, written a few bytes at a time so every boundary falls inside a token somewhere.
+    fn canned_stream() -> Vec<u8> {
+        let frames = [
+            "event: connected\nretry: 3000\ndata: {\"connectionId\":\"s0-1\"}\n\n",
+            "id: e-7\n\n",
+            "id: e-8\ndata: {\"channel\":\"load\",\"data\":{\"n\":1,\"t\":5}}\n\n",
+            ": heartbeat\n\n",
+            "id: e-9\ndata: {\"channel\":\"load\",\"data\":{\"n\":2,\"t\":6}}\n\nid: e-9\ndata: {\"channel\":\"load\",\"data\":{\"n\":2,\"t\":6}}\n\n",
+        ];
+        let mut wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for frame in frames {
+            wire.extend_from_slice(format!("{:x}\r\n{frame}\r\n", frame.len()).as_bytes());
+        }
+        wire
+    }
+
+    #[test]
+    fn scans_a_chunked_stream_split_anywhere() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = listener.local_addr().expect("addr");
+        let writer = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            for piece in canned_stream().chunks(3) {
+                socket.write_all(piece).expect("write");
+                socket.flush().expect("flush");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // Keep the connection open until the client hangs up.
+            let mut rest = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut socket, &mut rest);
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let live = Arc::new(Live::default());
+        let conn = Conn {
+            index: 0,
+            server,
+            source: std::net::Ipv4Addr::LOCALHOST,
+            transport: Transport::Sse,
+            target: Target::Sluice,
+            path: "/events?channel=load".into(),
+            start_after: None,
+            expected: 2,
+            thread: Rc::new(RefCell::new(Thread {
+                buf: vec![0; READ_BUF],
+                tally: crate::tally::ThreadTally::new(),
+            })),
+            live: live.clone(),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let counters = live.clone();
+        let tally = local.block_on(&runtime, async move {
+            let task = tokio::task::spawn_local(drive(conn, stop_rx));
+            // Until all three deliveries are in (bounded, so a bug fails instead of hanging).
+            for _ in 0..1000 {
+                if Live::get(&counters.delivered) == 3 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let _ = stop_tx.send(true);
+            task.await.expect("connection task")
+        });
+        writer.join().expect("writer");
+        assert!(tally.ready, "{tally:?}");
+        assert_eq!(tally.delivered, 3);
+        assert_eq!(tally.duplicates, 1);
+        assert!(tally.seen.contains(1) && tally.seen.contains(2));
+        assert_eq!(tally.reconnects, 0);
+        assert_eq!(tally.bytes_read, canned_stream().len() as u64);
+        assert_eq!(Live::get(&live.ready), 1);
+    }
 
     #[test]
     fn fields_of_a_line() {
