@@ -128,6 +128,11 @@ pub struct Wire {
     pub read_per_event: f64,
     /// `(bytes_read + bytes_written) / delivered`.
     pub total_per_event: f64,
+    /// Socket reads that returned data.
+    pub reads: u64,
+    /// `reads / delivered`: below 1 when several events arrive in one read, above 1 when an
+    /// event arrives in pieces (or heartbeats and poll heads add reads).
+    pub reads_per_event: f64,
 }
 
 /// Resource figures. CPU in percent of one core (`top`'s convention; 200% is both cores here).
@@ -290,8 +295,8 @@ impl Report {
         let w = &self.wire;
         let _ = writeln!(
             out,
-            "wire         {:.1} B read per event, {:.1} B both ways per event ({} read, {} written)",
-            w.read_per_event, w.total_per_event, w.bytes_read, w.bytes_written
+            "wire         {:.1} B read per event, {:.1} B both ways per event ({} read, {} written), {:.2} reads per event",
+            w.read_per_event, w.total_per_event, w.bytes_read, w.bytes_written, w.reads_per_event
         );
         let r = &self.resources;
         let _ = writeln!(

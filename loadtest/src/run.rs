@@ -396,6 +396,8 @@ fn build_report(
         bytes_written: 0,
         read_per_event: 0.0,
         total_per_event: 0.0,
+        reads: 0,
+        reads_per_event: 0.0,
     };
     let mut ready = 0;
     let mut failed = 0;
@@ -405,6 +407,7 @@ fn build_report(
     for (index, tally) in conns {
         wire.bytes_read += tally.bytes_read;
         wire.bytes_written += tally.bytes_written;
+        wire.reads += tally.reads;
         reconnects += tally.reconnects;
         resets += tally.resets;
         dropped_notices += tally.dropped_notices;
@@ -437,6 +440,7 @@ fn build_report(
         wire.read_per_event = wire.bytes_read as f64 / delivery.delivered as f64;
         wire.total_per_event =
             (wire.bytes_read + wire.bytes_written) as f64 / delivery.delivered as f64;
+        wire.reads_per_event = wire.reads as f64 / delivery.delivered as f64;
     }
     let first_publish_us = histograms.first_send_us;
     let span_us = histograms.last_delivery_us.saturating_sub(first_publish_us);

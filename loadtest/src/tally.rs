@@ -105,6 +105,8 @@ pub struct ConnTally {
     pub bytes_read: u64,
     /// Bytes written to the socket(s): requests, and WebSocket pongs.
     pub bytes_written: u64,
+    /// Socket reads that returned data (how many pieces the bytes came in).
+    pub reads: u64,
     /// Times the connection was re-opened after the server closed it or it failed.
     pub reconnects: u64,
     /// In-band `reset` notices (the server could not replay after a reconnect).

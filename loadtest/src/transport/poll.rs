@@ -119,6 +119,7 @@ fn read_ready(
         Err(error) => return Err(error.into()),
     };
     state.tally.bytes_read += n as u64;
+    state.tally.reads += 1;
     let mut input = &buf[..n];
     if response.head.is_none() {
         response.head_bytes.extend_from_slice(input);

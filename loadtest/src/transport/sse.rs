@@ -89,6 +89,7 @@ fn read_ready(
         Err(error) => return Err(error.into()),
     };
     state.tally.bytes_read += n as u64;
+    state.tally.reads += 1;
     let input = &buf[..n];
     match phase {
         Phase::Head => {

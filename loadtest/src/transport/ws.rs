@@ -35,6 +35,8 @@ pub struct Counted {
     pub read: u64,
     /// Bytes written.
     pub written: u64,
+    /// Reads that returned data.
+    pub reads: u64,
 }
 
 impl AsyncRead for Counted {
@@ -45,7 +47,9 @@ impl AsyncRead for Counted {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
+        let n = buf.filled().len() - before;
+        self.read += n as u64;
+        self.reads += u64::from(n > 0);
         result
     }
 }
@@ -88,6 +92,7 @@ pub async fn session(
         inner: stream,
         read: 0,
         written: 0,
+        reads: 0,
     };
     let url = url(conn, &state.last_id);
     let config = WebSocketConfig::default()
@@ -130,6 +135,7 @@ pub async fn session(
     let counted = socket.get_ref();
     state.tally.bytes_read += counted.read;
     state.tally.bytes_written += counted.written;
+    state.tally.reads += counted.reads;
     end
 }
 
