@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::broker::Broker;
 use crate::hub::{Frame, Hub, Payload, Seq, Topic, UserId};
 use crate::sse::EventName;
 
@@ -212,8 +213,23 @@ pub fn presence_frame(active: &[String]) -> Frame {
     Frame::event(None, None, Some(&name), Payload::json(&data))
 }
 
+/// Where presence events are published.
+#[derive(Clone, Debug)]
+pub enum Announcer {
+    /// Straight into this process's hub.
+    Hub(Hub),
+    /// Through the cluster's broker (from a task on the current worker).
+    Broker(Broker),
+}
+
 /// Publishes a `userJoined` or `userLeft` event on the room's channel.
-pub fn announce(hub: &Hub, room: &RoomId, user: &UserId, active: &[String], joined: bool) {
+pub fn announce(
+    announcer: &Announcer,
+    room: &RoomId,
+    user: &UserId,
+    active: &[String],
+    joined: bool,
+) {
     let name = EventName::parse(if joined { "userJoined" } else { "userLeft" })
         .expect("a valid event name");
     let Ok(data) = serde_json::to_string(&Presence {
@@ -223,15 +239,29 @@ pub fn announce(hub: &Hub, room: &RoomId, user: &UserId, active: &[String], join
     }) else {
         return;
     };
-    // Presence is best effort: an overloaded hub refuses it like any other publish.
-    let _ = hub.publish_event(&room.topic(), Some(&name), Payload::json(&data));
+    // Presence is best effort: an overloaded hub (or unreachable broker) refuses it like any
+    // other publish.
+    match announcer {
+        Announcer::Hub(hub) => {
+            let _ = hub.publish_event(&room.topic(), Some(&name), Payload::json(&data));
+        }
+        Announcer::Broker(broker) => {
+            let broker = broker.clone();
+            let topic = room.topic();
+            tokio::task::spawn_local(async move {
+                let _ = broker
+                    .publish(&topic, Some(&name), Payload::json(&data), false)
+                    .await;
+            });
+        }
+    }
 }
 
 /// One stream's membership of a room. Dropping it (the stream ended) leaves the room and
 /// announces `userLeft` when it was the user's last stream.
 pub struct Membership {
     rooms: Arc<Rooms>,
-    hub: Hub,
+    announcer: Announcer,
     room: RoomId,
     user: UserId,
 }
@@ -247,11 +277,16 @@ impl fmt::Debug for Membership {
 
 impl Membership {
     /// Joins; the caller announces the join if [`Joined::first`].
-    pub fn join(rooms: &Arc<Rooms>, hub: &Hub, room: RoomId, user: UserId) -> (Self, Joined) {
+    pub fn join(
+        rooms: &Arc<Rooms>,
+        announcer: Announcer,
+        room: RoomId,
+        user: UserId,
+    ) -> (Self, Joined) {
         let joined = rooms.join(&room, &user);
         let membership = Membership {
             rooms: rooms.clone(),
-            hub: hub.clone(),
+            announcer,
             room,
             user,
         };
@@ -273,7 +308,7 @@ impl Drop for Membership {
     fn drop(&mut self) {
         if let Some(active) = self.rooms.leave(&self.room, &self.user) {
             if !active.is_empty() {
-                announce(&self.hub, &self.room, &self.user, &active, false);
+                announce(&self.announcer, &self.room, &self.user, &active, false);
             }
         }
     }

@@ -137,6 +137,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_POLL_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub poll_timeout: Duration,
 
+    /// Redis URL (`redis://host:port/db`) for multi-node fan-out and shared history. Without it
+    /// the hub is embedded in the process and needs nothing.
+    #[arg(long, env = "SLUICE_BROKER")]
+    pub broker: Option<String>,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -175,6 +180,11 @@ impl Config {
         };
         if self.workers == Some(0) {
             return invalid("workers", "must be at least 1");
+        }
+        if let Some(url) = &self.broker {
+            if !url.starts_with("redis://") {
+                return invalid("broker", "must be a redis://host:port/db URL");
+            }
         }
         if self.poll_timeout.is_zero() {
             return invalid("poll-timeout", "must be more than zero");
@@ -246,6 +256,7 @@ impl Config {
             max_connections: self.max_connections,
             retry: self.retry,
             policies: self.policies(),
+            ordered_source: self.broker.is_some(),
         }
     }
 

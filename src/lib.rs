@@ -24,6 +24,7 @@
 //! one chunk so they leave in one write.
 
 pub mod auth;
+pub mod broker;
 pub mod chat;
 pub mod config;
 mod http;

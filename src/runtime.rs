@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::task::LocalSet;
 
+use crate::broker::{Broker, BrokerHistory, Caps};
 use crate::chat::Rooms;
 use crate::config::Config;
 use crate::http::Shared;
@@ -32,6 +33,8 @@ pub struct Server {
     hub: Hub,
     trigger: Trigger,
     workers: Vec<JoinHandle<()>>,
+    /// The runtime that drives the broker's Redis connection, when there is a broker.
+    _broker: Option<tokio::runtime::Runtime>,
 }
 
 /// Binds the listeners and starts the workers. Returns once every listener is bound, so the
@@ -42,21 +45,46 @@ pub fn start(config: Config) -> io::Result<Server> {
     let listeners = bind_listeners(config.listen, count)?;
     let local_addr = listeners[0].local_addr()?;
     let (channel_limits, user_limits) = config.history_limits();
-    let history = Arc::new(MemoryHistory::new(channel_limits, user_limits));
-    let (hub, inboxes) = Hub::new(config.hub_settings(count), history.clone());
     let (trigger, shutdown) = shutdown::channel();
-    spawn_history_sweeper(history, shutdown.clone())?;
+    let (hub, inboxes, broker) = match &config.broker {
+        None => {
+            let history = Arc::new(MemoryHistory::new(channel_limits, user_limits));
+            let (hub, inboxes) = Hub::new(config.hub_settings(count), history.clone());
+            spawn_history_sweeper(history, shutdown.clone())?;
+            (hub, inboxes, None)
+        }
+        Some(url) => {
+            let caps = Caps {
+                channel: channel_limits.capacity,
+                channel_ttl: channel_limits.ttl,
+                user: user_limits.capacity,
+                user_ttl: user_limits.ttl,
+            };
+            let (broker, runtime) = Broker::connect(url, caps)
+                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
+            let history = Arc::new(BrokerHistory::new(broker.clone()));
+            let (hub, inboxes) = Hub::new(config.hub_settings(count), history);
+            broker.spawn_reader(hub.clone(), shutdown.clone())?;
+            (hub, inboxes, Some((broker, runtime)))
+        }
+    };
     let auth = Arc::new(
         config
             .auth()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
     );
-    let sampler = Sampler::spawn(hub.clone(), config.metrics_interval, shutdown.clone())?;
+    let sampler = Sampler::spawn(
+        hub.clone(),
+        config.metrics_interval,
+        broker.is_some(),
+        shutdown.clone(),
+    )?;
     let shared = Shared {
         hub: hub.clone(),
         auth,
         rooms: Arc::new(Rooms::new()),
         sampler,
+        broker: broker.as_ref().map(|(broker, _)| broker.clone()),
     };
     let config = Arc::new(config);
     let mut workers = Vec::with_capacity(count);
@@ -74,6 +102,7 @@ pub fn start(config: Config) -> io::Result<Server> {
         hub,
         trigger,
         workers,
+        _broker: broker.map(|(_, runtime)| runtime),
     })
 }
 

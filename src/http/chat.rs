@@ -32,6 +32,9 @@ struct Post {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Message<'a> {
+    /// The event id; in a cluster it is put in by each node when the event is read back
+    /// (the id is taken inside Redis).
+    #[serde(skip_serializing_if = "str::is_empty")]
     id: &'a str,
     room_id: &'a str,
     user_id: &'a str,
@@ -89,7 +92,12 @@ pub(crate) async fn post(
             max: MAX_MESSAGE_CHARS,
         });
     }
-    if !ctx.rooms.exists(room) {
+    let exists = match &ctx.broker {
+        // Members may be on other nodes: a room exists once anyone joined it anywhere.
+        Some(broker) => ctx.rooms.exists(room) || broker.has_history(&room.topic()).await?,
+        None => ctx.rooms.exists(room),
+    };
+    if !exists {
         return Err(HandlerError::Missing(format!(
             "room '{}' does not exist (nobody is in it)",
             room.as_str()
@@ -97,6 +105,26 @@ pub(crate) async fn post(
     }
     let name = EventName::parse("message").expect("a valid event name");
     let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    if let Some(broker) = &ctx.broker {
+        let data = serde_json::to_string(&Message {
+            id: "",
+            room_id: room.as_str(),
+            user_id: user.as_str(),
+            message: &post.message,
+            timestamp: &timestamp,
+        })
+        .unwrap_or_default();
+        let receipt = broker
+            .publish(&room.topic(), Some(&name), Payload::json(&data), true)
+            .await?;
+        return Ok(json(
+            StatusCode::OK,
+            &Posted {
+                success: true,
+                id: &receipt.id,
+            },
+        ));
+    }
     let rooms = &ctx.rooms;
     let topic = room.topic();
     let receipt = ctx.hub.publish(&topic, |seq, id| {

@@ -13,8 +13,9 @@ use super::query::StreamQuery;
 use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
 use crate::auth::{AuthError, Principal};
+use crate::broker::{self, Opening};
 use crate::chat::{self, Membership, RoomId};
-use crate::hub::{HubError, Open, OpenError, Topic, Tripwire, UserId};
+use crate::hub::{HubError, OpenError, Topic, Transport, Tripwire, UserId};
 use crate::sse;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -194,36 +195,49 @@ fn open_stream(
     } = prepared;
     let (membership, joined) = match (kind, member) {
         (Kind::Chat(room), Some(user)) => {
-            let (membership, joined) = Membership::join(&ctx.rooms, &ctx.hub, room.clone(), user);
+            let (membership, joined) =
+                Membership::join(&ctx.rooms, ctx.announcer(), room.clone(), user);
             (Some(membership), Some(joined))
         }
         _ => (None, None),
     };
-    // A chat stream starts with who is in the room, then the room's recent messages.
-    let initial: Vec<(crate::hub::Seq, crate::hub::Frame)> = match &joined {
-        Some(joined) => std::iter::once((0, chat::presence_frame(&joined.active)))
-            .chain(joined.recent.iter().cloned())
-            .collect(),
-        None => Vec::new(),
+    // A chat stream starts with who is in the room, then the room's recent messages (kept by
+    // this node, or in a cluster read from the room's stream in Redis).
+    let mut recent = None;
+    let initial: Vec<(crate::hub::Seq, crate::hub::Frame)> = match (&joined, kind) {
+        (Some(joined), Kind::Chat(room)) => {
+            let presence = std::iter::once((0, chat::presence_frame(&joined.active)));
+            if ctx.broker.is_some() {
+                recent = Some((room.topic(), chat::ON_JOIN));
+                presence.collect()
+            } else {
+                presence.chain(joined.recent.iter().cloned()).collect()
+            }
+        }
+        _ => Vec::new(),
     };
-    let latest = matches!(kind, Kind::Metrics);
-    let opened = ctx.shard.open(Open {
-        topics: &channels,
-        id: id.as_deref(),
-        last_event_id: last_event_id.as_deref(),
-        owner: principal.as_ref().map(|p| &p.user),
-        expires_at: principal.as_ref().map(|p| p.expires_at),
-        latest,
-        initial: &initial,
-        tripwire: Some(tripwire),
-        transport: crate::hub::Transport::Sse,
-    });
+    let opened = broker::open(
+        &ctx.shard,
+        ctx.broker.as_ref(),
+        Opening {
+            topics: channels,
+            id,
+            last_event_id,
+            owner: principal.as_ref().map(|p| p.user.clone()),
+            expires_at: principal.as_ref().map(|p| p.expires_at),
+            latest: matches!(kind, Kind::Metrics),
+            initial,
+            recent,
+            tripwire: Some(tripwire.clone()),
+            transport: Transport::Sse,
+        },
+    );
     match opened {
         Ok(subscription) => {
             if let (Some(membership), Some(joined)) = (&membership, &joined) {
                 if joined.first {
                     chat::announce(
-                        &ctx.hub,
+                        &ctx.announcer(),
                         membership.room(),
                         membership.user(),
                         &joined.active,
@@ -238,7 +252,9 @@ fn open_stream(
         }
         // Over the limit or shutting down: an EventSource client gets a 200 that only sets a
         // randomized reconnection delay (any other status would make a browser give up).
-        Err(OpenError::Hub(HubError::TooManyConnections | HubError::Closed)) if wants_stream => {
+        Err(OpenError::Hub(
+            HubError::TooManyConnections | HubError::Closed | HubError::Unavailable,
+        )) if wants_stream => {
             let delay = Duration::from_millis(fastrand::u64(OVERLOAD_RETRY_MS));
             Ok(stream_response(
                 version,

@@ -37,6 +37,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::auth::Auth;
+use crate::broker::Broker;
 use crate::chat::Rooms;
 use crate::config::Config;
 use crate::hub::{Hub, Shard, Topic, Tripwire};
@@ -60,6 +61,7 @@ pub(crate) struct Shared {
     pub(crate) auth: Arc<Auth>,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) sampler: Arc<Sampler>,
+    pub(crate) broker: Option<Broker>,
 }
 
 /// What every handler on one worker shares. Lives on that worker's thread only.
@@ -68,6 +70,8 @@ pub(crate) struct Ctx {
     pub(crate) auth: Arc<Auth>,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) sampler: Arc<Sampler>,
+    /// The Redis broker, when the node is part of a cluster.
+    pub(crate) broker: Option<Broker>,
     pub(crate) shard: Rc<Shard>,
     pub(crate) config: Arc<Config>,
     pub(crate) cors: cors::Cors,
@@ -77,6 +81,29 @@ pub(crate) struct Ctx {
     /// Held by connections that outlive their HTTP exchange (WebSockets), so shutdown waits for
     /// their close handshake.
     pub(crate) drain: DrainGuard,
+}
+
+impl Ctx {
+    /// Where chat presence events go: the hub, or the broker in a cluster.
+    pub(crate) fn announcer(&self) -> crate::chat::Announcer {
+        match &self.broker {
+            Some(broker) => crate::chat::Announcer::Broker(broker.clone()),
+            None => crate::chat::Announcer::Hub(self.hub.clone()),
+        }
+    }
+
+    /// Publishes an event: through the broker in a cluster, else straight into the hub.
+    pub(crate) async fn publish(
+        &self,
+        topic: &Topic,
+        name: Option<&EventName>,
+        data: crate::hub::Payload<'_>,
+    ) -> Result<crate::hub::Receipt, crate::hub::HubError> {
+        match &self.broker {
+            Some(broker) => broker.publish(topic, name, data, false).await,
+            None => self.hub.publish_event(topic, name, data),
+        }
+    }
 }
 
 /// Accepts connections until shutdown and serves each on this worker.
@@ -93,12 +120,14 @@ pub(crate) async fn serve(
         auth,
         rooms,
         sampler,
+        broker,
     } = shared;
     let ctx = Rc::new(Ctx {
         hub,
         auth,
         rooms,
         sampler,
+        broker,
         shard,
         cors: cors::Cors::new(&config.cors_origin),
         config,

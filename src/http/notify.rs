@@ -82,5 +82,5 @@ pub(crate) async fn publish(
         user_id: user.map(UserId::as_str),
     })
     .map_err(|e| HandlerError::BadRequest(format!("cannot encode message: {e}")))?;
-    send(ctx, &topic, Some(name), crate::hub::Payload::json(&data))
+    send(ctx, &topic, Some(name), crate::hub::Payload::json(&data)).await
 }

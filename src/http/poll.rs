@@ -19,7 +19,8 @@ use hyper::body::Incoming;
 use super::events::{prepare, Kind, Prepared};
 use super::response::HandlerError;
 use super::{Body, Ctx};
-use crate::hub::{json_id, Open, OpenError, Transport};
+use crate::broker::{self, Opening};
+use crate::hub::{json_id, OpenError, Transport};
 
 /// Most events in one answer. A client far behind gets the rest on its next poll (from history),
 /// so one answer stays a bounded buffer.
@@ -37,20 +38,22 @@ pub(crate) async fn poll(
         ..
     } = prepare(ctx, &request, Kind::Public)?;
     drop(request);
-    let mut subscription = ctx
-        .shard
-        .open(Open {
-            topics: &channels,
-            last_event_id: last_event_id.as_deref(),
-            owner: principal.as_ref().map(|p| &p.user),
+    let mut subscription = broker::open(
+        &ctx.shard,
+        ctx.broker.as_ref(),
+        Opening {
+            topics: channels,
+            last_event_id,
+            owner: principal.as_ref().map(|p| p.user.clone()),
             transport: Transport::Poll,
-            ..Open::default()
-        })
-        .map_err(|error| match error {
-            OpenError::Hub(error) => HandlerError::Hub(error),
-            // A poll never chooses its id.
-            OpenError::IdTaken => HandlerError::Conflict("connection id in use".to_owned()),
-        })?;
+            ..Opening::default()
+        },
+    )
+    .map_err(|error| match error {
+        OpenError::Hub(error) => HandlerError::Hub(error),
+        // A poll never chooses its id.
+        OpenError::IdTaken => HandlerError::Conflict("connection id in use".to_owned()),
+    })?;
     let mut events = Vec::new();
     // Shutdown ends the stream (the shard closes it), which answers the poll at once.
     let _ = tokio::time::timeout(

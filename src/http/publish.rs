@@ -71,6 +71,7 @@ async fn publish_json(
             json: Some(&raw),
         },
     )
+    .await
 }
 
 async fn publish_text(
@@ -95,17 +96,18 @@ async fn publish_text(
         .publisher(request.headers(), request.uri().query())?;
     ctx.auth.check_publish(&publisher, &topic)?;
     let text = read_text(request, ctx.config.max_body).await?;
-    send(ctx, &topic, name.as_ref(), Payload::text(&text))
+    send(ctx, &topic, name.as_ref(), Payload::text(&text)).await
 }
 
-/// Encodes once (with the id the hub assigns) and publishes.
-pub(crate) fn send(
+/// Encodes once (with the id the hub assigns) and publishes; in a cluster, through the broker.
+/// `clients` counts this node's subscribers.
+pub(crate) async fn send(
     ctx: &Ctx,
     topic: &Topic,
     name: Option<&EventName>,
     data: Payload<'_>,
 ) -> Result<Response<Body>, HandlerError> {
-    let receipt = ctx.hub.publish_event(topic, name, data)?;
+    let receipt = ctx.publish(topic, name, data).await?;
     Ok(json(
         StatusCode::OK,
         &Published {

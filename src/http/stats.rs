@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::response::json;
 use super::{Body, Ctx};
+use crate::broker::BrokerSnapshot;
 use crate::hub::HubSnapshot;
 
 #[derive(Serialize)]
@@ -13,6 +14,9 @@ struct Stats {
     #[serde(flatten)]
     hub: HubSnapshot,
     auth_failures: u64,
+    /// In a cluster: the broker's state and this node's position in the cluster log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<BrokerSnapshot>,
 }
 
 /// Renders a snapshot of the hub.
@@ -22,6 +26,7 @@ pub(crate) fn render(ctx: &Ctx) -> Response<Body> {
         &Stats {
             hub: ctx.hub.snapshot(),
             auth_failures: ctx.auth.failures(),
+            broker: ctx.broker.as_ref().map(|b| b.snapshot()),
         },
     )
 }

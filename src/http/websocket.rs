@@ -25,9 +25,8 @@ use super::events::{prepare, Kind, Prepared};
 use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
 use crate::auth::Principal;
-use crate::hub::{
-    Change, HubError, Open, OpenError, Recv, Subscription, Topic, Transport, Tripwire,
-};
+use crate::broker::{self, Opening};
+use crate::hub::{Change, HubError, OpenError, Recv, Subscription, Topic, Transport, Tripwire};
 use crate::shutdown::DrainGuard;
 use crate::ws::{self, CloseCode, Message, Parser};
 
@@ -66,24 +65,26 @@ fn upgrade(ctx: &Rc<Ctx>, mut request: Request<Incoming>) -> Result<Response<Bod
     let on_upgrade = hyper::upgrade::on(&mut request);
     drop(request);
     let tripwire = Rc::new(Tripwire::default());
-    let subscription = ctx
-        .shard
-        .open(Open {
-            topics: &channels,
-            id: id.as_deref(),
-            last_event_id: last_event_id.as_deref(),
-            owner: principal.as_ref().map(|p| &p.user),
+    let subscription = broker::open(
+        &ctx.shard,
+        ctx.broker.as_ref(),
+        Opening {
+            topics: channels,
+            id,
+            last_event_id,
+            owner: principal.as_ref().map(|p| p.user.clone()),
             expires_at: principal.as_ref().map(|p| p.expires_at),
-            tripwire: Some(&tripwire),
+            tripwire: Some(tripwire.clone()),
             transport: Transport::WebSocket,
-            ..Open::default()
-        })
-        .map_err(|error| match error {
-            OpenError::Hub(error) => HandlerError::Hub(error),
-            OpenError::IdTaken => HandlerError::Conflict(
-                "connection id is already in use by a live stream".to_owned(),
-            ),
-        })?;
+            ..Opening::default()
+        },
+    )
+    .map_err(|error| match error {
+        OpenError::Hub(error) => HandlerError::Hub(error),
+        OpenError::IdTaken => {
+            HandlerError::Conflict("connection id is already in use by a live stream".to_owned())
+        }
+    })?;
     let session = Session {
         ctx: ctx.clone(),
         subscription,

@@ -208,6 +208,9 @@ pub(crate) struct Conn {
     pub(crate) owner: Option<UserId>,
     /// Tripped on eviction, so the connection is dropped even if hyper is not polling the body.
     pub(crate) tripwire: Option<Rc<Tripwire>>,
+    /// Registered but not released yet: its catch-up is still being fetched (see
+    /// `Shard::open_held`). Live frames queue up meanwhile.
+    pub(crate) held: Cell<bool>,
     /// Live frames with a seq up to this were already seen by the client: it resumed from an id
     /// this shard had not reached yet (another worker delivered it first).
     pub(crate) seen_through: Cell<u64>,
@@ -236,8 +239,30 @@ impl Conn {
             topics: RefCell::new(Vec::new()),
             owner,
             tripwire: None,
+            held: Cell::new(false),
             seen_through: Cell::new(0),
         }
+    }
+
+    /// Takes the queued frames out (to put the opening in front of them).
+    pub(crate) fn take_queue(&self) -> VecDeque<(Bytes, Option<Topic>)> {
+        std::mem::take(&mut *self.queue.borrow_mut())
+    }
+
+    /// Puts frames taken with [`Conn::take_queue`] back behind what is queued now.
+    pub(crate) fn append_queue(&self, mut frames: VecDeque<(Bytes, Option<Topic>)>) {
+        self.queue.borrow_mut().append(&mut frames);
+    }
+
+    /// Lets the client have what is queued.
+    pub(crate) fn release(&self) {
+        self.held.set(false);
+        self.wake();
+    }
+
+    /// Whether the client must not be given anything yet.
+    fn is_held(&self) -> bool {
+        self.held.get() && self.state.get() == State::Open
     }
 
     pub(crate) fn state(&self) -> State {
@@ -419,6 +444,9 @@ impl Subscription {
         out: &mut Vec<Bytes>,
         max: usize,
     ) -> Poll<Recv> {
+        if self.conn.is_held() {
+            return self.wait(cx);
+        }
         let missed = self.conn.missed.replace(0);
         if missed > 0 {
             out.push(missed_frame(missed, self.conn.transport));
@@ -455,6 +483,9 @@ impl Subscription {
 
     /// Takes every frame that is ready, or registers to be woken when one is.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Recv> {
+        if self.conn.is_held() {
+            return self.wait(cx);
+        }
         let missed = self.conn.missed.replace(0);
         if missed > 0 {
             return Poll::Ready(Recv::Frames(missed_frame(missed, self.conn.transport)));

@@ -103,6 +103,11 @@ pub trait History: Send + Sync + 'static {
     /// For a user's channel: records that events up to `seq` reached a stream.
     fn mark_delivered(&self, topic: &Topic, seq: Seq);
 
+    /// Remembers the newest node-local event of `topic` (published with
+    /// [`Hub::publish_local`](super::Hub::publish_local), outside the id sequence), for
+    /// [`History::latest`]. Histories that retain every event need not.
+    fn keep_local(&self, _topic: &Topic, _frame: &Frame) {}
+
     /// Drops expired events and empty channels. Called periodically.
     fn sweep(&self);
 

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use conn::{ConnId, Recv, Subscription, Tripwire, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
 pub use frame::{json_id, Frame, Payload, Transport};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
-pub use shard::{Open, Shard, MAX_TOPICS_PER_STREAM};
+pub use shard::{Held, Open, Shard, MAX_TOPICS_PER_STREAM};
 pub use stats::{HubSnapshot, ShardSnapshot};
 pub use topic::{Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX};
 
@@ -59,6 +59,9 @@ pub struct Settings {
     /// Slow-consumer policies by channel pattern (exact name, or `prefix*`); first match wins,
     /// channels that match none use [`Policy::Disconnect`].
     pub policies: Vec<(String, Policy)>,
+    /// Publishes reach the shards from one ordered source (a broker's reader), so a missing seq
+    /// is gone for good and never worth waiting for.
+    pub ordered_source: bool,
 }
 
 /// What happens when a stream's queue is full and another event of a channel arrives.
@@ -175,6 +178,11 @@ pub(crate) enum Command {
         topic: Topic,
         frame: Frame,
     },
+    /// Deliver a node-local frame (outside the id sequence) now.
+    Local { topic: Topic, frame: Frame },
+    /// End every stream with a reconnection hint (the node lost events it should have
+    /// delivered; clients resume from history).
+    Reconnect,
     /// Add or remove a live subscription of a local connection.
     Subscribe {
         id: String,
@@ -284,11 +292,7 @@ impl Hub {
         topic: &Topic,
         mut encode: impl FnMut(Seq, &crate::sse::EventId) -> Frame,
     ) -> Result<Receipt, HubError> {
-        let shards = &self.inner.shards;
-        if shards
-            .iter()
-            .any(|s| s.stats.inbox_depth.load(Ordering::Relaxed) >= INBOX_LIMIT)
-        {
+        if self.is_overloaded() {
             return Err(HubError::Overloaded);
         }
         let history = &*self.inner.history;
@@ -303,6 +307,29 @@ impl Hub {
                 }
             })
             .map_err(|_| HubError::Unavailable)?;
+        self.dispatch(seq, topic, &frame)?;
+        Ok(Receipt { seq, id: id_text })
+    }
+
+    /// Hands an event that already has its seq (one read back from a broker) to every shard.
+    /// Refuses with [`HubError::Overloaded`] while a shard's inbox is full; the caller waits and
+    /// tries again, so nothing is skipped.
+    pub fn deliver(&self, seq: Seq, topic: &Topic, frame: &Frame) -> Result<(), HubError> {
+        if self.is_overloaded() {
+            return Err(HubError::Overloaded);
+        }
+        self.dispatch(seq, topic, frame)
+    }
+
+    fn is_overloaded(&self) -> bool {
+        self.inner
+            .shards
+            .iter()
+            .any(|s| s.stats.inbox_depth.load(Ordering::Relaxed) >= INBOX_LIMIT)
+    }
+
+    fn dispatch(&self, seq: Seq, topic: &Topic, frame: &Frame) -> Result<(), HubError> {
+        let shards = &self.inner.shards;
         // Shards that have stopped for shutdown. The event is retained and reaches the others;
         // the stopped shards' streams are closing and resume from history.
         let mut stopped = 0;
@@ -325,7 +352,42 @@ impl Hub {
             return Err(HubError::Closed);
         }
         self.inner.published.fetch_add(1, Ordering::Relaxed);
-        Ok(Receipt { seq, id: id_text })
+        Ok(())
+    }
+
+    /// Delivers a node-local event to this node's subscribers of `topic` at once: no id, no
+    /// history beyond the newest one ([`History::keep_local`]). With a broker, each node's
+    /// metrics samples travel this way: they describe the node, not the cluster.
+    pub fn publish_local(&self, topic: &Topic, frame: Frame) -> Result<(), HubError> {
+        if self.is_overloaded() {
+            return Err(HubError::Overloaded);
+        }
+        self.inner.history.keep_local(topic, &frame);
+        self.broadcast(|| Command::Local {
+            topic: topic.clone(),
+            frame: frame.clone(),
+        })
+    }
+
+    /// Ends every stream on every shard with a reconnection hint.
+    pub fn reconnect_all(&self) -> Result<(), HubError> {
+        self.broadcast(|| Command::Reconnect)
+    }
+
+    fn broadcast(&self, command: impl Fn() -> Command) -> Result<(), HubError> {
+        let mut sent = 0;
+        for shard in &self.inner.shards {
+            shard.stats.inbox_depth.fetch_add(1, Ordering::Relaxed);
+            if shard.tx.send(command()).is_ok() {
+                sent += 1;
+            } else {
+                shard.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if sent == 0 {
+            return Err(HubError::Closed);
+        }
+        Ok(())
     }
 
     /// Publishes an event named `name` (none: `message`) with the assigned id and `data`, encoded

@@ -34,9 +34,11 @@ use tokio::time::MissedTickBehavior;
 
 use super::conn::{Conn, ConnId, Push, State, Subscription, Tripwire};
 use super::frame::{self, Frame, Transport};
-use super::history::{Position, Seq};
+use super::history::{History, Position, Seq};
 use super::stats::ShardStats;
-use super::{policy_for, Change, Command, Hub, HubError, Inbox, OpenError, Policy, Topic, UserId};
+use super::{
+    policy_for, Change, Command, ConnPermit, Hub, HubError, Inbox, OpenError, Policy, Topic, UserId,
+};
 use crate::shutdown::Shutdown;
 use crate::sse::{self, EventId, EventName};
 
@@ -102,6 +104,28 @@ struct Reset<'a> {
     reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_event_id: Option<&'a str>,
+}
+
+/// A stream registered with [`Shard::open_held`], waiting for its catch-up.
+pub struct Held {
+    conn: Rc<Conn>,
+    position: Seq,
+}
+
+impl Held {
+    /// The shard's position when the stream was registered: the catch-up must cover up to here.
+    pub fn position(&self) -> Seq {
+        self.position
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("conn", &self.conn.id)
+            .field("position", &self.position)
+            .finish()
+    }
 }
 
 /// One worker's connections and subscriptions.
@@ -178,6 +202,11 @@ impl Shard {
         self.index
     }
 
+    /// The history the hub publishes through.
+    pub fn history(&self) -> &dyn History {
+        self.hub.history()
+    }
+
     /// The seq of the last event fanned out here.
     pub fn position(&self) -> Seq {
         self.next.get() - 1
@@ -187,6 +216,67 @@ impl Shard {
     /// when resuming, every retained event after the client's last id on its channels (or a
     /// `reset` event when that is impossible); live events follow.
     pub fn open(self: &Rc<Self>, open: Open<'_>) -> Result<Subscription, OpenError> {
+        let position = self.position();
+        let (conn, permit) = self.register(&open)?;
+        let start = self.push_opening(&conn, open, position, self.hub.history());
+        Ok(Subscription::new(conn, self.clone(), start, permit))
+    }
+
+    /// Registers a stream whose catch-up has to be fetched first (from a broker). Live events
+    /// after the shard's position are queued but not released to the client; [`Shard::release`]
+    /// then puts the opening and the catch-up in front of them. Together that is the same no
+    /// gap, no duplicate argument as [`Shard::open`], with the replay read asynchronously.
+    pub fn open_held(self: &Rc<Self>, open: &Open<'_>) -> Result<(Subscription, Held), OpenError> {
+        let position = self.position();
+        let (conn, permit) = self.register(open)?;
+        conn.held.set(true);
+        // A client ahead of this shard (it saw events on another worker or node first) skips
+        // them when they arrive live.
+        let mut start = position;
+        if let Some(Position::After(after)) = open
+            .last_event_id
+            .map(|text| self.hub.history().position(text))
+        {
+            if after > position {
+                conn.seen_through.set(after);
+                start = after;
+            }
+        }
+        let held = Held {
+            conn: conn.clone(),
+            position,
+        };
+        Ok((Subscription::new(conn, self.clone(), start, permit), held))
+    }
+
+    /// Releases a held stream: its opening frames and catch-up (read from `history`, which holds
+    /// what was fetched up to [`Held::position`]), then the live events queued meanwhile.
+    pub fn release(&self, held: Held, open: Open<'_>, history: &dyn History) {
+        let conn = &held.conn;
+        if !conn.is_open() {
+            return;
+        }
+        let live = conn.take_queue();
+        self.push_opening(conn, open, held.position, history);
+        conn.append_queue(live);
+        conn.release();
+    }
+
+    /// Ends a held stream whose catch-up could not be fetched, with a reconnection hint.
+    pub fn fail(&self, held: Held) {
+        let conn = &held.conn;
+        conn.release();
+        let delay = self.hub.settings().retry;
+        conn.close_with(match conn.transport {
+            Transport::Sse => sse::retry(delay),
+            Transport::WebSocket => {
+                crate::ws::close(crate::ws::CloseCode::GoingAway, "event store unavailable")
+            }
+            Transport::Poll => Bytes::new(),
+        });
+    }
+
+    fn register(self: &Rc<Self>, open: &Open<'_>) -> Result<(Rc<Conn>, ConnPermit), OpenError> {
         if self.closing.get() {
             return Err(OpenError::Hub(HubError::Closed));
         }
@@ -209,8 +299,6 @@ impl Shard {
         conn.tripwire = open.tripwire.cloned();
         conn.last_event_tick.set(self.tick.get());
         let conn = Rc::new(conn);
-        let position = self.position();
-        let start = self.push_opening(&conn, open, position);
 
         self.conns
             .borrow_mut()
@@ -239,13 +327,18 @@ impl Shard {
         }
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.stats.connect_ms_sum.fetch_add(now, Ordering::Relaxed);
-        Ok(Subscription::new(conn, self.clone(), start, permit))
+        Ok((conn, permit))
     }
 
     /// Queues what a stream opens with, and returns the seq it is then caught up to.
-    fn push_opening(&self, conn: &Conn, open: Open<'_>, position: Seq) -> Seq {
+    fn push_opening(
+        &self,
+        conn: &Conn,
+        open: Open<'_>,
+        position: Seq,
+        history: &dyn History,
+    ) -> Seq {
         let transport = open.transport;
-        let history = self.hub.history();
         let resume = open
             .last_event_id
             .map(|text| (text, history.position(text)));
@@ -490,6 +583,11 @@ impl Shard {
         if seq < next {
             return; // Already skipped past (see GAP_TIMEOUT); delivering now would reorder.
         }
+        if seq > next && self.hub.settings().ordered_source {
+            // The source sends in order; the seqs in between do not exist.
+            self.next.set(seq);
+            return self.publish(seq, topic, frame);
+        }
         if seq > next {
             self.early.borrow_mut().insert(seq, (topic, frame));
             if self.waiting_since.get().is_none() {
@@ -650,6 +748,10 @@ impl Shard {
     fn apply(&self, command: Command) {
         match command {
             Command::Publish { seq, topic, frame } => self.publish(seq, topic, frame),
+            Command::Local { topic, frame } => {
+                self.fan_out(&topic, &frame);
+            }
+            Command::Reconnect => self.close_all(),
             Command::Subscribe {
                 id,
                 topic,

@@ -31,6 +31,7 @@ fn settings(shards: usize) -> Settings {
         max_connections: 1_000,
         retry: Duration::from_secs(3),
         policies: Vec::new(),
+        ordered_source: false,
     }
 }
 

@@ -110,6 +110,29 @@ impl Topic {
         Topic(Arc::from(format!("{CHAT_PREFIX}{room}")))
     }
 
+    /// Reads back a topic name this hub wrote itself (from a broker's log): a public channel, a
+    /// user's channel or a chat room's.
+    pub fn parse_stored(name: &str) -> Result<Self, TopicError> {
+        if let Some(user) = name.strip_prefix(USER_PREFIX) {
+            return Ok(Topic::user(&UserId::parse(user)?));
+        }
+        if let Some(room) = name.strip_prefix(CHAT_PREFIX) {
+            if room.is_empty()
+                || name.len() > MAX_TOPIC_LEN
+                || !room.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(TopicError::BadChar);
+            }
+            return Ok(Topic::chat(room));
+        }
+        Topic::parse(name)
+    }
+
+    /// Whether this is a chat room's channel.
+    pub fn is_chat(&self) -> bool {
+        self.as_str().starts_with(CHAT_PREFIX)
+    }
+
     /// Whether this is a user's private channel.
     pub fn is_user(&self) -> bool {
         self.0.starts_with(USER_PREFIX)

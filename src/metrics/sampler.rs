@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use crate::hub::{Hub, Payload, Topic};
+use crate::hub::{Frame, Hub, Payload, Topic};
 use crate::shutdown::Shutdown;
 use crate::sse::EventName;
 
@@ -84,10 +84,12 @@ impl Sampler {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sample);
     }
 
-    /// Starts the sampler thread. It takes its first sample at once and stops on shutdown.
+    /// Starts the sampler thread. It takes its first sample at once and stops on shutdown. With
+    /// `node_local` (a broker) samples go to this node's subscribers only, without ids.
     pub fn spawn(
         hub: Hub,
         interval: Duration,
+        node_local: bool,
         mut shutdown: Shutdown,
     ) -> std::io::Result<Arc<Sampler>> {
         let sampler = Arc::new(Sampler::default());
@@ -120,7 +122,14 @@ impl Sampler {
                         continue;
                     };
                     // Failure means overload or shutdown; the next sample tries again.
-                    let _ = hub.publish_event(&topic, Some(&name), Payload::json(&data));
+                    if node_local {
+                        // With a broker each node's samples describe that node: they stay on it.
+                        let frame =
+                            Frame::event(None, Some(&topic), Some(&name), Payload::json(&data));
+                        let _ = hub.publish_local(&topic, frame);
+                    } else {
+                        let _ = hub.publish_event(&topic, Some(&name), Payload::json(&data));
+                    }
                     shared.store(sample);
                 }
             })?;

@@ -1,0 +1,301 @@
+//! Opening a stream, embedded or with a broker. Embedded, the shard replays from its in-memory
+//! history at once. With a broker the catch-up lives in Redis: the stream is registered held
+//! (live events queue behind it), the catch-up up to the shard's position at registration is
+//! fetched, and the stream is released with it in front, so nothing falls in between.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::scripts::{decode_fetch, Fetched};
+use super::{frame_of, key_delivered, key_history, key_lost, Broker, CHAT_CAP};
+use crate::hub::history::{Gap, HistoryError, HistorySize, Position};
+use crate::hub::{
+    Frame, History, HubError, Open, OpenError, Seq, Shard, Subscription, Topic, Transport,
+    Tripwire, UserId,
+};
+
+/// Everything a stream opens with, owned, because with a broker it crosses an await.
+#[derive(Debug, Default)]
+pub struct Opening {
+    /// Channels.
+    pub topics: Vec<Topic>,
+    /// A client-chosen connection id.
+    pub id: Option<String>,
+    /// Where the client resumes from.
+    pub last_event_id: Option<String>,
+    /// The authenticated user.
+    pub owner: Option<UserId>,
+    /// When the credential expires.
+    pub expires_at: Option<SystemTime>,
+    /// Start with each channel's newest event (metrics).
+    pub latest: bool,
+    /// Frames to start with (a chat room's presence snapshot).
+    pub initial: Vec<(Seq, Frame)>,
+    /// A chat room's channel whose last messages follow `initial` (with a broker they are read
+    /// from Redis; embedded, the caller put them in `initial`).
+    pub recent: Option<(Topic, usize)>,
+    /// The connection's tripwire.
+    pub tripwire: Option<Rc<Tripwire>>,
+    /// The transport.
+    pub transport: Transport,
+}
+
+impl Opening {
+    fn as_open<'a>(&'a self, initial: &'a [(Seq, Frame)]) -> Open<'a> {
+        Open {
+            topics: &self.topics,
+            id: self.id.as_deref(),
+            last_event_id: self.last_event_id.as_deref(),
+            owner: self.owner.as_ref(),
+            expires_at: self.expires_at,
+            latest: self.latest,
+            initial,
+            tripwire: self.tripwire.as_ref(),
+            transport: self.transport,
+        }
+    }
+}
+
+/// Opens a stream on `shard`. With a broker, the catch-up is fetched on a task of this worker
+/// and the stream starts when it is in (or closes with a reconnection hint if Redis is
+/// unreachable).
+pub fn open(
+    shard: &Rc<Shard>,
+    broker: Option<&Broker>,
+    opening: Opening,
+) -> Result<Subscription, OpenError> {
+    let Some(broker) = broker else {
+        return shard.open(opening.as_open(&opening.initial));
+    };
+    let (subscription, held) = shard.open_held(&opening.as_open(&[]))?;
+    let broker = broker.clone();
+    let shard = shard.clone();
+    tokio::task::spawn_local(async move {
+        let upto = held.position();
+        match broker.prefetch(&opening, upto, &shard).await {
+            Ok((fetched, initial)) => shard.release(held, opening.as_open(&initial), &fetched),
+            Err(_) => shard.fail(held),
+        }
+    });
+    Ok(subscription)
+}
+
+/// A catch-up fetched from Redis, answering the history questions of one stream's opening.
+struct Prefetched {
+    epoch: String,
+    upto: Seq,
+    replays: HashMap<Topic, Result<Vec<(Seq, Frame)>, Gap>>,
+    queued: HashMap<Topic, (Vec<(Seq, Frame)>, u64)>,
+    latest: HashMap<Topic, (Seq, Frame)>,
+    broker: Broker,
+}
+
+impl Broker {
+    /// Fetches what `opening` needs up to `upto`: replays when resuming, users' queues
+    /// otherwise, and a chat room's recent messages.
+    async fn prefetch(
+        &self,
+        opening: &Opening,
+        upto: Seq,
+        shard: &Shard,
+    ) -> Result<(Prefetched, Vec<(Seq, Frame)>), HubError> {
+        let local = shard.history();
+        let mut fetched = Prefetched {
+            epoch: self.epoch().to_owned(),
+            upto,
+            replays: HashMap::new(),
+            queued: HashMap::new(),
+            latest: HashMap::new(),
+            broker: self.clone(),
+        };
+        if opening.latest {
+            for topic in &opening.topics {
+                if let Some(latest) = local.latest(topic, upto) {
+                    fetched.latest.insert(topic.clone(), latest);
+                }
+            }
+        }
+        let resume = opening
+            .last_event_id
+            .as_deref()
+            .map(|text| fetched.position(text));
+        let mut initial = opening.initial.clone();
+        match resume {
+            Some(Position::After(after)) => {
+                for topic in &opening.topics {
+                    let replay = self.fetch("replay", topic, after, upto, 0).await?;
+                    fetched
+                        .replays
+                        .insert(topic.clone(), self.replay_of(topic, after, replay));
+                }
+            }
+            Some(_) => {}
+            None => {
+                for topic in opening.topics.iter().filter(|t| t.is_user()) {
+                    let mut taken = self.fetch("take", topic, 0, upto, 0).await?;
+                    // Queued events older than --user-queue-ttl have expired: lost, as in the
+                    // embedded queue.
+                    if let Some(ttl) = self.inner.caps.user_ttl {
+                        let before = taken.entries.len();
+                        taken.entries.retain(|(_, f)| age_ms(f.at_ms) <= ttl);
+                        taken.lost += (before - taken.entries.len()) as u64;
+                    }
+                    let frames = self.frames(topic, &taken);
+                    fetched.queued.insert(topic.clone(), (frames, taken.lost));
+                }
+                if let Some((room, count)) = &opening.recent {
+                    // The room's stream also holds presence events; newcomers get messages.
+                    let mut recent = self.fetch("recent", room, 0, upto, CHAT_CAP).await?;
+                    recent
+                        .entries
+                        .retain(|(_, fields)| fields.name == "message");
+                    recent.entries.truncate(*count);
+                    let mut frames = self.frames(room, &recent);
+                    frames.reverse();
+                    initial.extend(frames);
+                }
+            }
+        }
+        Ok((fetched, initial))
+    }
+
+    async fn fetch(
+        &self,
+        mode: &str,
+        topic: &Topic,
+        after: Seq,
+        upto: Seq,
+        count: usize,
+    ) -> Result<Fetched, HubError> {
+        let mut connection = self.inner.commands.clone();
+        let answer: Result<redis::Value, _> = self
+            .inner
+            .fetch
+            .key(key_history(topic))
+            .key(key_delivered(topic))
+            .key(key_lost(topic))
+            .arg(mode)
+            .arg(after)
+            .arg(upto)
+            .arg(count)
+            .invoke_async(&mut connection)
+            .await;
+        match answer {
+            Ok(value) => {
+                self.note_success();
+                decode_fetch(&value).ok_or(HubError::Unavailable)
+            }
+            Err(error) => {
+                self.note_failure(&error);
+                Err(HubError::Unavailable)
+            }
+        }
+    }
+
+    fn frames(&self, topic: &Topic, fetched: &Fetched) -> Vec<(Seq, Frame)> {
+        fetched
+            .entries
+            .iter()
+            .filter_map(|(seq, fields)| Some((*seq, frame_of(self.epoch(), *seq, topic, fields)?)))
+            .collect()
+    }
+
+    /// A replay is complete unless events after `after` were trimmed, or the oldest one in the
+    /// range is older than the channel's time limit.
+    fn replay_of(
+        &self,
+        topic: &Topic,
+        after: Seq,
+        fetched: Fetched,
+    ) -> Result<Vec<(Seq, Frame)>, Gap> {
+        if fetched.max_deleted > after {
+            return Err(Gap::Expired);
+        }
+        let ttl = if topic.is_user() {
+            self.inner.caps.user_ttl
+        } else {
+            self.inner.caps.channel_ttl
+        };
+        if let (Some(ttl), Some((_, first))) = (ttl, fetched.entries.first()) {
+            if age_ms(first.at_ms) > ttl {
+                return Err(Gap::Expired);
+            }
+        }
+        Ok(self.frames(topic, &fetched))
+    }
+}
+
+fn age_ms(at_ms: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Duration::from_millis(now.saturating_sub(at_ms))
+}
+
+impl History for Prefetched {
+    fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    fn head(&self) -> Seq {
+        self.upto
+    }
+
+    fn append(
+        &self,
+        _topic: &Topic,
+        _encode: &mut dyn FnMut(Seq) -> Frame,
+    ) -> Result<(Seq, Frame), HistoryError> {
+        Err(HistoryError::Unavailable(
+            "a fetched catch-up is read-only".to_owned(),
+        ))
+    }
+
+    fn replay(
+        &self,
+        topic: &Topic,
+        after: Seq,
+        upto: Seq,
+        out: &mut Vec<(Seq, Frame)>,
+    ) -> Result<(), Gap> {
+        match self.replays.get(topic) {
+            Some(Ok(frames)) => {
+                out.extend(
+                    frames
+                        .iter()
+                        .filter(|(seq, _)| *seq > after && *seq <= upto)
+                        .cloned(),
+                );
+                Ok(())
+            }
+            Some(Err(gap)) => Err(*gap),
+            None if after >= upto => Ok(()),
+            None => Err(Gap::Expired),
+        }
+    }
+
+    fn latest(&self, topic: &Topic, _upto: Seq) -> Option<(Seq, Frame)> {
+        self.latest.get(topic).cloned()
+    }
+
+    fn take_undelivered(&self, topic: &Topic, _upto: Seq, out: &mut Vec<(Seq, Frame)>) -> u64 {
+        match self.queued.get(topic) {
+            Some((frames, lost)) => {
+                out.extend(frames.iter().cloned());
+                *lost
+            }
+            None => 0,
+        }
+    }
+
+    fn mark_delivered(&self, topic: &Topic, seq: Seq) {
+        self.broker.mark_delivered(topic, seq);
+    }
+
+    fn sweep(&self) {}
+
+    fn size(&self) -> HistorySize {
+        HistorySize::default()
+    }
+}

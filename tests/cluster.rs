@@ -1,0 +1,351 @@
+//! Black-box tests of multi-node fan-out on Redis (`--broker`): two real `sluice` processes and a
+//! real `redis-server` (Debian's package, started here on a free loopback port with an
+//! append-only file, so a restart keeps what Redis acknowledged). Publish on one node, receive on
+//! the other; resume on one node with an id seen on the other; users' queues and chat history
+//! shared; and Redis going away and coming back mid-stream with nothing acknowledged lost.
+
+#![allow(clippy::unwrap_used)]
+
+mod common_resume;
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common_resume::{json_of, Server, FRAME_TIMEOUT};
+use serde_json::{json, Value};
+
+/// A `redis-server` on a free loopback port, in its own directory, stopped (by PID) on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("sluice-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir,
+        };
+        redis.launch();
+        redis
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); install it: apt-get install redis-server")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + FRAME_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL: no shutdown save; the append-only file is all it has).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn node(redis: &Redis, args: &[&str]) -> Server {
+    let url = redis.url();
+    let mut all = vec!["--workers", "2", "--broker", url.as_str()];
+    all.extend_from_slice(args);
+    Server::start(&all).await
+}
+
+async fn health(server: &Server) -> (u16, Value) {
+    let response = server
+        .http
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_event_published_on_one_node_reaches_streams_on_both() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let mut on_a = a.stream("/events?channel=news", &[]).await;
+    let mut on_b = b.stream("/events?channel=news", &[]).await;
+    on_a.opening().await;
+    on_b.opening().await;
+    let first = a.publish("news", json!({"n": 1})).await;
+    let second = b.publish("news", json!({"n": 2})).await;
+    for stream in [&mut on_a, &mut on_b] {
+        let got = stream.events_through(&second.id).await;
+        let ids: Vec<_> = got.iter().map(|m| m.id.clone().unwrap()).collect();
+        assert_eq!(ids, vec![first.id.clone(), second.id.clone()]);
+        assert_eq!(json_of(&got[0])["data"], json!({"n": 1}));
+    }
+    // Both nodes hand out ids of one sequence.
+    assert!(common_resume::seq_of(&second.id) > common_resume::seq_of(&first.id));
+    assert_eq!(
+        common_resume::epoch_of(&first.id),
+        common_resume::epoch_of(&second.id)
+    );
+    let stats = b.stats().await;
+    assert_eq!(stats["broker"]["connected"], true, "{stats}");
+    assert_eq!(health(&b).await.1["broker"], "connected");
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_node_with_nothing_lost_or_repeated() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let mut on_a = a.stream("/events?channel=x&channel=y", &[]).await;
+    on_a.opening().await;
+    let seen = a.publish("x", json!("seen")).await;
+    on_a.events_through(&seen.id).await;
+    drop(on_a);
+
+    // Published while the client is away, on both nodes and both channels.
+    let mut missed = Vec::new();
+    for n in 0..6 {
+        let (server, channel) = if n % 2 == 0 { (&a, "x") } else { (&b, "y") };
+        missed.push(server.publish(channel, json!(n)).await.id);
+    }
+    a.publish("elsewhere", json!("not subscribed")).await;
+
+    let mut on_b = b
+        .stream(
+            "/events?channel=x&channel=y",
+            &[("Last-Event-ID", &seen.id)],
+        )
+        .await;
+    let opening = on_b.opening().await;
+    let ids: Vec<_> = opening
+        .events
+        .iter()
+        .map(|m| m.id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, missed, "exactly the missed events, in order");
+    let live = a.publish("y", json!("live")).await;
+    let next = on_b.event().await;
+    assert_eq!(
+        next.id.as_deref(),
+        Some(live.id.as_str()),
+        "then live, no repeat"
+    );
+
+    // Long polling and WebSockets resume across nodes the same way.
+    let answer: Value = b
+        .http
+        .get(format!("{}/poll?channel=x&since={}", b.base, seen.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["events"].is_array(), "{answer}");
+    let polled: Vec<_> = answer["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let on_x: Vec<_> = missed.iter().step_by(2).cloned().collect();
+    assert_eq!(polled, on_x);
+}
+
+#[tokio::test]
+async fn users_queues_and_chat_history_are_shared() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let queued = a.notify_user("bob", json!("while you were away")).await;
+    let mut on_b = b.stream("/events/bob", &[]).await;
+    let opening = on_b.opening().await;
+    let ids: Vec<_> = opening
+        .events
+        .iter()
+        .map(|m| m.id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, vec![queued.id.clone()], "{opening:?}");
+    drop(on_b);
+    // Delivered once: a later stream on the other node starts empty.
+    let mut on_a = a.stream("/events/bob", &[]).await;
+    assert!(on_a.opening().await.events.is_empty());
+    let live = a.notify_user("bob", json!("live")).await;
+    assert_eq!(on_a.event().await.id.as_deref(), Some(live.id.as_str()));
+
+    // Chat: a message posted on one node reaches a member on the other, and a newcomer on
+    // the first node gets it as history.
+    let mut alice = b.stream("/chat/lobby?userId=alice", &[]).await;
+    alice.opening().await;
+    let (status, posted) = a
+        .post_json(
+            "/chat/lobby/message",
+            &json!({"userId": "carol", "message": "hello from a"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{posted}");
+    let id = posted["id"].as_str().unwrap();
+    loop {
+        let message = alice.event().await;
+        if message.event == "message" {
+            assert_eq!(message.id.as_deref(), Some(id));
+            assert_eq!(
+                json_of(&message)["id"],
+                json!(id),
+                "the id is in the data too"
+            );
+            assert_eq!(json_of(&message)["message"], "hello from a");
+            break;
+        }
+    }
+    let mut dave = a.stream("/chat/lobby?userId=dave", &[]).await;
+    let opening = dave.opening().await;
+    let history: Vec<_> = opening
+        .events
+        .iter()
+        .filter(|m| m.event == "message")
+        .map(|m| json_of(m)["message"].clone())
+        .collect();
+    assert_eq!(history, vec![json!("hello from a")], "{opening:?}");
+}
+
+#[tokio::test]
+async fn redis_going_away_keeps_streams_up_and_loses_nothing_acknowledged() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let mut on_b = b.stream("/events?channel=news", &[]).await;
+    on_b.opening().await;
+    let mut acknowledged = vec![a.publish("news", json!("before")).await.id];
+    on_b.events_through(&acknowledged[0]).await;
+
+    redis.kill();
+    // Publishes are refused with a JSON error, never silently dropped.
+    let deadline = Instant::now() + FRAME_TIMEOUT;
+    loop {
+        let (status, answer) = a
+            .post_json(
+                "/api/publish",
+                &json!({"channel": "news", "data": "during"}),
+            )
+            .await;
+        if status == 503 {
+            assert!(
+                answer["error"].as_str().unwrap().contains("unavailable"),
+                "{answer}"
+            );
+            break;
+        }
+        // A publish Redis acknowledged before it died still counts.
+        assert_eq!(status, 200, "{answer}");
+        acknowledged.push(answer["id"].as_str().unwrap().to_owned());
+        assert!(Instant::now() < deadline, "publishes never failed");
+    }
+    let deadline = Instant::now() + FRAME_TIMEOUT;
+    loop {
+        let (status, body) = health(&a).await;
+        if status == 503 {
+            assert_eq!(body["status"], "broker-unreachable", "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "healthz stayed {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    redis.launch();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if health(&a).await.0 == 200 && health(&b).await.0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes did not reconnect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + FRAME_TIMEOUT;
+    let after = loop {
+        let (status, answer) = a
+            .post_json("/api/publish", &json!({"channel": "news", "data": "after"}))
+            .await;
+        if status == 200 {
+            break answer["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not resume: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    acknowledged.push(after.clone());
+    // The stream on b never dropped, and gets every acknowledged event after the first, once.
+    let got = on_b.events_through(&after).await;
+    let ids: Vec<_> = got.iter().map(|m| m.id.clone().unwrap()).collect();
+    assert_eq!(ids, acknowledged[1..].to_vec());
+}
+
+#[tokio::test]
+async fn a_broker_that_is_not_there_or_not_redis_is_a_clear_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let binary = env!("CARGO_BIN_EXE_sluice");
+    let unreachable = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--broker"])
+        .arg(format!("redis://127.0.0.1:{port}/0"))
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(stderr.contains("cannot reach the broker"), "{stderr}");
+    let bad = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--broker", "http://example"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--broker"));
+}
