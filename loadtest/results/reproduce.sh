@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Reproduces the runs whose raw output is committed in this directory, one after another, each
-# with the machine's load average before and after. Run from the workspace root after
+# Reproduces the runs whose raw output is committed below this directory, one after another,
+# each with the machine's load average before and after. Writes into the directory given as the
+# first argument, default loadtest/results/<UTC date and time>/. Run from the workspace root after
 # `cargo build --release` and `npm ci --prefix loadtest/baselines/express`; nginx-light and
-# libnginx-mod-nchan must be installed for the nchan runs. Takes about 8 minutes.
+# libnginx-mod-nchan must be installed for the nchan runs. Takes about 5 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 bin=${SLUICE_LOADTEST_BIN:-${CARGO_TARGET_DIR:-target}/release/sluice-loadtest}
-out=loadtest/results
+out=${1:-loadtest/results/$(date -u +%Y%m%dT%H%MZ)}
+mkdir -p "$out"
 
 run() {
   local name=$1
@@ -26,3 +28,4 @@ run nchan-sse-1000 run --target nchan --transport sse --connections 1000 --rate 
 run sluice-sse-9000 run --target sluice --transport sse --connections 9000 --rate 10 --duration 20s --spawn
 run nchan-sse-9000 run --target nchan --transport sse --connections 9000 --rate 10 --duration 20s --spawn
 run express-sse-9000 run --target express --transport sse --connections 9000 --rate 10 --duration 20s --spawn
+run sluice-sse-18000 run --target sluice --transport sse --connections 18000 --rate 10 --duration 20s --spawn
