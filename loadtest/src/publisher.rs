@@ -123,10 +123,12 @@ impl From<io::Error> for PublishError {
 /// One keep-alive connection to the publish endpoint.
 struct Link {
     server: SocketAddr,
-    head: Vec<u8>,
+    /// The request line and headers up to `Content-Length: `.
+    prefix: Vec<u8>,
     stream: Option<TcpStream>,
     request: Vec<u8>,
     buf: Vec<u8>,
+    response_head: Vec<u8>,
     body: Vec<u8>,
 }
 
@@ -137,10 +139,11 @@ impl Link {
         );
         Link {
             server,
-            head: head.into_bytes(),
+            prefix: head.into_bytes(),
             stream: None,
             request: Vec::with_capacity(256),
             buf: vec![0; 4096],
+            response_head: Vec::with_capacity(512),
             body: Vec::with_capacity(256),
         }
     }
@@ -159,7 +162,7 @@ impl Link {
         .map_err(|_| PublishError::Protocol("channel name too long"))?;
         let len = usize::try_from(cursor.position()).unwrap_or(0);
         self.request.clear();
-        self.request.extend_from_slice(&self.head);
+        self.request.extend_from_slice(&self.prefix);
         write!(self.request, "{len}\r\n\r\n")?;
         self.request.extend_from_slice(&payload[..len]);
         let result = tokio::time::timeout(PUBLISH_TIMEOUT, self.exchange()).await;
@@ -181,43 +184,24 @@ impl Link {
         };
         stream.write_all(&self.request).await?;
         self.body.clear();
-        let mut head_bytes: Vec<u8> = Vec::new();
+        self.response_head.clear();
         let head = loop {
             let n = stream.read(&mut self.buf).await?;
             if n == 0 {
                 return Err(io::Error::from(ErrorKind::UnexpectedEof).into());
             }
-            head_bytes.extend_from_slice(&self.buf[..n]);
-            if let Some(head) = parse_head(&head_bytes) {
+            self.response_head.extend_from_slice(&self.buf[..n]);
+            if let Some(head) = parse_head(&self.response_head) {
                 break head;
             }
-            if head_bytes.len() > MAX_RESPONSE {
+            if self.response_head.len() > MAX_RESPONSE {
                 return Err(PublishError::Protocol("response head too large"));
             }
         };
         let mut dechunker = Dechunker::new();
-        let mut input = head_bytes[head.len..].to_vec();
-        loop {
-            let complete = match head.framing {
-                Framing::Length(length) => {
-                    self.body.extend_from_slice(&input);
-                    self.body.len() >= length
-                }
-                Framing::Chunked => {
-                    let body = &mut self.body;
-                    dechunker
-                        .feed(&input, |b| body.extend_from_slice(b))
-                        .map_err(|_| PublishError::Protocol("bad chunked encoding"))?;
-                    dechunker.is_done()
-                }
-                Framing::UntilClose => {
-                    self.body.extend_from_slice(&input);
-                    false
-                }
-            };
-            if complete {
-                break;
-            }
+        let first = &self.response_head[head.len..];
+        let mut complete = take_body(&mut self.body, &mut dechunker, head.framing, first)?;
+        while !complete {
             if self.body.len() > MAX_RESPONSE {
                 return Err(PublishError::Protocol("response too large"));
             }
@@ -229,8 +213,7 @@ impl Link {
                 }
                 return Err(io::Error::from(ErrorKind::UnexpectedEof).into());
             }
-            input.clear();
-            input.extend_from_slice(&self.buf[..n]);
+            complete = take_body(&mut self.body, &mut dechunker, head.framing, &self.buf[..n])?;
         }
         if head.close {
             self.stream = None;
@@ -239,6 +222,31 @@ impl Link {
             Ok(head.status)
         } else {
             Err(PublishError::Status(head.status))
+        }
+    }
+}
+
+/// Adds `input` to `body` as `framing` says; true once the body is complete.
+fn take_body(
+    body: &mut Vec<u8>,
+    dechunker: &mut Dechunker,
+    framing: Framing,
+    input: &[u8],
+) -> Result<bool, PublishError> {
+    match framing {
+        Framing::Length(length) => {
+            body.extend_from_slice(input);
+            Ok(body.len() >= length)
+        }
+        Framing::Chunked => {
+            dechunker
+                .feed(input, |b| body.extend_from_slice(b))
+                .map_err(|_| PublishError::Protocol("bad chunked encoding"))?;
+            Ok(dechunker.is_done())
+        }
+        Framing::UntilClose => {
+            body.extend_from_slice(input);
+            Ok(false)
         }
     }
 }

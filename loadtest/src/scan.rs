@@ -74,12 +74,6 @@ pub fn string_field<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     }
 }
 
-/// The sequence number of an id `<epoch>-<seq>` (the digits after the last `-`).
-pub fn id_seq(id: &[u8]) -> Option<u64> {
-    let dash = id.iter().rposition(|&b| b == b'-')?;
-    std::str::from_utf8(&id[dash + 1..]).ok()?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,12 +110,5 @@ mod tests {
         let text = br#"{"event":{"x":1},"data":{"event":"position"}}"#;
         assert_eq!(string_field(text, b"\"event\""), Some(&b"position"[..]));
         assert_eq!(string_field(b"\"id\":\"unterminated", b"\"id\""), None);
-    }
-
-    #[test]
-    fn id_seq_reads_after_the_last_dash() {
-        assert_eq!(id_seq(b"mwvj7vfk-42"), Some(42));
-        assert_eq!(id_seq(b"1700000000:0"), None);
-        assert_eq!(id_seq(b"nodash"), None);
     }
 }
