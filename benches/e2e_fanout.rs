@@ -25,6 +25,9 @@
 //! cargo bench --bench e2e_fanout -- --streams 1k,9k --secs 10 --publishers 32 --window 64
 //! ```
 //!
+//! Cluster: `--broker redis://127.0.0.1:6399/0 --nodes 1,2` starts that many nodes on the broker,
+//! spreads the streams over them and publishes to the first (the `emb` rows are the embedded hub).
+//!
 //! Options (or environment): `--streams` (`SLUICE_BENCH_STREAMS`), `--secs`
 //! (`SLUICE_BENCH_SECS`, measured time after a 1 s warm-up), `--publishers` (a list),
 //! `--window`,
@@ -77,6 +80,10 @@ struct Plan {
     warmup: Duration,
     publishers: Vec<usize>,
     window: u64,
+    /// Node counts to run (with `broker`): 1, 2, ...
+    nodes: Vec<usize>,
+    /// A Redis URL every node gets as `--broker`; none: the embedded hub.
+    broker: Option<String>,
 }
 
 fn main() {
@@ -98,7 +105,13 @@ fn main() {
         window: options
             .value("window", "SLUICE_BENCH_WINDOW")
             .map_or(128, |t| t.parse().expect("--window: a number")),
+        nodes: options.counts("nodes", "SLUICE_BENCH_NODES", &[1]),
+        broker: options.value("broker", "SLUICE_BENCH_BROKER"),
     };
+    if plan.broker.is_none() && plan.nodes.iter().any(|&n| n > 1) {
+        eprintln!("e2e_fanout: --nodes above 1 needs --broker redis://host:port/db");
+        std::process::exit(64);
+    }
     let limit = raise_nofile_limit();
     let bin = options.server_bin();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -115,8 +128,12 @@ fn main() {
         plan.secs,
         plan.warmup
     );
+    if let Some(broker) = &plan.broker {
+        println!("nodes share the broker {broker}; streams are spread over the nodes round-robin, publishers post to the first node");
+    }
     println!(
-        "{:>8} {:>5} {:>10} {:>13} {:>6} {:>12} {:>7} {:>12} {:>12} {:>8} {:>8} {:>6}",
+        "{:>5} {:>8} {:>5} {:>10} {:>13} {:>6} {:>12} {:>7} {:>12} {:>12} {:>8} {:>8} {:>6}",
+        "nodes",
         "streams",
         "pubs",
         "events/s",
@@ -141,16 +158,21 @@ fn main() {
             "--heartbeat-interval=1h".to_owned(),
         ];
         server_args.extend(options.all("server-arg"));
-        for &publishers in &plan.publishers {
-            match run(&bin, &server_args, streams, publishers, &plan) {
-                Ok(row) => println!("{row}"),
-                Err(error) => eprintln!("e2e_fanout: {streams} streams: {error}"),
+        if let Some(broker) = &plan.broker {
+            server_args.push(format!("--broker={broker}"));
+        }
+        for &nodes in &plan.nodes {
+            for &publishers in &plan.publishers {
+                match run(&bin, &server_args, nodes, streams, publishers, &plan) {
+                    Ok(row) => println!("{row}"),
+                    Err(error) => eprintln!("e2e_fanout: {streams} streams: {error}"),
+                }
             }
         }
     }
     println!(
         "deliveries/s = event frames read by the clients per second; server ns/dl = server CPU \
-         time (user+system) per delivery; kernel = the system share of that time (socket \
+         time (user+system, all nodes; Redis not included) per delivery; kernel = the system share of that time (socket \
          writes); cores = CPU seconds per second of each process; lag ms = events published but \
          not yet read by the average stream at the end, in milliseconds of publishing: the \
          queueing delay that buys the batching."
@@ -161,13 +183,17 @@ fn main() {
 fn run(
     bin: &std::path::Path,
     server_args: &[String],
+    nodes: usize,
     streams: usize,
     publishers: usize,
     plan: &Plan,
 ) -> io::Result<String> {
-    let server = Server::start(bin, server_args)?;
+    let servers = (0..nodes.max(1))
+        .map(|_| Server::start(bin, server_args))
+        .collect::<io::Result<Vec<_>>>()?;
     let mut sockets = Vec::with_capacity(streams);
     for index in 0..streams {
+        let server = &servers[index % servers.len()];
         let socket = open_stream(server.addr, source_for(index))?;
         socket.set_nonblocking(true)?;
         sockets.push(socket);
@@ -182,7 +208,7 @@ fn run(
     };
     let publisher_thread = {
         let counters = counters.clone();
-        let addr = server.addr;
+        let addr = servers[0].addr;
         let (count, window) = (publishers, plan.window);
         std::thread::Builder::new()
             .name("e2e-publishers".into())
@@ -190,15 +216,17 @@ fn run(
     };
 
     std::thread::sleep(plan.warmup);
-    let start = Snapshot::take(&server, &counters);
+    let start = Snapshot::take(&servers, &counters);
     std::thread::sleep(plan.secs);
-    let end = Snapshot::take(&server, &counters);
+    let end = Snapshot::take(&servers, &counters);
 
     counters.stop.store(true, Ordering::Release);
     let publish_result = publisher_thread.join().expect("publisher thread");
-    let evicted = server_evictions(&server);
+    let evicted = servers.iter().map(server_evictions).sum::<Option<u64>>();
     // Ends every stream, which ends the readers.
-    server.stop();
+    for server in servers {
+        server.stop();
+    }
     readers.join().expect("reader thread");
     publish_result?;
 
@@ -211,7 +239,12 @@ fn run(
     let client_cpu = (end.client_cpu - start.client_cpu).as_secs_f64();
     let events_per_s = published as f64 / secs;
     Ok(format!(
-        "{:>8} {:>5} {:>10} {:>13} {:>6.1} {:>12.0} {:>6.0}% {:>12.2} {:>12.2} {:>8} {:>8} {:>6}",
+        "{:>5} {:>8} {:>5} {:>10} {:>13} {:>6.1} {:>12.0} {:>6.0}% {:>12.2} {:>12.2} {:>8} {:>8} {:>6}",
+        if plan.broker.is_some() {
+            nodes.to_string()
+        } else {
+            "emb".to_owned()
+        },
         grouped(streams as u64),
         publishers,
         grouped(events_per_s as u64),
@@ -247,8 +280,13 @@ impl Snapshot {
         self.published as f64 - self.delivered as f64 / streams.max(1) as f64
     }
 
-    fn take(server: &Server, counters: &Counters) -> Snapshot {
-        let (server_user, server_system) = server.cpu();
+    fn take(servers: &[Server], counters: &Counters) -> Snapshot {
+        let (server_user, server_system) = servers
+            .iter()
+            .map(Server::cpu)
+            .fold((Duration::ZERO, Duration::ZERO), |(u, s), (du, ds)| {
+                (u + du, s + ds)
+            });
         Snapshot {
             at: Instant::now(),
             delivered: counters.delivered.load(Ordering::Acquire),

@@ -11,9 +11,10 @@
 //! - [`hub`]: fan-out without HTTP. [`hub::Hub`] is the cheap-clone handle publishers use;
 //!   each [`hub::Shard`] owns one worker's connections and subscriber index.
 //! - [`sse`]: the wire format without IO: encoding frames once, and a spec-conformant parser.
+//! - [`broker`]: multi-node fan-out and shared history on Redis Streams (`--broker`).
 //! - [`ws`]: the WebSocket wire format without IO: handshake key, server frames, client frame parser.
 //!
-//! Dependencies point one way: `http → hub → sse, ws`; `config` and `shutdown` are leaves.
+//! Dependencies point one way: `http → broker → hub → sse, ws`; `config` and `shutdown` are leaves.
 //!
 //! # The data path
 //!

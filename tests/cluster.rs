@@ -107,6 +107,17 @@ async fn health(server: &Server) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// Waits until `node` has read the cluster log through `seq` and its workers applied it.
+async fn caught_up(node: &Server, seq: u64) {
+    node.wait_for_stats(FRAME_TIMEOUT, "the node applied the event", |s| {
+        s["broker"]["nodePosition"].as_u64() >= Some(seq)
+            && s["workers"]
+                .as_array()
+                .is_some_and(|w| w.iter().all(|w| w["inboxDepth"] == 0))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_event_published_on_one_node_reaches_streams_on_both() {
     let redis = Redis::start();
@@ -152,7 +163,10 @@ async fn a_client_resumes_on_another_node_with_nothing_lost_or_repeated() {
         let (server, channel) = if n % 2 == 0 { (&a, "x") } else { (&b, "y") };
         missed.push(server.publish(channel, json!(n)).await.id);
     }
-    a.publish("elsewhere", json!("not subscribed")).await;
+    let last = a.publish("elsewhere", json!("not subscribed")).await;
+    // Node b has applied everything, so all of it comes as the replay (a node still behind
+    // would send the rest live, which is as good but not what this test looks at).
+    caught_up(&b, last.seq).await;
 
     let mut on_b = b
         .stream(
@@ -202,6 +216,11 @@ async fn users_queues_and_chat_history_are_shared() {
     let a = node(&redis, &[]).await;
     let b = node(&redis, &[]).await;
     let queued = a.notify_user("bob", json!("while you were away")).await;
+    // Once both nodes have applied it, it is in neither's future: a stream that opens gets it
+    // from the queue. (A stream opening on a node still behind gets it live instead, once.)
+    for node in [&a, &b] {
+        caught_up(node, queued.seq).await;
+    }
     let mut on_b = b.stream("/events/bob", &[]).await;
     let opening = on_b.opening().await;
     let ids: Vec<_> = opening
@@ -242,6 +261,7 @@ async fn users_queues_and_chat_history_are_shared() {
             break;
         }
     }
+    caught_up(&a, common_resume::seq_of(id)).await;
     let mut dave = a.stream("/chat/lobby?userId=dave", &[]).await;
     let opening = dave.opening().await;
     let history: Vec<_> = opening

@@ -453,3 +453,33 @@ async fn auth_required_applies_to_websockets_and_their_subscriptions() {
     send(&mut ws, json!({"action": "subscribe", "channel": "b"})).await;
     assert_eq!(json(&mut ws).await["event"], "subscribed");
 }
+
+#[tokio::test]
+async fn a_client_that_floods_pings_without_reading_is_cut_off() {
+    let server = Server::start(&["--workers", "1"]).await;
+    let mut bystander = connect(&server, "?channel=a").await;
+    opening(&mut bystander).await;
+    let mut raw = raw_ws(&server).await;
+    // Thousands of pings, never reading a pong: the server must not queue pongs forever.
+    let ping = client_frame(0x89, &[b'p'; 100]);
+    let mut burst = Vec::new();
+    for _ in 0..64 {
+        burst.extend_from_slice(&ping);
+    }
+    let deadline = std::time::Instant::now() + FRAME_TIMEOUT;
+    let cut_off = loop {
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(1), raw.write_all(&burst)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break true,
+            // Our own send buffer is full because the server stopped reading: also fine, as
+            // long as the server then drops us; keep trying until the write errors.
+            Err(_) => {}
+        }
+    };
+    assert!(cut_off, "the flooding client was never disconnected");
+    let event = server.publish("a", json!("others unaffected")).await;
+    assert_eq!(json(&mut bystander).await["id"], json!(event.id));
+}

@@ -34,6 +34,11 @@ use crate::ws::{self, CloseCode, Message, Parser};
 /// this is not one.
 pub const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
 
+/// Replies (pongs, acknowledgments) that may wait for a client that does not read them. A client
+/// that keeps sending pings or commands without reading is cut off at this many, so it cannot
+/// grow the server's memory.
+const MAX_OUTBOX: usize = 256;
+
 /// How long the server waits for the client's side of the close handshake before it drops the
 /// connection anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -249,6 +254,9 @@ impl Session {
                     Ok(_) => {
                         if self.handle_input(&mut parser) {
                             closing = true;
+                        }
+                        if self.outbox.len() > MAX_OUTBOX {
+                            return End::Reset;
                         }
                     }
                 },
