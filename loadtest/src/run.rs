@@ -1,0 +1,532 @@
+//! One run from start to end: check the fd budget, publish the primer, open every connection
+//! (client threads, each a current-thread runtime), wait until all are ready, publish on
+//! schedule (its own thread), drain, stop, and turn the tallies and `/proc` samples into a
+//! [`Report`].
+//!
+//! The phases are sequential on purpose: no event is published before every connection is
+//! ready, so each ready connection must receive every accepted event, and losses and duplicates
+//! are exact. Owns the threads and the clock; the protocols live in `transport`.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::watch;
+
+use crate::plan::{Plan, PlanError, Transport};
+use crate::procfs::{self, Usage};
+use crate::publisher::{self, Outcome, PublishError};
+use crate::report::{self, ConnIssue, Percentiles, Report};
+use crate::source::{self, FdError, Sources};
+use crate::spawn::{Launch, SpawnError, Spawned};
+use crate::tally::{ConnTally, Live, ThreadTally};
+use crate::transport::{self, Conn, Thread, READ_BUF};
+
+/// How often the main thread samples `/proc` during the run.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the main thread looks at the counters.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The server to load.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process id, to sample `/proc` (none: resources are not reported).
+    pub pid: Option<u32>,
+    /// How to describe it in the report.
+    pub banner: String,
+}
+
+/// A run that could not be carried out (as opposed to one that ran and found problems).
+#[derive(Debug)]
+pub enum RunError {
+    /// The plan is invalid.
+    Plan(PlanError),
+    /// The connections do not fit the open-file limit.
+    Fds(FdError),
+    /// The server could not be started.
+    Spawn(SpawnError),
+    /// The primer publish failed: the server is not there or refuses publishes.
+    Primer(PublishError),
+    /// The server gave no id for the primer, which long polling needs.
+    NoPrimerId,
+    /// A thread or runtime could not be created.
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Plan(error) => write!(f, "{error}"),
+            RunError::Fds(error) => write!(f, "{error}"),
+            RunError::Spawn(error) => write!(f, "{error}"),
+            RunError::Primer(error) => write!(f, "the first publish failed: {error}"),
+            RunError::NoPrimerId => {
+                write!(
+                    f,
+                    "the publish answer carried no id; long polling needs one"
+                )
+            }
+            RunError::Thread(error) => write!(f, "cannot start a client thread: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Starts the server `launch` describes, runs `plan` against it, and stops it.
+pub fn run_spawned(plan: &Plan, launch: &Launch) -> Result<Report, RunError> {
+    plan.validate().map_err(RunError::Plan)?;
+    // Raise the limit before the server starts, so it inherits the raised soft limit too.
+    source::reserve_fds(plan.connections + plan.publishers).map_err(RunError::Fds)?;
+    let server = Spawned::start(launch).map_err(RunError::Spawn)?;
+    let endpoint = Endpoint {
+        addr: server.addr,
+        pid: Some(server.pid()),
+        banner: server.banner.clone(),
+    };
+    let result = run(plan, &endpoint);
+    server.stop();
+    result
+}
+
+/// What one client thread hands back.
+type ThreadResult = (Vec<(usize, ConnTally)>, ThreadTally);
+
+/// Runs `plan` against a server that is already listening.
+pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
+    plan.validate().map_err(RunError::Plan)?;
+    source::reserve_fds(plan.connections + plan.publishers).map_err(RunError::Fds)?;
+    let load_start = procfs::load_average();
+    let sample = |pid: Option<u32>| pid.map(procfs::tree_usage).unwrap_or_default();
+    let idle = sample(endpoint.pid);
+
+    let primer_id = current_thread()
+        .map_err(RunError::Thread)?
+        .block_on(publisher::primer(endpoint.addr, plan.target, &plan.channel))
+        .map_err(RunError::Primer)?;
+    let start_after: Option<String> = match plan.transport {
+        Transport::Poll => Some(primer_id.ok_or(RunError::NoPrimerId)?),
+        Transport::Sse | Transport::Ws => None,
+    };
+
+    let live = Arc::new(Live::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sources = Sources::new(plan.per_source);
+    let ramp_started = Instant::now();
+    let mut threads = Vec::with_capacity(plan.client_threads);
+    for thread in 0..plan.client_threads {
+        let plan = plan.clone();
+        let live = live.clone();
+        let stop = stop_rx.clone();
+        let addr = endpoint.addr;
+        let start_after = start_after.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("loadtest-client-{thread}"))
+            .spawn(move || client_thread(thread, plan, addr, sources, start_after, live, stop))
+            .map_err(RunError::Thread)?;
+        threads.push(handle);
+    }
+
+    let bar = progress_bar(plan);
+    let mut peaks = Peaks::default();
+    let mut last_sample = (Instant::now(), sample(endpoint.pid));
+    let mut own_last = (Instant::now(), procfs::own_usage());
+    let total = plan.connections as u64;
+    bar.set_length(total);
+    bar.set_message("connecting");
+    loop {
+        let done = Live::get(&live.ready) + Live::get(&live.failed);
+        bar.set_position(Live::get(&live.ready));
+        // A client thread only ends early if it failed; its connections will never settle.
+        if done >= total || threads.iter().any(|t| t.is_finished()) || plan.cancel.is_cancelled() {
+            break;
+        }
+        std::thread::sleep(TICK);
+        peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
+    }
+    let ramp = ramp_started.elapsed();
+    let connected = sample(endpoint.pid);
+    let ready = Live::get(&live.ready);
+
+    // Publishing, on its own thread.
+    let publish_plan = plan.clone();
+    let publish_live = live.clone();
+    let addr = endpoint.addr;
+    let publisher = std::thread::Builder::new()
+        .name("loadtest-publisher".into())
+        .spawn(move || -> std::io::Result<Outcome> {
+            let runtime = current_thread()?;
+            let local = tokio::task::LocalSet::new();
+            Ok(local.block_on(&runtime, publisher::run(&publish_plan, addr, publish_live)))
+        })
+        .map_err(RunError::Thread)?;
+    let publish_window = (Instant::now(), sample(endpoint.pid), procfs::own_usage());
+    bar.set_length(plan.events());
+    bar.set_position(0);
+    while !publisher.is_finished() {
+        std::thread::sleep(TICK);
+        bar.set_position(Live::get(&live.published));
+        bar.set_message(format!(
+            "publishing, {} delivered",
+            Live::get(&live.delivered)
+        ));
+        peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
+    }
+    let publish_end = (Instant::now(), sample(endpoint.pid), procfs::own_usage());
+    let outcome = match publisher.join() {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => return Err(RunError::Thread(error)),
+        Err(_) => {
+            return Err(RunError::Thread(std::io::Error::other(
+                "the publisher thread panicked",
+            )))
+        }
+    };
+
+    // Drain: wait for deliveries in flight, up to the plan's bound.
+    let expected = outcome.ok.len() * ready;
+    let drain_until = Instant::now() + plan.drain;
+    bar.set_message("draining");
+    while Live::get(&live.delivered) < expected
+        && Instant::now() < drain_until
+        && !plan.cancel.is_cancelled()
+    {
+        std::thread::sleep(TICK);
+        peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
+    }
+    let _ = stop_tx.send(true);
+    let mut conns: Vec<(usize, ConnTally)> = Vec::with_capacity(plan.connections);
+    let mut histograms = ThreadTally::new();
+    for handle in threads {
+        match handle.join() {
+            Ok(Ok((tallies, tally))) => {
+                conns.extend(tallies);
+                histograms.merge(&tally);
+            }
+            Ok(Err(error)) => return Err(RunError::Thread(error)),
+            Err(_) => {
+                return Err(RunError::Thread(std::io::Error::other(
+                    "a client thread panicked",
+                )))
+            }
+        }
+    }
+    bar.finish_and_clear();
+    peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
+
+    let inputs = Inputs {
+        plan,
+        endpoint,
+        load_start,
+        idle,
+        connected,
+        ramp,
+        publish_window,
+        publish_end,
+        peaks,
+        outcome,
+    };
+    Ok(build_report(inputs, &conns, &histograms))
+}
+
+/// A current-thread runtime with IO and timers.
+fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// One client thread: its share of the connections (every `client_threads`-th index), opened
+/// with at most `connect_concurrency` attempts in flight across all threads.
+fn client_thread(
+    thread: usize,
+    plan: Plan,
+    server: SocketAddr,
+    sources: Sources,
+    start_after: Option<String>,
+    live: Arc<Live>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<ThreadResult> {
+    let runtime = current_thread()?;
+    let local = tokio::task::LocalSet::new();
+    let state = Rc::new(RefCell::new(Thread {
+        buf: vec![0; READ_BUF],
+        tally: ThreadTally::new(),
+    }));
+    let path: Rc<str> = plan
+        .target
+        .subscribe_path(plan.transport, &plan.channel)
+        .into();
+    let start_after: Option<Rc<str>> = start_after.map(Into::into);
+    let cap = plan.connect_concurrency as u64;
+    let tallies = local.block_on(&runtime, async {
+        let mut handles = Vec::new();
+        for index in (thread..plan.connections).step_by(plan.client_threads) {
+            // Pace the ramp: few attempts in flight keep the server's accept queue short.
+            while in_flight(&live) >= cap && !*stop.borrow() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Live::bump(&live.opened);
+            let conn = Conn {
+                index,
+                server,
+                source: sources.address(index),
+                transport: plan.transport,
+                target: plan.target,
+                path: path.clone(),
+                start_after: start_after.clone(),
+                expected: plan.events(),
+                thread: state.clone(),
+                live: live.clone(),
+            };
+            handles.push((
+                index,
+                tokio::task::spawn_local(transport::drive(conn, stop.clone())),
+            ));
+        }
+        let mut tallies = Vec::with_capacity(handles.len());
+        for (index, handle) in handles {
+            let tally = handle.await.unwrap_or_else(|error| ConnTally {
+                failure: Some(format!("connection task failed: {error}")),
+                ..ConnTally::default()
+            });
+            tallies.push((index, tally));
+        }
+        tallies
+    });
+    let histograms = state.borrow().tally.clone();
+    Ok((tallies, histograms))
+}
+
+/// Connection attempts started but neither ready nor failed yet, across all threads.
+fn in_flight(live: &Live) -> u64 {
+    let settled = Live::get(&live.ready) + Live::get(&live.failed);
+    Live::get(&live.opened).saturating_sub(settled)
+}
+
+/// Highest samples seen during the run.
+#[derive(Debug, Default)]
+struct Peaks {
+    server_rss_kib: u64,
+    server_cpu_pct: f64,
+    harness_rss_kib: u64,
+}
+
+impl Peaks {
+    /// Samples the server and the harness if [`SAMPLE_EVERY`] has passed since the last sample.
+    fn maybe_sample(
+        &mut self,
+        pid: Option<u32>,
+        last: &mut (Instant, Usage),
+        own: &mut (Instant, Usage),
+    ) {
+        let now = Instant::now();
+        if now.duration_since(last.0) < SAMPLE_EVERY {
+            return;
+        }
+        if let Some(pid) = pid {
+            let usage = procfs::tree_usage(pid);
+            self.server_rss_kib = self.server_rss_kib.max(usage.rss_kib);
+            self.server_cpu_pct = self
+                .server_cpu_pct
+                .max(procfs::cpu_percent(*last, (now, usage)));
+            *last = (now, usage);
+        } else {
+            last.0 = now;
+        }
+        let usage = procfs::own_usage();
+        self.harness_rss_kib = self.harness_rss_kib.max(usage.rss_kib);
+        *own = (now, usage);
+    }
+}
+
+/// What the report is computed from.
+struct Inputs<'a> {
+    plan: &'a Plan,
+    endpoint: &'a Endpoint,
+    load_start: [f64; 3],
+    idle: Usage,
+    connected: Usage,
+    ramp: Duration,
+    /// (when, server, harness) as publishing started and as it ended.
+    publish_window: (Instant, Usage, Usage),
+    publish_end: (Instant, Usage, Usage),
+    peaks: Peaks,
+    outcome: Outcome,
+}
+
+fn build_report(
+    inputs: Inputs<'_>,
+    conns: &[(usize, ConnTally)],
+    histograms: &ThreadTally,
+) -> Report {
+    let Inputs {
+        plan,
+        endpoint,
+        load_start,
+        idle,
+        connected,
+        ramp,
+        publish_window,
+        publish_end,
+        mut peaks,
+        outcome,
+    } = inputs;
+    let ok = &outcome.ok;
+    let mut delivery = report::Delivery {
+        expected: 0,
+        delivered: 0,
+        lost: 0,
+        duplicated: 0,
+        unconfirmed: 0,
+        connections_with_loss: 0,
+        connections_with_duplicates: 0,
+        per_second: 0.0,
+        latency_ms: Percentiles::of_us(&histograms.latency),
+    };
+    let mut wire = report::Wire {
+        bytes_read: 0,
+        bytes_written: 0,
+        read_per_event: 0.0,
+        total_per_event: 0.0,
+        reads: 0,
+        reads_per_event: 0.0,
+    };
+    let mut ready = 0;
+    let mut failed = 0;
+    let mut first_failure = None;
+    let (mut reconnects, mut resets, mut dropped_notices) = (0, 0, 0);
+    let mut worst = Vec::new();
+    for (index, tally) in conns {
+        wire.bytes_read += tally.bytes_read;
+        wire.bytes_written += tally.bytes_written;
+        wire.reads += tally.reads;
+        reconnects += tally.reconnects;
+        resets += tally.resets;
+        dropped_notices += tally.dropped_notices;
+        delivery.delivered += tally.delivered;
+        if !tally.ready {
+            failed += 1;
+            if first_failure.is_none() {
+                first_failure = tally.failure.clone();
+            }
+            continue;
+        }
+        ready += 1;
+        delivery.expected += ok.len();
+        let lost = ok.missing_from(&tally.seen);
+        delivery.lost += lost;
+        delivery.duplicated += tally.duplicates;
+        delivery.unconfirmed += tally.seen.missing_from(ok);
+        delivery.connections_with_loss += u64::from(lost > 0);
+        delivery.connections_with_duplicates += u64::from(tally.duplicates > 0);
+        if (lost > 0 || tally.duplicates > 0) && worst.len() < 20 {
+            worst.push(ConnIssue {
+                index: *index,
+                lost,
+                duplicated: tally.duplicates,
+                reconnects: tally.reconnects,
+            });
+        }
+    }
+    if delivery.delivered > 0 {
+        wire.read_per_event = wire.bytes_read as f64 / delivery.delivered as f64;
+        wire.total_per_event =
+            (wire.bytes_read + wire.bytes_written) as f64 / delivery.delivered as f64;
+        wire.reads_per_event = wire.reads as f64 / delivery.delivered as f64;
+    }
+    let first_publish_us = histograms.first_send_us;
+    let span_us = histograms.last_delivery_us.saturating_sub(first_publish_us);
+    if span_us > 0 && first_publish_us > 0 {
+        delivery.per_second = delivery.delivered as f64 / (span_us as f64 / 1e6);
+    }
+    let publish_seconds = outcome
+        .finished
+        .saturating_duration_since(outcome.started)
+        .as_secs_f64();
+    let publish = report::Publish {
+        sent: outcome.sent,
+        ok: ok.len(),
+        overloaded: outcome.overloaded,
+        errors: outcome.errors,
+        first_error: outcome.first_error.clone(),
+        seconds: publish_seconds,
+        rate: if publish_seconds > 0.0 {
+            ok.len() as f64 / publish_seconds
+        } else {
+            0.0
+        },
+        behind_max_ms: outcome.behind_max.as_secs_f64() * 1000.0,
+        round_trip_ms: Percentiles::of_us(&outcome.round_trip),
+    };
+    let (t0, server0, own0) = publish_window;
+    let (t1, server1, own1) = publish_end;
+    peaks.server_rss_kib = peaks
+        .server_rss_kib
+        .max(connected.rss_kib)
+        .max(server1.rss_kib);
+    let connections = plan.connections.max(1) as f64;
+    let resources = report::Resources {
+        server_pid: endpoint.pid,
+        server_rss_mb_idle: report::mb(idle.rss_kib),
+        server_rss_mb_connected: report::mb(connected.rss_kib),
+        server_rss_mb_peak: report::mb(peaks.server_rss_kib),
+        server_kib_per_connection: connected.rss_kib.saturating_sub(idle.rss_kib) as f64
+            / connections,
+        server_cpu_pct: procfs::cpu_percent((t0, server0), (t1, server1)),
+        server_cpu_pct_max: peaks.server_cpu_pct,
+        harness_cpu_pct: procfs::cpu_percent((t0, own0), (t1, own1)),
+        harness_rss_mb_peak: report::mb(peaks.harness_rss_kib),
+    };
+    Report {
+        target: plan.target,
+        transport: plan.transport,
+        plan: plan.clone(),
+        server: endpoint.banner.clone(),
+        load_average: report::LoadAverage {
+            start: load_start,
+            end: procfs::load_average(),
+        },
+        connections: report::Connections {
+            requested: plan.connections,
+            ready,
+            failed,
+            first_failure,
+            ramp_s: ramp.as_secs_f64(),
+            connect_ms: Percentiles::of_us(&histograms.connect),
+            reconnects,
+            resets,
+            dropped_notices,
+        },
+        publish,
+        delivery,
+        wire,
+        resources,
+        worst_connections: worst,
+    }
+}
+
+/// A progress bar on stderr, or a hidden one.
+fn progress_bar(plan: &Plan) -> ProgressBar {
+    if !plan.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(plan.connections as u64);
+    let style =
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(format!(
+        "{}/{}",
+        plan.target.as_str(),
+        plan.transport.as_str()
+    ));
+    bar
+}

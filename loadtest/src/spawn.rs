@@ -1,0 +1,453 @@
+//! Starting and stopping the server under load: the `sluice` binary, the Express baseline
+//! (`node server.js`) or nginx with Nchan (a config written from the template into a scratch
+//! directory). Each listens on a free loopback port; each is stopped by its PID (SIGTERM, then
+//! SIGKILL for it and any descendant left), and the scratch directory is removed.
+//!
+//! Knows where the binaries and baselines are and how each announces that it is ready; knows
+//! nothing of the workload.
+
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::plan::Target;
+
+/// Longest wait for a server to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest wait for a server to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where Debian's `libnginx-mod-nchan` puts the module; the first that exists is used.
+const NCHAN_MODULES: [&str; 2] = [
+    "/usr/lib/nginx/modules/ngx_nchan_module.so",
+    "/usr/share/nginx/modules/ngx_nchan_module.so",
+];
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Which server.
+    pub target: Target,
+    /// The `sluice` binary; default: next to this executable.
+    pub server_bin: Option<PathBuf>,
+    /// The `loadtest/baselines` directory.
+    pub baselines: PathBuf,
+    /// Connections the run will open (sizes the servers' limits).
+    pub connections: usize,
+    /// Extra arguments for `sluice`.
+    pub server_args: Vec<String>,
+}
+
+impl Launch {
+    /// Defaults for `target`: the baselines of this source tree, `sluice` next to the executable.
+    pub fn new(target: Target, connections: usize) -> Self {
+        Launch {
+            target,
+            server_bin: None,
+            baselines: default_baselines(),
+            connections,
+            server_args: Vec::new(),
+        }
+    }
+}
+
+/// `loadtest/baselines` of the source tree this harness was built from.
+pub fn default_baselines() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines")
+}
+
+/// The server could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// A binary or file the server needs is not there.
+    Missing {
+        /// What is missing.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// How to get it.
+        hint: &'static str,
+    },
+    /// Starting the process failed.
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// It started but never said (or showed) that it listens.
+    NotListening {
+        /// The server.
+        target: Target,
+        /// What it printed instead, or why the wait ended.
+        detail: String,
+    },
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Missing { what, path, hint } => {
+                write!(f, "{what} not found at {}: {hint}", path.display())
+            }
+            SpawnError::Io { what, error } => write!(f, "{what}: {error}"),
+            SpawnError::NotListening { target, detail } => {
+                write!(f, "{} did not start listening: {detail}", target.as_str())
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// A running server, stopped by PID when dropped.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Which server.
+    pub target: Target,
+    /// Its listening line (or the harness's description of it, for nginx).
+    pub banner: String,
+    scratch: Option<PathBuf>,
+    stopped: bool,
+}
+
+impl Spawned {
+    /// Starts the server described by `launch`.
+    pub fn start(launch: &Launch) -> Result<Spawned, SpawnError> {
+        match launch.target {
+            Target::Sluice => start_sluice(launch),
+            Target::Express => start_express(launch),
+            Target::Nchan => start_nchan(launch),
+        }
+    }
+
+    /// The process id (nginx: the master).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server: SIGTERM, a bounded wait, then SIGKILL for it and any descendant left.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let pid = self.pid();
+        let family = crate::procfs::descendants(pid);
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal("TERM", pid);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(self.child.try_wait(), Ok(None)) {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+        // nginx workers leave with their master; make sure, by their own PIDs.
+        std::thread::sleep(Duration::from_millis(50));
+        for child in family {
+            if std::fs::metadata(format!("/proc/{child}")).is_ok() {
+                signal("KILL", child);
+            }
+        }
+        if let Some(dir) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// `kill -s NAME PID` (no libc in this crate).
+fn signal(name: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-s")
+        .arg(name)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
+    let bin = match &launch.server_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("sluice")))
+            .unwrap_or_else(|| PathBuf::from("sluice")),
+    };
+    if !bin.is_file() {
+        return Err(SpawnError::Missing {
+            what: "the sluice server binary",
+            path: bin,
+            hint: "build the workspace (`cargo build --release` builds the server and the harness \
+                   into the same target directory) or pass --server-bin PATH",
+        });
+    }
+    let max_connections = (launch.connections + 1000).max(10_000);
+    let mut command = Command::new(&bin);
+    command
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--max-connections")
+        .arg(max_connections.to_string())
+        .args(&launch.server_args)
+        .env(
+            "SLUICE_LOG",
+            std::env::var("SLUICE_LOG").unwrap_or("warn".into()),
+        );
+    // The developer's SLUICE_* settings must not change the server under test.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SLUICE_") && key != "SLUICE_LOG" {
+            command.env_remove(key);
+        }
+    }
+    start_with_banner(command, Target::Sluice, None)
+}
+
+fn start_express(launch: &Launch) -> Result<Spawned, SpawnError> {
+    let dir = launch.baselines.join("express");
+    let module = dir.join("node_modules").join("express");
+    if !module.is_dir() {
+        return Err(SpawnError::Missing {
+            what: "the Express baseline's packages",
+            path: module,
+            hint: "run `npm ci --prefix loadtest/baselines/express`",
+        });
+    }
+    let mut command = Command::new("node");
+    command
+        .arg(dir.join("server.js"))
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1");
+    start_with_banner(command, Target::Express, None)
+}
+
+/// Runs `command` with piped stdout and waits for a line containing `listening on http://ADDR`.
+fn start_with_banner(
+    mut command: Command,
+    target: Target,
+    scratch: Option<PathBuf>,
+) -> Result<Spawned, SpawnError> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|error| SpawnError::Io {
+            what: "cannot start the server",
+            error,
+        })?;
+    let (tx, rx) = mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            // Read to EOF so the server never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut seen = Vec::new();
+    let mut spawned = Spawned {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        target,
+        banner: String::new(),
+        scratch,
+        stopped: false,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(addr) = listening_addr(&line) {
+                    spawned.addr = addr;
+                    spawned.banner = line;
+                    return Ok(spawned);
+                }
+                seen.push(line);
+            }
+            Err(error) => {
+                let detail = format!("{error}; stdout so far: {seen:?}");
+                spawned.shutdown();
+                return Err(SpawnError::NotListening { target, detail });
+            }
+        }
+    }
+}
+
+/// The address in `... listening on http://ADDR ...`.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on http://").nth(1)?;
+    let addr = rest.split(|c: char| c.is_whitespace() || c == '/').next()?;
+    addr.parse().ok()
+}
+
+fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
+    let template_path = launch.baselines.join("nchan").join("nginx.conf.template");
+    let template = std::fs::read_to_string(&template_path).map_err(|_| SpawnError::Missing {
+        what: "the Nchan config template",
+        path: template_path.clone(),
+        hint: "pass --baselines DIR pointing at loadtest/baselines",
+    })?;
+    let module = NCHAN_MODULES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| SpawnError::Missing {
+            what: "the Nchan module",
+            path: PathBuf::from(NCHAN_MODULES[0]),
+            hint: "apt-get install nginx-light libnginx-mod-nchan",
+        })?;
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| SpawnError::Missing {
+            what: "nginx",
+            path: PathBuf::from("/usr/sbin/nginx"),
+            hint: "apt-get install nginx-light libnginx-mod-nchan",
+        })?;
+    let io = |what| move |error| SpawnError::Io { what, error };
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(io("cannot find a free port"))?
+        .port();
+    let scratch = std::env::temp_dir().join(format!(
+        "sluice-loadtest-nchan-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(scratch.join("logs")).map_err(io("cannot create a scratch dir"))?;
+    let config = render_nchan(&template, &scratch, port, &module, launch.connections);
+    let config_path = scratch.join("nginx.conf");
+    std::fs::write(&config_path, config).map_err(io("cannot write nginx.conf"))?;
+    let child = Command::new(&nginx)
+        .arg("-p")
+        .arg(&scratch)
+        .arg("-c")
+        .arg(&config_path)
+        .arg("-e")
+        .arg(scratch.join("logs").join("error.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(io("cannot start nginx"))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut spawned = Spawned {
+        child,
+        addr,
+        target: Target::Nchan,
+        banner: format!("nginx + nchan listening on http://{addr} (2 workers)"),
+        scratch: Some(scratch.clone()),
+        stopped: false,
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(spawned);
+        }
+        let exited = matches!(spawned.child.try_wait(), Ok(Some(_)));
+        if exited || Instant::now() > deadline {
+            let log =
+                std::fs::read_to_string(scratch.join("logs").join("error.log")).unwrap_or_default();
+            spawned.shutdown();
+            return Err(SpawnError::NotListening {
+                target: Target::Nchan,
+                detail: format!("error.log: {log}"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fills the template's `{{PREFIX}}`, `{{PORT}}`, `{{MODULE}}` and `{{WORKER_CONNECTIONS}}`.
+pub fn render_nchan(
+    template: &str,
+    prefix: &Path,
+    port: u16,
+    module: &Path,
+    connections: usize,
+) -> String {
+    // Each worker may end up with every connection (accept is not balanced), and each client
+    // connection is one fd; leave room for the publisher and listeners.
+    let worker_connections = (connections + 1024).max(4096);
+    template
+        .replace("{{PREFIX}}", &prefix.display().to_string())
+        .replace("{{PORT}}", &port.to_string())
+        .replace("{{MODULE}}", &module.display().to_string())
+        .replace("{{WORKER_CONNECTIONS}}", &worker_connections.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_lines() {
+        assert_eq!(
+            listening_addr("sluice listening on http://127.0.0.1:4000 (2 workers)"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 4000)))
+        );
+        assert_eq!(
+            listening_addr("express baseline listening on http://127.0.0.1:39999/"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 39999)))
+        );
+        assert_eq!(listening_addr("starting"), None);
+    }
+
+    #[test]
+    fn the_shipped_template_renders_completely() {
+        let template =
+            std::fs::read_to_string(default_baselines().join("nchan/nginx.conf.template"))
+                .expect("the template ships with the crate");
+        let config = render_nchan(
+            &template,
+            Path::new("/tmp/x"),
+            4321,
+            Path::new("/m.so"),
+            9000,
+        );
+        let unfilled = config
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .any(|line| line.contains("{{"));
+        assert!(!unfilled, "{config}");
+        assert!(config.contains("listen 127.0.0.1:4321"));
+        assert!(config.contains("load_module /m.so;"));
+        assert!(config.contains("worker_connections 10024;"));
+    }
+
+    #[test]
+    fn a_missing_server_binary_is_explained() {
+        let mut launch = Launch::new(Target::Sluice, 10);
+        launch.server_bin = Some(PathBuf::from("/nonexistent/sluice"));
+        let error = Spawned::start(&launch).expect_err("no such binary");
+        assert!(
+            error.to_string().contains("cargo build --release"),
+            "{error}"
+        );
+    }
+}

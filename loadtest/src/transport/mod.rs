@@ -1,0 +1,217 @@
+//! One subscriber connection's life, whatever the transport: connect, become ready, count
+//! deliveries until told to stop, and reconnect (resuming from the last id seen) when the server
+//! closes the connection or it fails.
+//!
+//! The protocol of each transport lives in its own file ([`sse`], [`ws`], [`poll`]); this file
+//! owns the retry policy and what a connection shares with the other connections of its thread.
+//! Nothing here knows about the publisher or the server process.
+
+pub mod poll;
+pub mod sse;
+pub mod ws;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::plan::{Target, Transport};
+use crate::scan::Delivery;
+use crate::tally::{ConnTally, Live, ThreadTally};
+
+/// Longest wait for a connection to become ready (TCP connect, request, handshake, catch-up).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Attempts before a connection that never became ready gives up.
+pub const CONNECT_ATTEMPTS: u32 = 3;
+
+/// Pause before a reconnect, so a server that refuses everyone is not hammered.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Bytes one socket read takes, into the thread's shared buffer.
+pub const READ_BUF: usize = 16 * 1024;
+
+/// What the connections of one client thread share. The runtime is single-threaded, so a
+/// `RefCell` borrow never spans an `.await`: the read buffer and the histograms are borrowed only
+/// while a read's bytes are processed.
+#[derive(Debug)]
+pub struct Thread {
+    /// Scratch buffer for socket reads.
+    pub buf: Vec<u8>,
+    /// Histograms.
+    pub tally: ThreadTally,
+}
+
+/// Everything one connection needs.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// Index among all connections of the run.
+    pub index: usize,
+    /// The server.
+    pub server: SocketAddr,
+    /// The source address to bind.
+    pub source: Ipv4Addr,
+    /// Protocol.
+    pub transport: Transport,
+    /// Server kind (decides readiness).
+    pub target: Target,
+    /// Path and query to subscribe with.
+    pub path: Rc<str>,
+    /// Where a long poll starts (the primer's id): events after it are delivered.
+    pub start_after: Option<Rc<str>>,
+    /// Sequence numbers expected (bitmap capacity).
+    pub expected: u64,
+    /// The thread's shared state.
+    pub thread: Rc<RefCell<Thread>>,
+    /// Cross-thread counters.
+    pub live: Arc<Live>,
+}
+
+/// How a session (one TCP connection) ended.
+#[derive(Debug)]
+pub enum End {
+    /// The run told the connection to stop.
+    Stopped,
+    /// The server closed the connection.
+    Closed,
+}
+
+/// A session failed.
+#[derive(Debug)]
+pub enum SessionError {
+    /// A socket error.
+    Io(io::Error),
+    /// Nothing happened within [`READY_TIMEOUT`].
+    Timeout,
+    /// The server answered with something else than a stream.
+    Status(u16),
+    /// The bytes made no sense.
+    Protocol(&'static str),
+    /// The WebSocket layer failed.
+    WebSocket(String),
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Io(error) => write!(f, "socket: {error}"),
+            SessionError::Timeout => write!(f, "not ready within {READY_TIMEOUT:?}"),
+            SessionError::Status(status) => write!(f, "server answered {status}"),
+            SessionError::Protocol(what) => write!(f, "protocol: {what}"),
+            SessionError::WebSocket(what) => write!(f, "websocket: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+impl From<io::Error> for SessionError {
+    fn from(error: io::Error) -> Self {
+        SessionError::Io(error)
+    }
+}
+
+/// A connection's own running state, kept across its sessions.
+#[derive(Debug)]
+pub struct State {
+    /// The account returned at the end.
+    pub tally: ConnTally,
+    /// The last event id seen, for resuming (`Last-Event-ID`, `lastEventId=`, `since=`).
+    pub last_id: Vec<u8>,
+    /// When the first attempt started (for the connect time).
+    pub started: Instant,
+}
+
+impl State {
+    /// Marks the connection ready (once): the connect time goes into the thread's histogram.
+    pub fn mark_ready(&mut self, conn: &Conn, shared: &mut ThreadTally) {
+        if !self.tally.ready {
+            self.tally.ready = true;
+            let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            shared.record_connect(us);
+            Live::bump(&conn.live.ready);
+        }
+    }
+
+    /// Remembers `id` as the resume position.
+    pub fn set_last_id(&mut self, id: &[u8]) {
+        self.last_id.clear();
+        self.last_id.extend_from_slice(id);
+    }
+}
+
+/// Runs one connection until `stop` turns true; returns its account.
+pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
+    let mut state = State {
+        tally: ConnTally::new(conn.expected),
+        last_id: Vec::with_capacity(32),
+        started: Instant::now(),
+    };
+    if let Some(start) = &conn.start_after {
+        state.set_last_id(start.as_bytes());
+    }
+    let mut failed_attempts = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let result = match conn.transport {
+            Transport::Sse => sse::session(&conn, &mut state, &mut stop).await,
+            Transport::Ws => ws::session(&conn, &mut state, &mut stop).await,
+            Transport::Poll => poll::session(&conn, &mut state, &mut stop).await,
+        };
+        let error = match result {
+            Ok(End::Stopped) => break,
+            Ok(End::Closed) => None,
+            Err(error) => Some(error),
+        };
+        if *stop.borrow() {
+            break;
+        }
+        if state.tally.ready {
+            state.tally.reconnects += 1;
+        } else {
+            failed_attempts += 1;
+            if failed_attempts >= CONNECT_ATTEMPTS {
+                let why = error.map_or_else(
+                    || "closed before it was ready".to_owned(),
+                    |e| e.to_string(),
+                );
+                state.tally.failure = Some(why);
+                Live::bump(&conn.live.failed);
+                break;
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|&stopped| stopped) => break,
+            _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
+        }
+    }
+    state.tally
+}
+
+/// Records a delivery in the connection's tally and the thread's latency histogram.
+pub fn record(conn: &Conn, tally: &mut ConnTally, delivery: Delivery, shared: &mut ThreadTally) {
+    if delivery.n > 0 {
+        Live::bump(&conn.live.delivered);
+    }
+    tally.record(delivery, now_us(), shared);
+}
+
+/// Microseconds since the Unix epoch (the clock the publisher stamps events with).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Waits until the run stops.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone: the run is over either way.
+    let _ = stop.wait_for(|&stopped| stopped).await;
+}

@@ -1,0 +1,54 @@
+//! Correctness smoke test of the load harness against the real `sluice` binary: a few hundred
+//! connections per transport for a few seconds, through `sluice_loadtest`'s library API. Fails on
+//! any lost or duplicated event, any connection that never became ready, or zero deliveries.
+//!
+//! No timing assertions: latency and throughput figures belong to `sluice-loadtest` runs (see
+//! loadtest/README.md), not to a test on a shared machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_loadtest::{run_spawned, Launch, Plan, Target, Transport};
+
+/// A small workload: 300 connections, 40 events/s for 3 s (120 events, 36 000 deliveries).
+fn plan(transport: Transport) -> Plan {
+    Plan {
+        transport,
+        target: Target::Sluice,
+        connections: 300,
+        rate: 40.0,
+        duration: Duration::from_secs(3),
+        drain: Duration::from_secs(5),
+        ..Plan::default()
+    }
+}
+
+fn check(transport: Transport) {
+    let plan = plan(transport);
+    let mut launch = Launch::new(Target::Sluice, plan.connections);
+    launch.server_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice")));
+    let report = run_spawned(&plan, &launch)
+        .unwrap_or_else(|error| panic!("{} run failed: {error}", transport.as_str()));
+    let summary = report.summary();
+    assert_eq!(report.connections.ready, plan.connections, "{summary}");
+    assert_eq!(report.delivery.lost, 0, "{summary}");
+    assert_eq!(report.delivery.duplicated, 0, "{summary}");
+    assert!(report.delivery.delivered > 0, "{summary}");
+    assert_eq!(report.publish.ok, report.publish.sent, "{summary}");
+    assert!(report.is_clean(), "{summary}");
+}
+
+#[test]
+fn sse_delivers_every_event_exactly_once() {
+    check(Transport::Sse);
+}
+
+#[test]
+fn websocket_delivers_every_event_exactly_once() {
+    check(Transport::Ws);
+}
+
+#[test]
+fn long_polling_delivers_every_event_exactly_once() {
+    check(Transport::Poll);
+}
