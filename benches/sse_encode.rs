@@ -4,7 +4,9 @@
 //!
 //! Why: a publish is encoded exactly once and the resulting `Bytes` is shared by every
 //! subscriber, so this is the only per-event serialization cost on the data path. It should be
-//! small next to one HTTP request; if it ever is not, it shows here first.
+//! small next to one HTTP request; if it ever is not, it shows here first. The `frame` group
+//! measures what a publish really pays: `hub::Frame::event`, the SSE frame plus the WebSocket
+//! frame of the event's JSON object (which long polling reuses).
 //!
 //! ```text
 //! cargo bench --bench sse_encode
@@ -14,6 +16,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
+use sluice::hub::{Frame, Payload, Topic};
 use sluice::sse::{Event, EventId, EventName};
 
 /// What `POST /api/notify` sends for `{"message":"hello"}`: the payload with its timestamp.
@@ -45,6 +48,28 @@ fn encode(c: &mut Criterion) {
         };
         group.throughput(Throughput::Bytes(event.encode().len() as u64));
         group.bench_function(label, |b| b.iter(|| black_box(black_box(&event).encode())));
+    }
+    group.finish();
+
+    let topic = Topic::parse("orders").expect("a valid channel");
+    let mut group = c.benchmark_group("frame");
+    group.measurement_time(Duration::from_secs(3));
+    for (label, data) in payloads() {
+        let payload = if label == "4KiB_64_lines" {
+            Payload::text(&data)
+        } else {
+            Payload::json(&data)
+        };
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                black_box(Frame::event(
+                    Some(black_box(&id)),
+                    Some(&topic),
+                    Some(&name),
+                    black_box(payload),
+                ))
+            })
+        });
     }
     group.finish();
 }
