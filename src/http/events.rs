@@ -73,6 +73,22 @@ pub(crate) struct Prepared {
     pub(crate) member: Option<UserId>,
 }
 
+impl Prepared {
+    /// How a stream of `transport` opens for this request; the route adds what is its own
+    /// (a chat room's history, the tripwire).
+    pub(crate) fn opening(&self, transport: Transport) -> Opening {
+        Opening {
+            topics: self.channels.clone(),
+            id: self.id.clone(),
+            last_event_id: self.last_event_id.clone(),
+            owner: self.principal.as_ref().map(|p| p.user.clone()),
+            expires_at: self.principal.as_ref().map(|p| p.expires_at),
+            transport,
+            ..Opening::default()
+        }
+    }
+}
+
 /// Authenticates and validates a stream request of `kind`, whatever its transport.
 ///
 /// Channels come from `channel=` (none: the broadcast channel); the resume position from the
@@ -186,13 +202,8 @@ fn open_stream(
         return Ok(stream_response(version, Body::empty()));
     }
     drop(request);
-    let Prepared {
-        channels,
-        id,
-        last_event_id,
-        principal,
-        member,
-    } = prepared;
+    let mut opening = prepared.opening(Transport::Sse);
+    let member = prepared.member;
     let (membership, joined) = match (kind, member) {
         (Kind::Chat(room), Some(user)) => {
             let (membership, joined) =
@@ -216,22 +227,11 @@ fn open_stream(
         }
         _ => Vec::new(),
     };
-    let opened = broker::open(
-        &ctx.shard,
-        ctx.broker.as_ref(),
-        Opening {
-            topics: channels,
-            id,
-            last_event_id,
-            owner: principal.as_ref().map(|p| p.user.clone()),
-            expires_at: principal.as_ref().map(|p| p.expires_at),
-            latest: matches!(kind, Kind::Metrics),
-            initial,
-            recent,
-            tripwire: Some(tripwire.clone()),
-            transport: Transport::Sse,
-        },
-    );
+    opening.latest = matches!(kind, Kind::Metrics);
+    opening.initial = initial;
+    opening.recent = recent;
+    opening.tripwire = Some(tripwire.clone());
+    let opened = broker::open(&ctx.shard, ctx.broker.as_ref(), opening);
     match opened {
         Ok(subscription) => {
             if let (Some(membership), Some(joined)) = (&membership, &joined) {
@@ -261,10 +261,7 @@ fn open_stream(
                 Body::Full(Some(sse::retry(delay))),
             ))
         }
-        Err(OpenError::Hub(error)) => Err(HandlerError::Hub(error)),
-        Err(OpenError::IdTaken) => Err(HandlerError::Conflict(
-            "connection id is already in use by a live stream".to_owned(),
-        )),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -16,11 +16,11 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::events::{prepare, Kind, Prepared};
+use super::events::{prepare, Kind};
 use super::response::HandlerError;
 use super::{Body, Ctx};
-use crate::broker::{self, Opening};
-use crate::hub::{json_id, OpenError, Transport};
+use crate::broker;
+use crate::hub::{json_id, Transport};
 
 /// Most events in one answer. A client far behind gets the rest on its next poll (from history),
 /// so one answer stays a bounded buffer.
@@ -31,29 +31,12 @@ pub(crate) async fn poll(
     ctx: &Rc<Ctx>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, HandlerError> {
-    let Prepared {
-        channels,
-        last_event_id,
-        principal,
-        ..
-    } = prepare(ctx, &request, Kind::Public)?;
+    let mut opening = prepare(ctx, &request, Kind::Public)?.opening(Transport::Poll);
     drop(request);
-    let mut subscription = broker::open(
-        &ctx.shard,
-        ctx.broker.as_ref(),
-        Opening {
-            topics: channels,
-            last_event_id,
-            owner: principal.as_ref().map(|p| p.user.clone()),
-            transport: Transport::Poll,
-            ..Opening::default()
-        },
-    )
-    .map_err(|error| match error {
-        OpenError::Hub(error) => HandlerError::Hub(error),
-        // A poll never chooses its id.
-        OpenError::IdTaken => HandlerError::Conflict("connection id in use".to_owned()),
-    })?;
+    // A poll is a moment, not a connection: it takes no client-chosen id (that would collide
+    // with the client's next poll).
+    opening.id = None;
+    let mut subscription = broker::open(&ctx.shard, ctx.broker.as_ref(), opening)?;
     let mut events = Vec::new();
     // Shutdown ends the stream (the shard closes it), which answers the poll at once.
     let _ = tokio::time::timeout(

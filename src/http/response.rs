@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Body;
 use crate::auth::AuthError;
-use crate::hub::HubError;
+use crate::hub::{HubError, OpenError};
 
 /// Why a handler could not do what was asked.
 #[derive(Debug)]
@@ -48,6 +48,17 @@ pub(crate) enum HandlerError {
 impl From<AuthError> for HandlerError {
     fn from(error: AuthError) -> Self {
         HandlerError::Auth(error)
+    }
+}
+
+impl From<OpenError> for HandlerError {
+    fn from(error: OpenError) -> Self {
+        match error {
+            OpenError::Hub(error) => HandlerError::Hub(error),
+            OpenError::IdTaken => HandlerError::Conflict(
+                "connection id is already in use by a live stream".to_owned(),
+            ),
+        }
     }
 }
 

@@ -21,12 +21,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::events::{prepare, Kind, Prepared};
+use super::events::{prepare, Kind};
 use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
 use crate::auth::Principal;
-use crate::broker::{self, Opening};
-use crate::hub::{Change, HubError, OpenError, Recv, Subscription, Topic, Transport, Tripwire};
+use crate::broker;
+use crate::hub::{Change, HubError, Recv, Subscription, Topic, Transport, Tripwire};
 use crate::shutdown::DrainGuard;
 use crate::ws::{self, CloseCode, Message, Parser};
 
@@ -60,36 +60,14 @@ fn upgrade(ctx: &Rc<Ctx>, mut request: Request<Incoming>) -> Result<Response<Bod
     {
         return Err(HandlerError::ForbiddenOrigin);
     }
-    let Prepared {
-        channels,
-        id,
-        last_event_id,
-        principal,
-        ..
-    } = prepare(ctx, &request, Kind::Public)?;
+    let prepared = prepare(ctx, &request, Kind::Public)?;
     let on_upgrade = hyper::upgrade::on(&mut request);
     drop(request);
     let tripwire = Rc::new(Tripwire::default());
-    let subscription = broker::open(
-        &ctx.shard,
-        ctx.broker.as_ref(),
-        Opening {
-            topics: channels,
-            id,
-            last_event_id,
-            owner: principal.as_ref().map(|p| p.user.clone()),
-            expires_at: principal.as_ref().map(|p| p.expires_at),
-            tripwire: Some(tripwire.clone()),
-            transport: Transport::WebSocket,
-            ..Opening::default()
-        },
-    )
-    .map_err(|error| match error {
-        OpenError::Hub(error) => HandlerError::Hub(error),
-        OpenError::IdTaken => {
-            HandlerError::Conflict("connection id is already in use by a live stream".to_owned())
-        }
-    })?;
+    let mut opening = prepared.opening(Transport::WebSocket);
+    opening.tripwire = Some(tripwire.clone());
+    let subscription = broker::open(&ctx.shard, ctx.broker.as_ref(), opening)?;
+    let principal = prepared.principal;
     let session = Session {
         ctx: ctx.clone(),
         subscription,
