@@ -483,3 +483,129 @@ async fn a_client_that_floods_pings_without_reading_is_cut_off() {
     let event = server.publish("a", json!("others unaffected")).await;
     assert_eq!(json(&mut bystander).await["id"], json!(event.id));
 }
+
+/// Publishes `n` events of 4 KiB on channel `h`; returns the epoch of their ids.
+async fn fill_history(server: &support::Server, n: usize) -> String {
+    let http = support::http();
+    let big = "x".repeat(4096);
+    let mut first = String::new();
+    for i in 0..n {
+        let answer: Value = http
+            .post(server.url("/api/publish"))
+            .json(&json!({"channel": "h", "data": big}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if i == 0 {
+            first = answer["id"].as_str().unwrap().to_owned();
+        }
+    }
+    first.rsplit_once('-').unwrap().0.to_owned()
+}
+
+/// Reads server frames until EOF; returns `(opcode, payload)` of each and how the read ended.
+async fn read_to_eof(stream: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, Option<std::io::ErrorKind>) {
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 65536]);
+    let error = loop {
+        match tokio::time::timeout(FRAME_TIMEOUT, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) => break None,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => break Some(e.kind()),
+            Err(_) => panic!("no end of stream in time"),
+        }
+    };
+    let (mut frames, mut at) = (Vec::new(), 0);
+    while at + 2 <= buf.len() {
+        let op = buf[at] & 0x0F;
+        let (len, header) = match buf[at + 1] & 0x7F {
+            126 => (
+                usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
+                4,
+            ),
+            127 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&buf[at + 2..at + 10]);
+                (usize::try_from(u64::from_be_bytes(b)).unwrap(), 10)
+            }
+            short => (usize::from(short), 2),
+        };
+        if at + header + len > buf.len() {
+            break;
+        }
+        frames.push((op, buf[at + header..at + header + len].to_vec()));
+        at += header + len;
+    }
+    (frames, error)
+}
+
+/// Completes a WebSocket handshake by hand on `stream`.
+async fn handshake_on(mut stream: TcpStream, query: &str) -> TcpStream {
+    let good = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    stream
+        .write_all(upgrade_request(query, good).as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
+}
+
+#[tokio::test]
+async fn input_after_a_protocol_error_is_dropped_not_buffered() {
+    let server = support::start(&["--workers", "1", "--metrics-interval", "1h"]);
+    let epoch = fill_history(&server, 500).await;
+    let before = server.rss_kib();
+    // A client that does not read its 2 MiB replay keeps the server's writer blocked.
+    let stream = support::connect_small_window(server.addr).await;
+    let mut ws = handshake_on(stream, &format!("?channel=h&lastEventId={epoch}-0")).await;
+    ws.write_all(b"\x81\x02hi").await.unwrap(); // unmasked: a protocol error
+    let junk = vec![0u8; 1 << 20];
+    let mut sent = 0usize;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && sent < 200 << 20 {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), ws.write_all(&junk)).await {
+            Ok(Ok(())) => sent += junk.len(),
+            _ => break,
+        }
+    }
+    let after = server.rss_kib();
+    assert!(
+        after < before + 32 * 1024,
+        "{} MiB sent after the error grew the server from {} to {} MiB",
+        sent >> 20,
+        before >> 10,
+        after >> 10
+    );
+}
+
+#[tokio::test]
+async fn a_client_close_then_fin_gets_the_close_echo_and_nothing_after_it() {
+    let server = support::start(&["--workers", "1", "--metrics-interval", "1h"]);
+    let epoch = fill_history(&server, 200).await;
+    let stream = support::connect_small_window(server.addr).await;
+    let mut ws = handshake_on(stream, &format!("?channel=h&lastEventId={epoch}-0")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    ws.write_all(&client_frame(0x88, &[0x03, 0xE8]))
+        .await
+        .unwrap();
+    // A command after our close must not be applied or answered (RFC 6455 §5.5.1).
+    let late = json!({"action": "subscribe", "channel": "late"}).to_string();
+    ws.write_all(&client_frame(0x81, late.as_bytes()))
+        .await
+        .unwrap();
+    ws.shutdown().await.unwrap();
+    let (frames, error) = read_to_eof(&mut ws).await;
+    assert_eq!(error, None, "the connection was reset instead of closed");
+    let close = frames.iter().position(|(op, _)| *op == 0x8);
+    let close = close.unwrap_or_else(|| panic!("no close echo among {} frames", frames.len()));
+    assert!(frames[close].1.starts_with(&[0x03, 0xE8]));
+    assert_eq!(close, frames.len() - 1, "frames after the close");
+}

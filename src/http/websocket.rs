@@ -169,8 +169,9 @@ struct ErrorData<'a> {
 
 /// How a session ends.
 enum End {
-    /// Close handshake done (or the peer went away): drop the socket normally.
-    Closed,
+    /// Close handshake done (or the peer went away): drop the socket normally, after giving the
+    /// client a moment to answer our close unless it has already finished sending.
+    Closed { client_done: bool },
     /// Evicted as a slow consumer: reset the connection so the kernel frees its buffers now.
     Reset,
 }
@@ -194,7 +195,10 @@ impl Session {
             End::Reset => {
                 let _ = stream.set_zero_linger();
             }
-            End::Closed => {
+            End::Closed { client_done: true } => {
+                let _ = stream.shutdown().await;
+            }
+            End::Closed { client_done: false } => {
                 // Our close frame is out; give the client a moment to answer before dropping.
                 let _ = stream.shutdown().await;
                 let mut sink = [0u8; 512];
@@ -210,25 +214,44 @@ impl Session {
         let (mut reader, mut writer) = stream.split();
         let mut parser = Parser::new(MAX_CLIENT_MESSAGE, read_ahead);
         let mut pending = Bytes::new();
-        // Set once our close frame is queued: nothing is taken from the stream after it.
+        // Set once our close frame is queued: nothing is taken from the stream after it, and the
+        // client's input is no longer parsed (RFC 6455 §5.5.1), only drained and dropped.
         let mut closing = false;
+        // The client has finished sending (EOF).
+        let mut client_done = false;
+        let mut discard = [0u8; 512];
         // Messages that arrived with the handshake.
         if self.handle_input(&mut parser) {
             closing = true;
         }
         loop {
+            if closing {
+                // Whatever the parser held is dropped, so a client that keeps sending after an
+                // error cannot grow this connection's memory.
+                parser.discard();
+            }
             if pending.is_empty() {
                 match self.outbox.pop_front() {
                     Some(next) => pending = next,
-                    None if closing => return End::Closed,
+                    None if closing => return End::Closed { client_done },
                     None => {}
                 }
             }
             tokio::select! {
                 biased;
                 _ = self.tripwire.tripped() => return End::Reset,
-                read = reader.read_buf(parser.buffer()) => match read {
-                    Ok(0) | Err(_) => return End::Reset,
+                read = async {
+                    if closing {
+                        reader.read(&mut discard).await
+                    } else {
+                        reader.read_buf(parser.buffer()).await
+                    }
+                }, if !client_done => match read {
+                    // Without a close frame the client just left: nothing more to say to it.
+                    Ok(0) if !closing => return End::Closed { client_done: true },
+                    Ok(0) => client_done = true,
+                    Err(_) => return End::Reset,
+                    Ok(_) if closing => {}
                     Ok(_) => {
                         if self.handle_input(&mut parser) {
                             closing = true;

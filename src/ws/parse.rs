@@ -82,6 +82,13 @@ impl Parser {
         }
     }
 
+    /// Drops buffered input and any partial message (the connection is closing; nothing more
+    /// will be parsed). Frees the buffer.
+    pub fn discard(&mut self) {
+        self.buf = BytesMut::new();
+        self.partial = None;
+    }
+
     /// The buffer reads go into.
     pub fn buffer(&mut self) -> &mut BytesMut {
         &mut self.buf
