@@ -369,3 +369,53 @@ async fn a_broker_that_is_not_there_or_not_redis_is_a_clear_error() {
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--broker"));
 }
+
+#[tokio::test]
+async fn a_resume_from_before_what_redis_keeps_gets_a_reset() {
+    let redis = Redis::start();
+    let a = node(&redis, &["--history-size", "10"]).await;
+    let seen = a.publish("t", json!("seen")).await;
+    let mut last = seen.clone();
+    for n in 0..30 {
+        last = a.publish("t", json!(n)).await;
+    }
+    caught_up(&a, last.seq).await;
+    let mut stream = a
+        .stream("/events?channel=t", &[("Last-Event-ID", &seen.id)])
+        .await;
+    let opening = stream.opening().await;
+    let reset = opening
+        .reset
+        .expect("events after the id were trimmed: a reset");
+    assert_eq!(json_of(&reset)["reason"], "expired");
+
+    // With no history at all, any resume that missed events is told so too.
+    let none = node(&redis, &["--history-size", "0"]).await;
+    let seen = none.publish("z", json!("seen")).await;
+    let missed = none.publish("z", json!("missed")).await;
+    caught_up(&none, missed.seq).await;
+    let mut stream = none
+        .stream("/events?channel=z", &[("Last-Event-ID", &seen.id)])
+        .await;
+    assert!(stream.opening().await.reset.is_some());
+}
+
+#[tokio::test]
+async fn a_long_poll_while_redis_is_unreachable_is_a_503_not_an_empty_answer() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let seen = a.publish("p", json!("seen")).await;
+    let missed = a.publish("p", json!("missed")).await;
+    caught_up(&a, missed.seq).await;
+    redis.kill();
+    let response = a
+        .http
+        .get(format!("{}/poll?channel=p&since={}", a.base, seen.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+}

@@ -274,6 +274,7 @@ impl Broker {
             .key(key_history(topic))
             .key(key_lost(topic))
             .key(key_delivered(topic))
+            .key(key_epoch())
             .arg(cap)
             .arg(LOG_CAP)
             .arg(topic.as_str())
@@ -283,6 +284,7 @@ impl Broker {
             .arg(if data.json.is_some() { "1" } else { "0" })
             .arg(if id_first { "1" } else { "0" })
             .arg(if topic.is_user() { "1" } else { "0" })
+            .arg(&self.inner.epoch)
             .invoke_async(&mut connection)
             .await;
         match seq {
@@ -349,7 +351,8 @@ impl Broker {
                 .unwrap_or_else(|p| p.into_inner());
             map.drain().collect()
         };
-        for (topic, seq) in pending {
+        let mut pending = pending.into_iter();
+        while let Some((topic, seq)) = pending.next() {
             let result: Result<redis::Value, _> = self
                 .inner
                 .fetch
@@ -363,8 +366,11 @@ impl Broker {
                 .invoke_async(connection)
                 .await;
             if result.is_err() {
-                // Try again with the next flush.
+                // Try this one and every one not written yet again with the next flush.
                 self.mark_delivered(&topic, seq);
+                for (topic, seq) in pending {
+                    self.mark_delivered(&topic, seq);
+                }
                 return;
             }
         }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::scripts::{decode_fetch, Fetched};
-use super::{frame_of, key_delivered, key_history, key_lost, Broker, CHAT_CAP};
+use super::{frame_of, key_delivered, key_history, key_lost, key_seq, Broker, CHAT_CAP};
 use crate::hub::history::{Gap, HistoryError, HistorySize, Position};
 use crate::hub::{
     Frame, History, HubError, Open, OpenError, Seq, Shard, Subscription, Topic, Transport,
@@ -84,7 +84,8 @@ pub fn open(
 /// A catch-up fetched from Redis, answering the history questions of one stream's opening.
 struct Prefetched {
     epoch: String,
-    upto: Seq,
+    /// The cluster's last seq when the catch-up was fetched.
+    head: Seq,
     replays: HashMap<Topic, Result<Vec<(Seq, Frame)>, Gap>>,
     queued: HashMap<Topic, (Vec<(Seq, Frame)>, u64)>,
     latest: HashMap<Topic, (Seq, Frame)>,
@@ -101,9 +102,12 @@ impl Broker {
         shard: &Shard,
     ) -> Result<(Prefetched, Vec<(Seq, Frame)>), HubError> {
         let local = shard.history();
+        // Resume ids are judged against the cluster's last seq, not this node's: a client may
+        // come from a node that is ahead of this one.
+        let head = self.cluster_head().await?.max(upto);
         let mut fetched = Prefetched {
             epoch: self.epoch().to_owned(),
-            upto,
+            head,
             replays: HashMap::new(),
             queued: HashMap::new(),
             latest: HashMap::new(),
@@ -158,6 +162,18 @@ impl Broker {
             }
         }
         Ok((fetched, initial))
+    }
+
+    async fn cluster_head(&self) -> Result<Seq, HubError> {
+        let mut connection = self.inner.commands.clone();
+        let head: Result<Option<u64>, _> = redis::cmd("GET")
+            .arg(key_seq())
+            .query_async(&mut connection)
+            .await;
+        head.map(Option::unwrap_or_default).map_err(|error| {
+            self.note_failure(&error);
+            HubError::Unavailable
+        })
     }
 
     async fn fetch(
@@ -239,7 +255,7 @@ impl History for Prefetched {
     }
 
     fn head(&self) -> Seq {
-        self.upto
+        self.head
     }
 
     fn append(

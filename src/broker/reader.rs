@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 
 use super::redis_value::{bulk_string, xread_entries};
-use super::scripts::{decode_entries, seq_of};
+use super::scripts::decode_entries;
 use super::{frame_of, key_epoch, key_log, Broker, RESPONSE_TIMEOUT};
 use crate::hub::{Hub, HubError, Topic};
 use crate::shutdown::Shutdown;
@@ -122,7 +122,9 @@ async fn follow(broker: &Broker, hub: &Hub) {
         };
         let events = decode_entries(list);
         if let Some((first, _)) = events.first() {
-            if *first > cursor + 1 && log_trimmed_past(conn, cursor).await {
+            // Every seq goes into the log (the publish script takes it and appends in one
+            // step), so a hole at the start of a read means the log was trimmed past us.
+            if *first > cursor + 1 {
                 // This node fell further behind than the log keeps: its streams missed events.
                 // They reconnect and resume from the channel streams, which keep more.
                 tracing::warn!(
@@ -179,21 +181,4 @@ fn lost_history(broker: &Broker, hub: &Hub) {
         .healthy
         .store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = hub.reconnect_all();
-}
-
-async fn log_trimmed_past(conn: &mut ConnectionManager, cursor: u64) -> bool {
-    let info: Result<Value, _> = redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(key_log())
-        .query_async(conn)
-        .await;
-    let Ok(Value::Array(fields)) = info else {
-        return false;
-    };
-    fields
-        .chunks(2)
-        .find(|kv| kv.first().and_then(bulk_string).as_deref() == Some("max-deleted-entry-id"))
-        .and_then(|kv| kv.get(1).and_then(bulk_string))
-        .and_then(|id| seq_of(&id))
-        .is_some_and(|deleted| deleted > cursor)
 }

@@ -10,30 +10,35 @@ use redis::Value;
 use super::redis_value::{bulk_string, entries, int};
 use crate::hub::Seq;
 
-/// Publish: takes the next seq and appends the event to the channel's stream (capped; a user's
-/// queue evicts by hand, counting evictions no stream received) and to the cluster log, in one
-/// atomic step, so seq order is commit order.
+/// Publish: takes the next seq and appends the event to the channel's stream and to the cluster
+/// log, in one atomic step, so seq order is commit order. Refuses if the cluster epoch is not
+/// the caller's (Redis lost its data, or evicted keys): ids must never be handed out twice.
 ///
-/// KEYS: seq, log, channel stream, lost counter, delivered mark.
-/// ARGV: cap, log cap, topic, name, sse, json, has json, id first, is user.
+/// The channel's stream is capped exactly, by deleting its oldest entries with `XDEL`: only
+/// `XDEL` moves a stream's `max-deleted-entry-id` (trimming with `MAXLEN` does not), and that is
+/// what tells a resume that events after its id are gone. With a cap of 0 the entry is added and
+/// deleted at once, for the same reason. A user's queue also counts evictions no stream received.
+///
+/// KEYS: seq, log, channel stream, lost counter, delivered mark, epoch.
+/// ARGV: cap, log cap, topic, name, sse, json, has json, id first, is user, epoch.
 pub const PUBLISH: &str = r#"
+if redis.call('GET', KEYS[6]) ~= ARGV[10] then
+  return redis.error_reply('SLUICE_EPOCH the cluster epoch changed')
+end
 local seq = redis.call('INCR', KEYS[1])
 local id = seq .. '-0'
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local cap = tonumber(ARGV[1])
-if cap > 0 then
-  if ARGV[9] == '1' then
-    local delivered = tonumber(redis.call('GET', KEYS[5]) or '0')
-    while redis.call('XLEN', KEYS[3]) >= cap do
-      local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-      redis.call('XDEL', KEYS[3], oldest[1])
-      local old = tonumber(string.match(oldest[1], '^(%d+)'))
-      if old > delivered then redis.call('INCR', KEYS[4]) end
-    end
-    redis.call('XADD', KEYS[3], id, 'n', ARGV[4], 's', ARGV[5], 'j', ARGV[6], 'J', ARGV[7], 'i', ARGV[8], 'm', ms)
-  else
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', cap, id, 'n', ARGV[4], 's', ARGV[5], 'j', ARGV[6], 'J', ARGV[7], 'i', ARGV[8], 'm', ms)
+local delivered = 0
+if ARGV[9] == '1' then delivered = tonumber(redis.call('GET', KEYS[5]) or '0') end
+redis.call('XADD', KEYS[3], id, 'n', ARGV[4], 's', ARGV[5], 'j', ARGV[6], 'J', ARGV[7], 'i', ARGV[8], 'm', ms)
+while redis.call('XLEN', KEYS[3]) > cap do
+  local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+  redis.call('XDEL', KEYS[3], oldest[1])
+  if ARGV[9] == '1' and cap > 0 then
+    local old = tonumber(string.match(oldest[1], '^(%d+)'))
+    if old > delivered then redis.call('INCR', KEYS[4]) end
   end
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 't', ARGV[3], 'n', ARGV[4], 's', ARGV[5], 'j', ARGV[6], 'J', ARGV[7], 'i', ARGV[8], 'm', ms)

@@ -20,7 +20,7 @@ use super::events::{prepare, Kind};
 use super::response::HandlerError;
 use super::{Body, Ctx};
 use crate::broker;
-use crate::hub::{json_id, Transport};
+use crate::hub::{json_id, HubError, Transport};
 
 /// Most events in one answer. A client far behind gets the rest on its next poll (from history),
 /// so one answer stays a bounded buffer.
@@ -32,6 +32,7 @@ pub(crate) async fn poll(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, HandlerError> {
     let mut opening = prepare(ctx, &request, Kind::Public)?.opening(Transport::Poll);
+    let since = opening.last_event_id.clone();
     drop(request);
     // A poll is a moment, not a connection: it takes no client-chosen id (that would collide
     // with the client's next poll).
@@ -44,11 +45,17 @@ pub(crate) async fn poll(
         poll_fn(|cx| subscription.poll_take(cx, &mut events, MAX_POLL_EVENTS)),
     )
     .await;
-    let next = events
-        .iter()
-        .rev()
-        .find_map(|event| json_id(event))
-        .map_or_else(|| subscription.start_id(), str::to_owned);
+    if subscription.is_failed() {
+        // The catch-up could not be read (the broker is unreachable): answering with an empty
+        // list and a `next` would skip what the client has not seen.
+        return Err(HandlerError::Hub(HubError::Unavailable));
+    }
+    let next = match events.iter().rev().find_map(|event| json_id(event)) {
+        Some(id) => id.to_owned(),
+        // Still waiting for its catch-up at the timeout: the client stays where it was.
+        None if subscription.is_held() => since.unwrap_or_else(|| subscription.start_id()),
+        None => subscription.start_id(),
+    };
     drop(subscription);
     Ok(answer(&events, &next))
 }

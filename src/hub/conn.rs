@@ -179,6 +179,9 @@ pub(crate) enum Push {
     Gone,
 }
 
+/// A queued frame: its bytes, its channel if the `latest` policy may replace it, its event's seq.
+pub(crate) type Entry = (Bytes, Option<Topic>, Seq);
+
 /// The shard's view of one stream.
 pub(crate) struct Conn {
     pub(crate) id: ConnId,
@@ -186,8 +189,9 @@ pub(crate) struct Conn {
     pub(crate) transport: Transport,
     state: Cell<State>,
     /// Pending frames. A frame of a `latest`-policy channel carries its channel so a newer one
-    /// can replace it; every other frame carries `None`.
-    queue: RefCell<VecDeque<(Bytes, Option<Topic>)>>,
+    /// can replace it; every other frame carries `None`. Each carries its event's seq (0 for
+    /// frames that are not events: heartbeats, notices, the opening).
+    queue: RefCell<VecDeque<Entry>>,
     /// Frames shed under the `drop-oldest` policy, reported in-band before the next frame.
     missed: Cell<u64>,
     waker: Cell<Option<Waker>>,
@@ -211,6 +215,10 @@ pub(crate) struct Conn {
     /// Registered but not released yet: its catch-up is still being fetched (see
     /// `Shard::open_held`). Live frames queue up meanwhile.
     pub(crate) held: Cell<bool>,
+    /// Its catch-up could not be fetched: it ends with a reconnection hint and nothing else.
+    pub(crate) failed: Cell<bool>,
+    /// The seq the stream was caught up to when it opened (for a long poll's `next`).
+    pub(crate) start: Cell<Seq>,
     /// Live frames with a seq up to this were already seen by the client: it resumed from an id
     /// this shard had not reached yet (another worker delivered it first).
     pub(crate) seen_through: Cell<u64>,
@@ -240,17 +248,19 @@ impl Conn {
             owner,
             tripwire: None,
             held: Cell::new(false),
+            failed: Cell::new(false),
+            start: Cell::new(0),
             seen_through: Cell::new(0),
         }
     }
 
     /// Takes the queued frames out (to put the opening in front of them).
-    pub(crate) fn take_queue(&self) -> VecDeque<(Bytes, Option<Topic>)> {
+    pub(crate) fn take_queue(&self) -> VecDeque<Entry> {
         std::mem::take(&mut *self.queue.borrow_mut())
     }
 
     /// Puts frames taken with [`Conn::take_queue`] back behind what is queued now.
-    pub(crate) fn append_queue(&self, mut frames: VecDeque<(Bytes, Option<Topic>)>) {
+    pub(crate) fn append_queue(&self, mut frames: VecDeque<Entry>) {
         self.queue.borrow_mut().append(&mut frames);
     }
 
@@ -275,7 +285,7 @@ impl Conn {
 
     /// Queues a frame without blocking. The hot path of fan-out: one refcount bump, no allocation
     /// once the queue has grown to its working size.
-    pub(crate) fn push(&self, frame: &Frame) -> Push {
+    pub(crate) fn push(&self, frame: &Frame, seq: Seq) -> Push {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
@@ -285,7 +295,7 @@ impl Conn {
             self.evict();
             return Push::Full;
         }
-        queue.push_back((frame.get(self.transport), None));
+        queue.push_back((frame.get(self.transport), None, seq));
         drop(queue);
         self.wake();
         Push::Queued
@@ -293,7 +303,7 @@ impl Conn {
 
     /// `drop-oldest` policy: a full queue sheds its oldest frame instead of evicting the stream,
     /// and the stream is told how many it missed.
-    pub(crate) fn push_shedding(&self, frame: &Frame) -> Push {
+    pub(crate) fn push_shedding(&self, frame: &Frame, seq: Seq) -> Push {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
@@ -302,7 +312,7 @@ impl Conn {
             self.allowance.set(self.allowance.get().saturating_sub(1));
             self.missed.set(self.missed.get() + 1);
         }
-        queue.push_back((frame.get(self.transport), None));
+        queue.push_back((frame.get(self.transport), None, seq));
         drop(queue);
         self.wake();
         Push::Queued
@@ -310,14 +320,14 @@ impl Conn {
 
     /// `latest` policy: only the newest pending frame of `topic` is kept. The older one is
     /// removed and the new one goes to the back, so ids still leave in increasing order.
-    pub(crate) fn push_latest(&self, frame: &Frame, topic: &Topic) -> Push {
+    pub(crate) fn push_latest(&self, frame: &Frame, topic: &Topic, seq: Seq) -> Push {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
         let mut queue = self.queue.borrow_mut();
         if let Some(at) = queue
             .iter()
-            .position(|(_, tag)| tag.as_ref() == Some(topic))
+            .position(|(_, tag, _)| tag.as_ref() == Some(topic))
         {
             queue.remove(at);
         } else if queue.len() >= self.capacity + self.allowance.get() {
@@ -325,7 +335,7 @@ impl Conn {
             self.evict();
             return Push::Full;
         }
-        queue.push_back((frame.get(self.transport), Some(topic.clone())));
+        queue.push_back((frame.get(self.transport), Some(topic.clone()), seq));
         drop(queue);
         self.wake();
         Push::Queued
@@ -334,7 +344,7 @@ impl Conn {
     /// Queues a frame regardless of capacity: the frames a stream starts with (its `connected`
     /// event and a replay, itself bounded by the history size).
     pub(crate) fn push_initial(&self, frame: Bytes) {
-        self.queue.borrow_mut().push_back((frame, None));
+        self.queue.borrow_mut().push_back((frame, None, 0));
         self.allowance.set(self.allowance.get() + 1);
     }
 
@@ -345,19 +355,25 @@ impl Conn {
         }
         let mut queue = self.queue.borrow_mut();
         if queue.is_empty() {
-            queue.push_back((frame.clone(), None));
+            queue.push_back((frame.clone(), None, 0));
             drop(queue);
             self.wake();
         }
     }
 
     /// Queues a last frame (none if empty) regardless of capacity and ends the stream after it.
+    /// A stream still waiting for its catch-up loses what queued behind it: delivering live
+    /// events without the catch-up would move the client's position past events it never got.
     pub(crate) fn close_with(&self, last: Bytes) {
         if self.state.get() != State::Open {
             return;
         }
+        if self.held.replace(false) {
+            self.queue.borrow_mut().clear();
+            self.allowance.set(0);
+        }
         if !last.is_empty() {
-            self.queue.borrow_mut().push_back((last, None));
+            self.queue.borrow_mut().push_back((last, None, 0));
         }
         self.state.set(State::Closing);
         self.wake();
@@ -409,17 +425,15 @@ pub enum Recv {
 pub struct Subscription {
     conn: Rc<Conn>,
     shard: Rc<Shard>,
-    /// The seq the stream was caught up to when it opened.
-    start: Seq,
     _permit: ConnPermit,
 }
 
 impl Subscription {
     pub(crate) fn new(conn: Rc<Conn>, shard: Rc<Shard>, start: Seq, permit: ConnPermit) -> Self {
+        conn.start.set(start);
         Subscription {
             conn,
             shard,
-            start,
             _permit: permit,
         }
     }
@@ -432,7 +446,17 @@ impl Subscription {
     /// The id of the position the stream was caught up to when it opened: where a client that
     /// received nothing since resumes from.
     pub fn start_id(&self) -> String {
-        self.shard.format_id(self.start)
+        self.shard.format_id(self.conn.start.get())
+    }
+
+    /// Whether the stream is still waiting for its catch-up (see `Shard::open_held`).
+    pub fn is_held(&self) -> bool {
+        self.conn.is_held()
+    }
+
+    /// Whether its catch-up could not be fetched (the stream ended with a reconnection hint).
+    pub fn is_failed(&self) -> bool {
+        self.conn.failed.get()
     }
 
     /// Takes up to `max` ready frames one by one into `out` (for a transport that wraps them in a
@@ -453,7 +477,7 @@ impl Subscription {
         }
         let mut queue = self.conn.queue.borrow_mut();
         let take = queue.len().min(max.saturating_sub(out.len()));
-        out.extend(queue.drain(..take).map(|(frame, _)| frame));
+        out.extend(queue.drain(..take).map(|(frame, _, _)| frame));
         drop(queue);
         if take > 0 {
             let allowance = &self.conn.allowance;
@@ -491,14 +515,14 @@ impl Subscription {
             return Poll::Ready(Recv::Frames(missed_frame(missed, self.conn.transport)));
         }
         let mut queue = self.conn.queue.borrow_mut();
-        if let Some((first, _)) = queue.pop_front() {
+        if let Some((first, _, _)) = queue.pop_front() {
             let mut count = 1u64;
             let out = if queue.is_empty() {
                 first
             } else {
                 let mut total = first.len();
                 let mut take = 0;
-                for (frame, _) in queue.iter() {
+                for (frame, _, _) in queue.iter() {
                     if total + frame.len() > MAX_BATCH_BYTES {
                         break;
                     }
@@ -507,7 +531,7 @@ impl Subscription {
                 }
                 let mut buf = BytesMut::with_capacity(total);
                 buf.put_slice(&first);
-                for (frame, _) in queue.drain(..take) {
+                for (frame, _, _) in queue.drain(..take) {
                     buf.put_slice(&frame);
                 }
                 count += take as u64;
@@ -572,21 +596,21 @@ mod tests {
     fn full_queue_evicts_and_frees() {
         let conn = Conn::new(ConnId::generate(0), Transport::Sse, 2, 0, None);
         let frame = sse(Bytes::from_static(b"data: x\n\n"));
-        assert_eq!(conn.push(&frame), Push::Queued);
-        assert_eq!(conn.push(&frame), Push::Queued);
-        assert_eq!(conn.push(&frame), Push::Full);
+        assert_eq!(conn.push(&frame, 0), Push::Queued);
+        assert_eq!(conn.push(&frame, 0), Push::Queued);
+        assert_eq!(conn.push(&frame, 0), Push::Full);
         assert_eq!(conn.state(), State::Evicted);
         assert!(conn.queue.borrow().is_empty());
-        assert_eq!(conn.push(&frame), Push::Gone);
+        assert_eq!(conn.push(&frame, 0), Push::Gone);
     }
 
     #[test]
     fn drop_oldest_sheds_and_counts() {
         let conn = Conn::new(ConnId::generate(0), Transport::Sse, 2, 0, None);
         for n in 0..5u8 {
-            assert_eq!(conn.push_shedding(&sse(vec![n])), Push::Queued);
+            assert_eq!(conn.push_shedding(&sse(vec![n]), 0), Push::Queued);
         }
-        let queued: Vec<u8> = conn.queue.borrow().iter().map(|(f, _)| f[0]).collect();
+        let queued: Vec<u8> = conn.queue.borrow().iter().map(|(f, _, _)| f[0]).collect();
         assert_eq!(queued, vec![3, 4]);
         assert_eq!(conn.missed.get(), 3);
         assert_eq!(conn.state(), State::Open);
@@ -597,14 +621,14 @@ mod tests {
         let conn = Conn::new(ConnId::generate(0), Transport::Sse, 4, 0, None);
         let metrics = Topic::parse("metrics").unwrap();
         let other = sse(Bytes::from_static(b"other"));
-        conn.push_latest(&sse(Bytes::from_static(b"m1")), &metrics);
-        conn.push(&other);
-        conn.push_latest(&sse(Bytes::from_static(b"m2")), &metrics);
+        conn.push_latest(&sse(Bytes::from_static(b"m1")), &metrics, 0);
+        conn.push(&other, 0);
+        conn.push_latest(&sse(Bytes::from_static(b"m2")), &metrics, 0);
         let queued: Vec<Vec<u8>> = conn
             .queue
             .borrow()
             .iter()
-            .map(|(f, _)| f.to_vec())
+            .map(|(f, _, _)| f.to_vec())
             .collect();
         assert_eq!(queued, vec![b"other".to_vec(), b"m2".to_vec()]);
     }
@@ -616,9 +640,13 @@ mod tests {
             conn.push_initial(Bytes::from_static(b"replayed"));
         }
         let live = sse(Bytes::from_static(b"live"));
-        assert_eq!(conn.push(&live), Push::Queued);
-        assert_eq!(conn.push(&live), Push::Queued);
-        assert_eq!(conn.push(&live), Push::Full, "capacity bounds live frames");
+        assert_eq!(conn.push(&live, 0), Push::Queued);
+        assert_eq!(conn.push(&live, 0), Push::Queued);
+        assert_eq!(
+            conn.push(&live, 0),
+            Push::Full,
+            "capacity bounds live frames"
+        );
     }
 
     #[test]

@@ -110,7 +110,8 @@ pub enum HubError {
     Closed,
     /// [`Settings::max_connections`] streams are open.
     TooManyConnections,
-    /// The history store is unreachable; nothing was published.
+    /// The history store is unreachable; the event was not acknowledged. (Embedded, nothing was
+    /// published; with a broker, a publish that timed out may still have been stored.)
     Unavailable,
 }
 
@@ -120,7 +121,9 @@ impl std::fmt::Display for HubError {
             HubError::Overloaded => f.write_str("hub is overloaded, try again later"),
             HubError::Closed => f.write_str("hub is shutting down"),
             HubError::TooManyConnections => f.write_str("connection limit reached"),
-            HubError::Unavailable => f.write_str("event store unavailable, nothing was published"),
+            HubError::Unavailable => {
+                f.write_str("event store unavailable, the event was not acknowledged")
+            }
         }
     }
 }

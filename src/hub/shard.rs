@@ -256,16 +256,20 @@ impl Shard {
         if !conn.is_open() {
             return;
         }
-        let live = conn.take_queue();
-        self.push_opening(conn, open, held.position, history);
+        let mut live = conn.take_queue();
+        let caught_up = self.push_opening(conn, open, held.position, history);
+        // Events up to where the client is caught up came with the catch-up (or the client had
+        // them already): their live copies are dropped.
+        live.retain(|(_, _, seq)| *seq == 0 || *seq > caught_up);
         conn.append_queue(live);
+        conn.start.set(caught_up);
         conn.release();
     }
 
     /// Ends a held stream whose catch-up could not be fetched, with a reconnection hint.
     pub fn fail(&self, held: Held) {
         let conn = &held.conn;
-        conn.release();
+        conn.failed.set(true);
         let delay = self.hub.settings().retry;
         conn.close_with(match conn.transport {
             Transport::Sse => sse::retry(delay),
@@ -541,9 +545,9 @@ impl Shard {
                 return true;
             }
             let pushed = match policy {
-                Policy::Disconnect => conn.push(frame),
-                Policy::DropOldest => conn.push_shedding(frame),
-                Policy::Latest => conn.push_latest(frame, topic),
+                Policy::Disconnect => conn.push(frame, seq),
+                Policy::DropOldest => conn.push_shedding(frame, seq),
+                Policy::Latest => conn.push_latest(frame, topic, seq),
             };
             match pushed {
                 Push::Queued => {

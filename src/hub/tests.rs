@@ -524,3 +524,30 @@ async fn idle_timeout_ends_quiet_streams() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_held_stream_that_fails_gets_only_the_hint_not_the_live_events_behind_it() {
+    local(async {
+        let running = run(settings(1));
+        let shard = &running.shards[0];
+        let topics = [broadcast()];
+        let (mut sub, held) = shard
+            .open_held(&Open {
+                topics: &topics,
+                ..Open::default()
+            })
+            .unwrap();
+        publish(&running.hub, &broadcast(), &frame("live")).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            poll_now(&mut sub).is_none(),
+            "nothing is released while held"
+        );
+        shard.fail(held);
+        let text = String::from_utf8_lossy(&frames(&mut sub).await).into_owned();
+        assert!(!text.contains("data: live"), "{text:?}");
+        assert!(text.starts_with("retry: "), "{text:?}");
+        assert!(sub.is_failed());
+    })
+    .await;
+}
