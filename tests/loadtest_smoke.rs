@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_loadtest::{run_spawned, Launch, Plan, Target, Transport};
+use sluice_loadtest::{run_spawned, Launch, Plan, Rate, Target, Transport};
 
 /// A small workload: 300 connections, 40 events/s for 3 s (120 events, 36 000 deliveries).
 fn plan(transport: Transport) -> Plan {
@@ -16,7 +16,7 @@ fn plan(transport: Transport) -> Plan {
         transport,
         target: Target::Sluice,
         connections: 300,
-        rate: 40.0,
+        rate: Rate::PerSecond(40.0),
         duration: Duration::from_secs(3),
         drain: Duration::from_secs(5),
         ..Plan::default()

@@ -33,7 +33,7 @@ pub mod spawn;
 pub mod tally;
 pub mod transport;
 
-pub use plan::{Cancel, Plan, Target, Transport};
+pub use plan::{Cancel, Plan, Rate, Target, Transport};
 pub use report::Report;
 pub use run::{run, run_spawned, Endpoint, RunError};
 pub use spawn::Launch;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::plan::{Plan, Target, Transport};
+use crate::plan::{Plan, Rate, Target, Transport};
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -246,13 +246,23 @@ impl Report {
         let p = &self.plan;
         let _ = writeln!(
             out,
-            "== {} over {} — {} connections, {} events/s{}, {}",
+            "== {} over {} — {} connections, {}{}{}{}, {}",
             self.target.as_str(),
             self.transport.as_str(),
             p.connections,
             p.rate,
             if p.burst > 1 {
                 format!(" in bursts of {}", p.burst)
+            } else {
+                String::new()
+            },
+            if p.publishers > 1 {
+                format!(" on {} publisher connections", p.publishers)
+            } else {
+                String::new()
+            },
+            if p.payload_bytes > 0 {
+                format!(", {} B payloads", p.payload_bytes)
             } else {
                 String::new()
             },
@@ -272,10 +282,20 @@ impl Report {
             c.ready, c.failed, c.ramp_s, c.connect_ms.p50, c.connect_ms.p99, c.reconnects, c.resets
         );
         let pb = &self.publish;
+        let late = match p.rate {
+            Rate::PerSecond(_) => format!(", worst tick {:.1} ms late", pb.behind_max_ms),
+            Rate::Max => String::new(),
+        };
         let _ = writeln!(
             out,
-            "publish      {} sent, {} ok, {} overloaded (503), {} errors, {:.1}/s, round trip p50 {:.2} ms, worst tick {:.1} ms late",
-            pb.sent, pb.ok, pb.overloaded, pb.errors, pb.rate, pb.round_trip_ms.p50, pb.behind_max_ms
+            "publish      {} sent, {} ok, {} overloaded (503), {} errors, {:.1}/s accepted, round trip p50 {:.2} ms p99 {:.2} ms{late}",
+            pb.sent,
+            pb.ok,
+            pb.overloaded,
+            pb.errors,
+            pb.rate,
+            pb.round_trip_ms.p50,
+            pb.round_trip_ms.p99
         );
         if let Some(error) = &pb.first_error {
             let _ = writeln!(out, "             first error: {error}");

@@ -1,6 +1,6 @@
 //! One run from start to end: check the fd budget, publish the primer, open every connection
 //! (client threads, each a current-thread runtime), wait until all are ready, publish on
-//! schedule (its own thread), drain, stop, and turn the tallies and `/proc` samples into a
+//! schedule or flat out (its own thread), drain, stop, and turn the tallies and `/proc` samples into a
 //! [`Report`].
 //!
 //! The phases are sequential on purpose: no event is published before every connection is
@@ -168,7 +168,7 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         })
         .map_err(RunError::Thread)?;
     let publish_window = (Instant::now(), sample(endpoint.pid), procfs::own_usage());
-    bar.set_length(plan.events());
+    bar.set_length(plan.events().unwrap_or(0));
     bar.set_position(0);
     while !publisher.is_finished() {
         std::thread::sleep(TICK);
@@ -282,7 +282,7 @@ fn client_thread(
                 target: plan.target,
                 path: path.clone(),
                 start_after: start_after.clone(),
-                expected: plan.events(),
+                expected: plan.events().unwrap_or(0),
                 thread: state.clone(),
                 live: live.clone(),
             };

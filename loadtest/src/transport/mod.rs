@@ -64,7 +64,7 @@ pub struct Conn {
     pub path: Rc<str>,
     /// Where a long poll starts (the primer's id): events after it are delivered.
     pub start_after: Option<Rc<str>>,
-    /// Sequence numbers expected (bitmap capacity).
+    /// Sequence numbers expected (bitmap capacity; 0 when unknown).
     pub expected: u64,
     /// The thread's shared state.
     pub thread: Rc<RefCell<Thread>>,
