@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_loadtest::{
-    chart, run, run_spawned, Cancel, Endpoint, Launch, Plan, Rate, Report, Target, Transport,
+    chart, run, run_spawned, Cancel, Endpoint, Launch, Plan, Rate, Report, Stall, Target, Transport,
 };
 
 #[derive(Debug, Parser)]
@@ -94,6 +94,11 @@ struct Common {
     /// Pad each event's data object to this many bytes (a "p" string field); 0: no padding.
     #[arg(long, default_value_t = 0)]
     payload_bytes: usize,
+    /// Share of the connections (every k-th, spread evenly) that stop reading their socket once
+    /// ready and never read again: slow consumers. They are left out of the delivery figures,
+    /// never reconnected, and reported with how many the server cut off.
+    #[arg(long, default_value = "0", value_parser = parse_stall)]
+    stall: Stall,
     /// Client threads reading the subscriber sockets (each a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -282,6 +287,7 @@ fn plan(common: &Common, transport: Transport, target: Target) -> Plan {
         rate: common.rate,
         burst: common.burst,
         payload_bytes: common.payload_bytes,
+        stall: common.stall,
         duration: common.duration,
         drain: common.drain,
         channel: common.channel.clone(),
@@ -307,6 +313,14 @@ fn launch(common: &Common, target: Target) -> Launch {
 /// `--rate`: a number of events per second or `max`.
 fn parse_rate(text: &str) -> Result<Rate, String> {
     Rate::parse(text).map_err(|error| error.to_string())
+}
+
+/// `--stall`: a share in [0, 1).
+fn parse_stall(text: &str) -> Result<Stall, String> {
+    let fraction: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}': expected a share such as 0.1"))?;
+    Stall::from_fraction(fraction).map_err(|error| error.to_string())
 }
 
 /// `http://HOST:PORT[/...]` or `HOST:PORT` → the first address it resolves to.

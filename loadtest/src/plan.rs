@@ -1,9 +1,10 @@
 //! What one run does: the transport, the server kind, the workload (connections, rate or
-//! as-fast-as-accepted, bursts, duration, payload size) and the client's own knobs, validated
-//! once before anything connects.
+//! as-fast-as-accepted, bursts, duration, payload size, the share of connections that stall) and
+//! the client's own knobs, validated once before anything connects.
 //!
 //! Also the per-server URL shapes (`Target`): where to publish and where to subscribe, so the
-//! transports and the publisher never spell a path themselves.
+//! transports and the publisher never spell a path themselves; and which connections stall
+//! ([`Stall`]), so that choice is one pure function.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,6 +146,65 @@ impl serde::Serialize for Rate {
     }
 }
 
+/// Parts per million, the unit of [`Stall`] (exact integer arithmetic for the choice).
+const PPM: usize = 1_000_000;
+
+/// The share of connections that stop reading their socket once they are ready (slow consumers
+/// that never read again), spread evenly over the connection indexes: connection `i` stalls when
+/// `floor((i + 1) * share)` passes `floor(i * share)`, so 0.1 is every 10th and 0.3 is 3 in every
+/// 10, and `floor(connections * share)` stall in all. Kept in parts per million so the choice is
+/// exact integer arithmetic, the same on every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(into = "f64")]
+pub struct Stall {
+    ppm: usize,
+}
+
+impl Stall {
+    /// No connection stalls.
+    pub const NONE: Stall = Stall { ppm: 0 };
+
+    /// A share in `[0, 1)`, rounded to parts per million.
+    pub fn from_fraction(fraction: f64) -> Result<Stall, PlanError> {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(PlanError::Invalid {
+                key: "stall",
+                reason: format!("{fraction}: expected a share in [0, 1), e.g. 0.1"),
+            });
+        }
+        Ok(Stall {
+            ppm: (fraction * PPM as f64).round() as usize,
+        })
+    }
+
+    /// The share as a fraction.
+    pub fn fraction(self) -> f64 {
+        self.ppm as f64 / PPM as f64
+    }
+
+    /// Whether any connection stalls.
+    pub fn is_some(self) -> bool {
+        self.ppm > 0
+    }
+
+    /// Whether connection `index` stalls.
+    pub fn is_stalled(self, index: usize) -> bool {
+        let share = |i: usize| i.saturating_mul(self.ppm) / PPM;
+        share(index + 1) > share(index)
+    }
+
+    /// How many of `connections` stall.
+    pub fn count(self, connections: usize) -> usize {
+        connections.saturating_mul(self.ppm) / PPM
+    }
+}
+
+impl From<Stall> for f64 {
+    fn from(stall: Stall) -> f64 {
+        stall.fraction()
+    }
+}
+
 /// Largest `--payload-bytes`: the event must fit the server's default body limit (64 KiB) with
 /// the publish envelope around it.
 pub const MAX_PAYLOAD_BYTES: usize = 60 * 1024;
@@ -175,6 +235,8 @@ pub struct Plan {
     pub publishers: usize,
     /// Size the `data` object of each event is padded to, in bytes (0: no padding, about 40).
     pub payload_bytes: usize,
+    /// Which connections stop reading once ready.
+    pub stall: Stall,
     /// Client threads, each with its own current-thread runtime.
     pub client_threads: usize,
     /// Connections per loopback source address (127.x.y.2, .3, …).
@@ -218,6 +280,7 @@ impl Default for Plan {
             channel: "load".to_owned(),
             publishers: 1,
             payload_bytes: 0,
+            stall: Stall::NONE,
             client_threads: 1,
             per_source: 2000,
             connect_concurrency: 256,
@@ -298,6 +361,12 @@ impl Plan {
             return invalid(
                 "payload-bytes",
                 "at most 61440 (the server's 64 KiB body limit)",
+            );
+        }
+        if self.stall.is_some() && self.transport == Transport::Poll {
+            return invalid(
+                "stall",
+                "applies to streams (sse, ws); a long poller holds no queue",
             );
         }
         if self.duration.is_zero() {
@@ -399,6 +468,42 @@ mod tests {
         );
     }
 
+    /// The indexes among the first `n` that stall.
+    fn stalled(stall: Stall, n: usize) -> Vec<usize> {
+        (0..n).filter(|&i| stall.is_stalled(i)).collect()
+    }
+
+    #[test]
+    fn stalled_connections_are_spread_evenly() {
+        let tenth = Stall::from_fraction(0.1).expect("valid");
+        assert_eq!(stalled(tenth, 40), [9, 19, 29, 39]);
+        assert_eq!(tenth.count(1000), 100);
+        assert_eq!(stalled(tenth, 1000).len(), 100);
+
+        let three_tenths = Stall::from_fraction(0.3).expect("valid");
+        assert_eq!(stalled(three_tenths, 20), [3, 6, 9, 13, 16, 19]);
+        assert_eq!(three_tenths.count(1000), 300);
+        assert_eq!(stalled(three_tenths, 1000).len(), 300);
+        // No two neighbours both stall below one half.
+        let picks = stalled(three_tenths, 9000);
+        assert!(picks.windows(2).all(|w| w[1] - w[0] >= 3));
+
+        // A share that does not divide evenly: floor(N * share) in all, for every N.
+        let odd = Stall::from_fraction(0.37).expect("valid");
+        for n in [1, 7, 100, 999, 9000] {
+            assert_eq!(stalled(odd, n).len(), odd.count(n), "{n}");
+        }
+
+        assert!(!Stall::NONE.is_some());
+        assert!(stalled(Stall::NONE, 1000).is_empty());
+        assert_eq!(Stall::from_fraction(0.0), Ok(Stall::NONE));
+        assert!(Stall::from_fraction(1.0).is_err());
+        assert!(Stall::from_fraction(-0.1).is_err());
+        assert!(Stall::from_fraction(f64::NAN).is_err());
+        assert_eq!(tenth.fraction(), 0.1);
+        assert_eq!(serde_json::to_string(&tenth).expect("json"), "0.1");
+    }
+
     #[test]
     fn validation() {
         assert_eq!(Plan::default().validate(), Ok(()));
@@ -422,6 +527,12 @@ mod tests {
             ..Plan::default()
         };
         assert!(bursts_at_max.validate().is_err());
+        let stalled_pollers = Plan {
+            transport: Transport::Poll,
+            stall: Stall::from_fraction(0.1).expect("valid"),
+            ..Plan::default()
+        };
+        assert!(stalled_pollers.validate().is_err());
         let huge = Plan {
             payload_bytes: MAX_PAYLOAD_BYTES + 1,
             ..Plan::default()

@@ -2,6 +2,9 @@
 //! plain-text summary, and the comparison table that sets the measured SSE, WebSocket and
 //! long-polling figures beside the tutorial's claims.
 //!
+//! With stalled connections (`--stall`), the delivery, latency and wire figures are the healthy
+//! connections' only; [`Stalled`] says what happened to the others.
+//!
 //! Pure formatting: no IO besides returning strings.
 
 use std::fmt::Write;
@@ -29,8 +32,11 @@ pub struct Report {
     pub connections: Connections,
     /// What the publisher did.
     pub publish: Publish,
-    /// What the subscribers received.
+    /// What the healthy (not stalled) subscribers received.
     pub delivery: Delivery,
+    /// The stalled connections, when the plan stalls some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<Stalled>,
     /// Bytes on the wire.
     pub wire: Wire,
     /// Server and harness resources.
@@ -69,6 +75,24 @@ pub struct Connections {
     pub resets: u64,
     /// In-band `dropped` notices received.
     pub dropped_notices: u64,
+    /// Streams the server cut off as slow consumers during the run, by its own count (Sluice's
+    /// `/stats`; none for the baselines): the stalled ones, and any other that fell behind.
+    pub server_evictions: Option<u64>,
+}
+
+/// The connections that stopped reading once ready (`--stall`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stalled {
+    /// The share of connections asked to stall.
+    pub share: f64,
+    /// Connections chosen to stall.
+    pub chosen: usize,
+    /// Of those, the ones that became ready and stopped reading.
+    pub ready: usize,
+    /// Of those, the ones the server cut off (reset) before the run ended.
+    pub cut_off: usize,
+    /// When they were cut off, seconds after the first publish: first, median, last.
+    pub cut_off_after_s: Option<[f64; 3]>,
 }
 
 /// Publisher figures.
@@ -94,9 +118,11 @@ pub struct Publish {
     pub round_trip_ms: Percentiles,
 }
 
-/// Delivery figures.
+/// Delivery figures, over the healthy connections (every ready one that does not stall).
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
+    /// Connections counted: ready and not stalled.
+    pub connections: usize,
     /// Deliveries expected: accepted publishes × ready connections.
     pub expected: u64,
     /// Deliveries received, duplicates included.
@@ -146,6 +172,15 @@ pub struct Resources {
     pub server_rss_mb_connected: f64,
     /// Highest server RSS sampled during the run, MB.
     pub server_rss_mb_peak: f64,
+    /// Server RSS after the drain, connections still open, MB.
+    pub server_rss_mb_end: f64,
+    /// Server RSS about once a second: `[seconds since the run began, MB]`.
+    pub server_rss_mb_series: Vec<[f64; 2]>,
+    /// The kernel's TCP buffer memory, machine-wide (server and harness sockets): highest sample
+    /// and after the drain, MB. Unread bytes of stalled readers sit here, not in any RSS.
+    pub kernel_tcp_mb_peak: f64,
+    /// See `kernel_tcp_mb_peak`.
+    pub kernel_tcp_mb_end: f64,
     /// `(connected - idle) / connections`, KiB.
     pub server_kib_per_connection: f64,
     /// Server CPU over the publishing phase.
@@ -278,9 +313,32 @@ impl Report {
         let c = &self.connections;
         let _ = writeln!(
             out,
-            "connections  {} ready, {} failed, ramp {:.1} s, connect p50 {:.2} ms p99 {:.2} ms, {} reconnects, {} resets",
-            c.ready, c.failed, c.ramp_s, c.connect_ms.p50, c.connect_ms.p99, c.reconnects, c.resets
+            "connections  {} ready, {} failed, ramp {:.1} s, connect p50 {:.2} ms p99 {:.2} ms, {} reconnects, {} resets, {} cut off by the server",
+            c.ready,
+            c.failed,
+            c.ramp_s,
+            c.connect_ms.p50,
+            c.connect_ms.p99,
+            c.reconnects,
+            c.resets,
+            c.server_evictions
+                .map_or_else(|| "n/a".to_owned(), |n| n.to_string())
         );
+        if let Some(st) = &self.stalled {
+            let when = st.cut_off_after_s.map_or_else(String::new, |[first, median, last]| {
+                format!(
+                    " ({first:.1} s / {median:.1} s / {last:.1} s after the first publish: first / median / last)"
+                )
+            });
+            let _ = writeln!(
+                out,
+                "stalled      {} of {} ready stopped reading ({:.0}% asked); {} cut off by the server{when}",
+                st.ready,
+                st.chosen,
+                st.share * 100.0,
+                st.cut_off
+            );
+        }
         let pb = &self.publish;
         let late = match p.rate {
             Rate::PerSecond(_) => format!(", worst tick {:.1} ms late", pb.behind_max_ms),
@@ -301,9 +359,14 @@ impl Report {
             let _ = writeln!(out, "             first error: {error}");
         }
         let d = &self.delivery;
+        let healthy = if self.stalled.is_some() {
+            format!(" (the {} healthy connections)", d.connections)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "delivery     {} of {} expected, lost {}, duplicated {}, {:.0} deliveries/s",
+            "delivery     {} of {} expected{healthy}, lost {}, duplicated {}, {:.0} deliveries/s",
             d.delivered, d.expected, d.lost, d.duplicated, d.per_second
         );
         let l = &d.latency_ms;
@@ -321,13 +384,19 @@ impl Report {
         let r = &self.resources;
         let _ = writeln!(
             out,
-            "server       RSS {:.1} MB idle, {:.1} MB connected ({:.1} KiB/conn), {:.1} MB peak; CPU {:.1}% avg, {:.1}% max",
+            "server       RSS {:.1} MB idle, {:.1} MB connected ({:.1} KiB/conn), {:.1} MB peak, {:.1} MB at the end; CPU {:.1}% avg, {:.1}% max",
             r.server_rss_mb_idle,
             r.server_rss_mb_connected,
             r.server_kib_per_connection,
             r.server_rss_mb_peak,
+            r.server_rss_mb_end,
             r.server_cpu_pct,
             r.server_cpu_pct_max
+        );
+        let _ = writeln!(
+            out,
+            "kernel       TCP buffers (all sockets) {:.1} MB peak, {:.1} MB at the end",
+            r.kernel_tcp_mb_peak, r.kernel_tcp_mb_end
         );
         let _ = writeln!(
             out,
