@@ -15,6 +15,9 @@ use serde::Serialize;
 
 use crate::plan::{Plan, Rate, Target, Transport};
 
+/// How late a tick must have been before [`Report::publisher_behind`] speaks up, ms.
+const PUBLISHER_BEHIND_MS: f64 = 1000.0;
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -275,6 +278,26 @@ impl Report {
         problems
     }
 
+    /// A note when a scheduled publisher could not keep its schedule: each publisher connection
+    /// waits for one answer before its next publish, so the rate it reaches is at most
+    /// `publishers / round trip`. The run then measured a lower rate than it asked for, and took
+    /// longer. Not a problem of the server under test, so not in [`Report::problems`].
+    pub fn publisher_behind(&self) -> Option<String> {
+        let Rate::PerSecond(asked) = self.plan.rate else {
+            return None;
+        };
+        let reached = self.publish.rate;
+        let behind = self.publish.behind_max_ms >= PUBLISHER_BEHIND_MS && reached < 0.95 * asked;
+        behind.then(|| {
+            format!(
+                "note: the publisher fell behind its schedule ({reached:.1}/s of {asked}/s, up to {:.1} s late); \
+                 each of the {} publisher connection(s) waits for an answer, so give more --publishers",
+                self.publish.behind_max_ms / 1000.0,
+                self.plan.publishers
+            )
+        })
+    }
+
     /// A plain-text summary.
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -357,6 +380,9 @@ impl Report {
         );
         if let Some(error) = &pb.first_error {
             let _ = writeln!(out, "             first error: {error}");
+        }
+        if let Some(note) = self.publisher_behind() {
+            let _ = writeln!(out, "             {note}");
         }
         let d = &self.delivery;
         let healthy = if self.stalled.is_some() {
