@@ -1,6 +1,7 @@
 //! sluice-loadtest: drives a Sluice server (or a peer baseline) with N subscriber connections of
-//! one transport while publishing on a schedule, and reports latency, losses, duplicates, bytes
-//! on the wire and the server's memory and CPU.
+//! one transport while publishing on a schedule (or as fast as the server accepts), optionally
+//! with a share of stalled readers, and reports latency, losses, duplicates, bytes on the wire,
+//! slow consumers cut off, and the server's memory and CPU.
 //!
 //! # Layout
 //!
@@ -8,18 +9,22 @@
 //! - [`run`]: one run's phases (primer, ramp-up, publish, drain, stop) and the threads.
 //! - [`transport`]: one subscriber connection's life; `sse.rs`, `ws.rs`, `poll.rs` speak the
 //!   protocols.
-//! - [`publisher`]: the scheduled `POST`s on keep-alive connections.
+//! - [`publisher`]: the scheduled (or back-to-back) `POST`s on keep-alive connections.
 //! - [`tally`]: what is counted (sequence bitmaps, histograms) without IO.
+//! - [`account`]: the tallies added up into the report's figures, stalled connections apart.
 //! - [`http1`] and [`scan`]: wire parsing without allocation (response heads, de-chunking, the
 //!   `"n"`/`"t"` payload).
 //! - [`source`]: loopback source addresses and the open-file budget.
 //! - [`spawn`]: starting and stopping `sluice`, the Express baseline and nginx + Nchan.
-//! - [`procfs`]: memory and CPU of a process tree from `/proc`.
+//! - [`procfs`]: memory and CPU of a process tree from `/proc`, kernel TCP buffer memory.
+//! - [`stats`]: Sluice's own counters (`GET /stats`): streams it cut off as slow consumers.
 //! - [`report`] and [`chart`]: results as text, the comparison table, JSON and SVG.
 //!
-//! Dependencies point one way: `run → transport/publisher → tally/scan/http1`; `spawn`,
-//! `procfs`, `source` and `report` are leaves.
+//! Dependencies point one way: `run → transport/publisher → tally/scan/http1` and
+//! `run → account → tally/report`; `spawn`, `procfs`, `stats`, `source` and `report` are
+//! leaves.
 
+pub mod account;
 pub mod chart;
 pub mod http1;
 pub mod plan;
@@ -30,10 +35,11 @@ pub mod run;
 pub mod scan;
 pub mod source;
 pub mod spawn;
+pub mod stats;
 pub mod tally;
 pub mod transport;
 
-pub use plan::{Cancel, Plan, Target, Transport};
+pub use plan::{Cancel, Plan, Rate, Stall, Target, Transport};
 pub use report::Report;
 pub use run::{run, run_spawned, Endpoint, RunError};
 pub use spawn::Launch;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_loadtest::{
-    chart, run, run_spawned, Cancel, Endpoint, Launch, Plan, Report, Target, Transport,
+    chart, run, run_spawned, Cancel, Endpoint, Launch, Plan, Rate, Report, Stall, Target, Transport,
 };
 
 #[derive(Debug, Parser)]
@@ -54,9 +54,10 @@ struct Common {
     /// Subscriber connections.
     #[arg(long, short = 'c', default_value_t = 1000)]
     connections: usize,
-    /// Publish rate, events per second (averaged over bursts).
-    #[arg(long, short = 'r', default_value_t = 100.0)]
-    rate: f64,
+    /// Publish rate, events per second (averaged over bursts), or `max`: publish as fast as the
+    /// server answers, on every --publishers connection, for --duration.
+    #[arg(long, short = 'r', default_value = "100", value_parser = parse_rate)]
+    rate: Rate,
     /// Events published back to back per tick; ticks are burst/rate seconds apart.
     #[arg(long, default_value_t = 1)]
     burst: u32,
@@ -90,6 +91,14 @@ struct Common {
     /// Publisher keep-alive connections.
     #[arg(long, default_value_t = 1)]
     publishers: usize,
+    /// Pad each event's data object to this many bytes (a "p" string field); 0: no padding.
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+    /// Share of the connections (every k-th, spread evenly) that stop reading their socket once
+    /// ready and never read again: slow consumers. They are left out of the delivery figures,
+    /// never reconnected, and reported with how many the server cut off.
+    #[arg(long, default_value = "0", value_parser = parse_stall)]
+    stall: Stall,
     /// Client threads reading the subscriber sockets (each a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -277,6 +286,8 @@ fn plan(common: &Common, transport: Transport, target: Target) -> Plan {
         connections: common.connections,
         rate: common.rate,
         burst: common.burst,
+        payload_bytes: common.payload_bytes,
+        stall: common.stall,
         duration: common.duration,
         drain: common.drain,
         channel: common.channel.clone(),
@@ -297,6 +308,19 @@ fn launch(common: &Common, target: Target) -> Launch {
         launch.baselines = dir.clone();
     }
     launch
+}
+
+/// `--rate`: a number of events per second or `max`.
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    Rate::parse(text).map_err(|error| error.to_string())
+}
+
+/// `--stall`: a share in [0, 1).
+fn parse_stall(text: &str) -> Result<Stall, String> {
+    let fraction: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}': expected a share such as 0.1"))?;
+    Stall::from_fraction(fraction).map_err(|error| error.to_string())
 }
 
 /// `http://HOST:PORT[/...]` or `HOST:PORT` → the first address it resolves to.
@@ -323,7 +347,7 @@ fn write_outputs(common: &Common, title: &str, reports: &[Report]) -> Result<(),
     }
     if let Some(path) = &common.svg {
         let heading = format!(
-            "sluice-loadtest {title}: {} connections, {} events/s",
+            "sluice-loadtest {title}: {} connections, {}",
             common.connections, common.rate
         );
         chart::write_svg(path, &heading, reports).map_err(|e| e.to_string())?;

@@ -1,8 +1,10 @@
-//! What one run does: the transport, the server kind, the workload (connections, rate, bursts,
-//! duration) and the client's own knobs, validated once before anything connects.
+//! What one run does: the transport, the server kind, the workload (connections, rate or
+//! as-fast-as-accepted, bursts, duration, payload size, the share of connections that stall) and
+//! the client's own knobs, validated once before anything connects.
 //!
 //! Also the per-server URL shapes (`Target`): where to publish and where to subscribe, so the
-//! transports and the publisher never spell a path themselves.
+//! transports and the publisher never spell a path themselves; and which connections stall
+//! ([`Stall`]), so that choice is one pure function.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +99,116 @@ impl Target {
     }
 }
 
+/// How fast the publisher publishes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// On a schedule: this many events per second, on average.
+    PerSecond(f64),
+    /// As fast as the server answers: each publisher connection sends its next publish as soon as
+    /// the previous one is answered, for the whole duration.
+    Max,
+}
+
+impl Rate {
+    /// `max`, or a number of events per second.
+    pub fn parse(text: &str) -> Result<Rate, PlanError> {
+        if text.eq_ignore_ascii_case("max") {
+            return Ok(Rate::Max);
+        }
+        let invalid = || PlanError::Invalid {
+            key: "rate",
+            reason: format!("'{text}': expected events per second or `max`"),
+        };
+        let rate: f64 = text.parse().map_err(|_| invalid())?;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(invalid());
+        }
+        Ok(Rate::PerSecond(rate))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rate::PerSecond(rate) => write!(f, "{rate} events/s"),
+            Rate::Max => write!(f, "as many events/s as accepted"),
+        }
+    }
+}
+
+/// A number (events per second) or the string `"max"`.
+impl serde::Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Rate::PerSecond(rate) => serializer.serialize_f64(*rate),
+            Rate::Max => serializer.serialize_str("max"),
+        }
+    }
+}
+
+/// Parts per million, the unit of [`Stall`] (exact integer arithmetic for the choice).
+const PPM: usize = 1_000_000;
+
+/// The share of connections that stop reading their socket once they are ready (slow consumers
+/// that never read again), spread evenly over the connection indexes: connection `i` stalls when
+/// `floor((i + 1) * share)` passes `floor(i * share)`, so 0.1 is every 10th and 0.3 is 3 in every
+/// 10, and `floor(connections * share)` stall in all. Kept in parts per million so the choice is
+/// exact integer arithmetic, the same on every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(into = "f64")]
+pub struct Stall {
+    ppm: usize,
+}
+
+impl Stall {
+    /// No connection stalls.
+    pub const NONE: Stall = Stall { ppm: 0 };
+
+    /// A share in `[0, 1)`, rounded to parts per million.
+    pub fn from_fraction(fraction: f64) -> Result<Stall, PlanError> {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(PlanError::Invalid {
+                key: "stall",
+                reason: format!("{fraction}: expected a share in [0, 1), e.g. 0.1"),
+            });
+        }
+        Ok(Stall {
+            ppm: (fraction * PPM as f64).round() as usize,
+        })
+    }
+
+    /// The share as a fraction.
+    pub fn fraction(self) -> f64 {
+        self.ppm as f64 / PPM as f64
+    }
+
+    /// Whether any connection stalls.
+    pub fn is_some(self) -> bool {
+        self.ppm > 0
+    }
+
+    /// Whether connection `index` stalls.
+    pub fn is_stalled(self, index: usize) -> bool {
+        let share = |i: usize| i.saturating_mul(self.ppm) / PPM;
+        share(index + 1) > share(index)
+    }
+
+    /// How many of `connections` stall.
+    pub fn count(self, connections: usize) -> usize {
+        connections.saturating_mul(self.ppm) / PPM
+    }
+}
+
+impl From<Stall> for f64 {
+    fn from(stall: Stall) -> f64 {
+        stall.fraction()
+    }
+}
+
+/// Largest `--payload-bytes`: the event must fit the server's default body limit (64 KiB) with
+/// the publish envelope around it.
+pub const MAX_PAYLOAD_BYTES: usize = 60 * 1024;
+
 /// One run's workload and client settings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Plan {
@@ -106,9 +218,10 @@ pub struct Plan {
     pub target: Target,
     /// Concurrent subscriber connections.
     pub connections: usize,
-    /// Average publish rate, events per second.
-    pub rate: f64,
-    /// Events sent back to back per tick; ticks are `burst / rate` seconds apart.
+    /// Publish rate: events per second on a schedule, or as fast as accepted.
+    pub rate: Rate,
+    /// Events sent back to back per tick; ticks are `burst / rate` seconds apart (scheduled
+    /// rates only).
     pub burst: u32,
     /// How long the publisher publishes.
     #[serde(serialize_with = "crate::report::seconds")]
@@ -120,6 +233,10 @@ pub struct Plan {
     pub channel: String,
     /// Publisher keep-alive connections (publishes are spread over them).
     pub publishers: usize,
+    /// Size the `data` object of each event is padded to, in bytes (0: no padding, about 40).
+    pub payload_bytes: usize,
+    /// Which connections stop reading once ready.
+    pub stall: Stall,
     /// Client threads, each with its own current-thread runtime.
     pub client_threads: usize,
     /// Connections per loopback source address (127.x.y.2, .3, …).
@@ -156,12 +273,14 @@ impl Default for Plan {
             transport: Transport::Sse,
             target: Target::Sluice,
             connections: 1000,
-            rate: 100.0,
+            rate: Rate::PerSecond(100.0),
             burst: 1,
             duration: Duration::from_secs(20),
             drain: Duration::from_secs(5),
             channel: "load".to_owned(),
             publishers: 1,
+            payload_bytes: 0,
+            stall: Stall::NONE,
             client_threads: 1,
             per_source: 2000,
             connect_concurrency: 256,
@@ -227,11 +346,28 @@ impl Plan {
         if self.connections == 0 {
             return invalid("connections", "must be at least 1");
         }
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            return invalid("rate", "must be a positive number of events per second");
+        if let Rate::PerSecond(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return invalid("rate", "must be a positive number of events per second");
+            }
         }
         if self.burst == 0 {
             return invalid("burst", "must be at least 1");
+        }
+        if self.rate == Rate::Max && self.burst > 1 {
+            return invalid("burst", "has no meaning with --rate max");
+        }
+        if self.payload_bytes > MAX_PAYLOAD_BYTES {
+            return invalid(
+                "payload-bytes",
+                "at most 61440 (the server's 64 KiB body limit)",
+            );
+        }
+        if self.stall.is_some() && self.transport == Transport::Poll {
+            return invalid(
+                "stall",
+                "applies to streams (sse, ws); a long poller holds no queue",
+            );
         }
         if self.duration.is_zero() {
             return invalid("duration", "must be greater than zero");
@@ -265,15 +401,20 @@ impl Plan {
         Ok(())
     }
 
-    /// Time between bursts.
-    pub fn interval(&self) -> Duration {
-        Duration::from_secs_f64(f64::from(self.burst) / self.rate)
+    /// Time between bursts (none when publishing as fast as accepted).
+    pub fn interval(&self) -> Option<Duration> {
+        match self.rate {
+            Rate::PerSecond(rate) => Some(Duration::from_secs_f64(f64::from(self.burst) / rate)),
+            Rate::Max => None,
+        }
     }
 
-    /// Events the publisher will send (whole bursts, at least one).
-    pub fn events(&self) -> u64 {
-        let ticks = (self.duration.as_secs_f64() / self.interval().as_secs_f64()).ceil();
-        (ticks.max(1.0) as u64) * u64::from(self.burst)
+    /// Events the publisher will send (whole bursts, at least one); none when publishing as
+    /// fast as accepted, where only the run tells.
+    pub fn events(&self) -> Option<u64> {
+        let interval = self.interval()?;
+        let ticks = (self.duration.as_secs_f64() / interval.as_secs_f64()).ceil();
+        Some((ticks.max(1.0) as u64) * u64::from(self.burst))
     }
 
     /// Source addresses needed for the connections.
@@ -289,20 +430,78 @@ mod tests {
     #[test]
     fn events_and_interval_follow_rate_and_burst() {
         let plan = Plan {
-            rate: 100.0,
+            rate: Rate::PerSecond(100.0),
             duration: Duration::from_secs(20),
             ..Plan::default()
         };
-        assert_eq!(plan.events(), 2000);
-        assert_eq!(plan.interval(), Duration::from_millis(10));
+        assert_eq!(plan.events(), Some(2000));
+        assert_eq!(plan.interval(), Some(Duration::from_millis(10)));
         let bursty = Plan {
-            rate: 100.0,
+            rate: Rate::PerSecond(100.0),
             burst: 50,
             duration: Duration::from_secs(2),
             ..Plan::default()
         };
-        assert_eq!(bursty.interval(), Duration::from_millis(500));
-        assert_eq!(bursty.events(), 200);
+        assert_eq!(bursty.interval(), Some(Duration::from_millis(500)));
+        assert_eq!(bursty.events(), Some(200));
+        let flat_out = Plan {
+            rate: Rate::Max,
+            ..Plan::default()
+        };
+        assert_eq!(flat_out.interval(), None);
+        assert_eq!(flat_out.events(), None);
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(Rate::parse("max"), Ok(Rate::Max));
+        assert_eq!(Rate::parse("MAX"), Ok(Rate::Max));
+        assert_eq!(Rate::parse("250"), Ok(Rate::PerSecond(250.0)));
+        assert_eq!(Rate::parse("0.5"), Ok(Rate::PerSecond(0.5)));
+        for bad in ["0", "-3", "inf", "NaN", "fast", ""] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Rate::PerSecond(100.0).to_string(), "100 events/s");
+        assert_eq!(
+            serde_json::to_string(&[Rate::PerSecond(2.5), Rate::Max]).expect("json"),
+            "[2.5,\"max\"]"
+        );
+    }
+
+    /// The indexes among the first `n` that stall.
+    fn stalled(stall: Stall, n: usize) -> Vec<usize> {
+        (0..n).filter(|&i| stall.is_stalled(i)).collect()
+    }
+
+    #[test]
+    fn stalled_connections_are_spread_evenly() {
+        let tenth = Stall::from_fraction(0.1).expect("valid");
+        assert_eq!(stalled(tenth, 40), [9, 19, 29, 39]);
+        assert_eq!(tenth.count(1000), 100);
+        assert_eq!(stalled(tenth, 1000).len(), 100);
+
+        let three_tenths = Stall::from_fraction(0.3).expect("valid");
+        assert_eq!(stalled(three_tenths, 20), [3, 6, 9, 13, 16, 19]);
+        assert_eq!(three_tenths.count(1000), 300);
+        assert_eq!(stalled(three_tenths, 1000).len(), 300);
+        // No two neighbours both stall below one half.
+        let picks = stalled(three_tenths, 9000);
+        assert!(picks.windows(2).all(|w| w[1] - w[0] >= 3));
+
+        // A share that does not divide evenly: floor(N * share) in all, for every N.
+        let odd = Stall::from_fraction(0.37).expect("valid");
+        for n in [1, 7, 100, 999, 9000] {
+            assert_eq!(stalled(odd, n).len(), odd.count(n), "{n}");
+        }
+
+        assert!(!Stall::NONE.is_some());
+        assert!(stalled(Stall::NONE, 1000).is_empty());
+        assert_eq!(Stall::from_fraction(0.0), Ok(Stall::NONE));
+        assert!(Stall::from_fraction(1.0).is_err());
+        assert!(Stall::from_fraction(-0.1).is_err());
+        assert!(Stall::from_fraction(f64::NAN).is_err());
+        assert_eq!(tenth.fraction(), 0.1);
+        assert_eq!(serde_json::to_string(&tenth).expect("json"), "0.1");
     }
 
     #[test]
@@ -318,10 +517,27 @@ mod tests {
             Err(PlanError::Unsupported { .. })
         ));
         let bad_rate = Plan {
-            rate: 0.0,
+            rate: Rate::PerSecond(0.0),
             ..Plan::default()
         };
         assert!(bad_rate.validate().is_err());
+        let bursts_at_max = Plan {
+            rate: Rate::Max,
+            burst: 10,
+            ..Plan::default()
+        };
+        assert!(bursts_at_max.validate().is_err());
+        let stalled_pollers = Plan {
+            transport: Transport::Poll,
+            stall: Stall::from_fraction(0.1).expect("valid"),
+            ..Plan::default()
+        };
+        assert!(stalled_pollers.validate().is_err());
+        let huge = Plan {
+            payload_bytes: MAX_PAYLOAD_BYTES + 1,
+            ..Plan::default()
+        };
+        assert!(huge.validate().is_err());
         let bad_channel = Plan {
             channel: "a b".into(),
             ..Plan::default()

@@ -1,6 +1,7 @@
 //! Memory and CPU of a process tree, from `/proc/<pid>/status` (`VmRSS`) and `/proc/<pid>/stat`
 //! (`utime + stime`), summed over the process and its descendants (nginx's master and workers),
-//! plus the machine's load average.
+//! plus the machine's load average and the kernel's TCP buffer memory (`/proc/net/sockstat`),
+//! which no RSS includes.
 //!
 //! Reads only; a process that is gone reads as zeros. Knows nothing of the run.
 
@@ -105,19 +106,48 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Memory the kernel holds for TCP socket buffers, machine-wide (`TCP: … mem <pages>` in
+/// `/proc/net/sockstat`), KiB. Bytes a stalled reader has not read sit here, not in any RSS.
+pub fn tcp_buffers_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    sockstat_tcp_pages(&text) * page_size() / 1024
+}
+
+/// The `mem` figure (pages) of the `TCP:` line.
+fn sockstat_tcp_pages(sockstat: &str) -> u64 {
+    let Some(line) = sockstat.lines().find(|l| l.starts_with("TCP:")) else {
+        return 0;
+    };
+    let mut words = line.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "mem" {
+            return words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// The page size as `getconf` reports it (no libc here); 4096 if it cannot tell.
+fn page_size() -> u64 {
+    static SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| getconf("PAGESIZE").unwrap_or(4096))
+}
+
+/// A positive number from `getconf NAME`.
+fn getconf(name: &str) -> Option<u64> {
+    std::process::Command::new("getconf")
+        .arg(name)
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|&value| value > 0)
+}
+
 /// `sysconf(_SC_CLK_TCK)` as `getconf` reports it (no libc here); 100 on every Linux we know.
 fn clock_ticks_per_second() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .filter(|&ticks| ticks > 0)
-            .unwrap_or(100)
-    })
+    *TICKS.get_or_init(|| getconf("CLK_TCK").unwrap_or(100))
 }
 
 /// The 1, 5 and 15 minute load averages from `/proc/loadavg`.
@@ -144,6 +174,15 @@ mod tests {
         let tree = tree_usage(std::process::id());
         assert!(tree.rss_kib >= usage.rss_kib);
         assert!(load_average()[0] >= 0.0);
+    }
+
+    #[test]
+    fn sockstat_tcp_memory() {
+        let text =
+            "sockets: used 11\nTCP: inuse 1 orphan 0 tw 0 alloc 1 mem 27\nUDP: inuse 0 mem 3\n";
+        assert_eq!(sockstat_tcp_pages(text), 27);
+        assert_eq!(sockstat_tcp_pages("UDP: inuse 0 mem 3\n"), 0);
+        assert!(page_size() >= 4096);
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! The publisher: `POST`s `{"channel":…,"data":{"n":<seq>,"t":<unix µs>}}` on keep-alive
-//! HTTP/1.1 connections, on a fixed schedule (a burst of `burst` events every `burst / rate`
-//! seconds), and remembers which sequence numbers the server accepted.
+//! HTTP/1.1 connections, either on a fixed schedule (a burst of `burst` events every
+//! `burst / rate` seconds) or as fast as the server answers (`--rate max`: each connection sends
+//! its next publish as soon as the previous one is answered), and remembers which sequence
+//! numbers the server accepted. With `--payload-bytes` the data object carries a `"p"` string
+//! that pads it to that size.
 //!
 //! A publish that is refused (503 under overload, any other status, a socket error or a
 //! timeout) is counted, never retried: the event is then not expected by anyone, and the error
 //! shows in the results. Publishers run on their own thread so that reading thousands of sockets
 //! does not delay the schedule. Knows nothing of subscribers.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
@@ -18,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::http1::{parse_head, Dechunker, Framing};
-use crate::plan::{Plan, Target};
+use crate::plan::{Plan, Rate, Target};
 use crate::tally::{new_histogram, Live, SeqSet};
 use crate::transport::now_us;
 
@@ -125,7 +129,10 @@ struct Link {
     server: SocketAddr,
     /// The request line and headers up to `Content-Length: `.
     prefix: Vec<u8>,
+    /// Size the `data` object is padded to (0: not padded).
+    payload_bytes: usize,
     stream: Option<TcpStream>,
+    payload: Vec<u8>,
     request: Vec<u8>,
     buf: Vec<u8>,
     response_head: Vec<u8>,
@@ -133,38 +140,44 @@ struct Link {
 }
 
 impl Link {
-    fn new(server: SocketAddr, path: &str) -> Self {
+    fn new(server: SocketAddr, path: &str, payload_bytes: usize) -> Self {
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: "
         );
         Link {
             server,
             prefix: head.into_bytes(),
+            payload_bytes,
             stream: None,
-            request: Vec::with_capacity(256),
+            payload: Vec::with_capacity(256 + payload_bytes),
+            request: Vec::with_capacity(512 + payload_bytes),
             buf: vec![0; 4096],
             response_head: Vec::with_capacity(512),
             body: Vec::with_capacity(256),
         }
     }
 
-    /// Publishes `{"channel":…,"data":{"n":n,"t":now}}`; returns the status and leaves the body
-    /// in `self.body`. A failed exchange drops the connection (the next one reconnects).
+    /// Publishes `{"channel":…,"data":{"n":n,"t":now}}` (padded, for `n` > 0, with a `"p"`
+    /// field); returns the status and leaves the body in `self.body`. A failed exchange drops
+    /// the connection (the next one reconnects).
     async fn publish(&mut self, channel: &str, n: u64) -> Result<u16, PublishError> {
         use std::io::Write;
-        let mut payload = [0u8; 192];
-        let mut cursor = io::Cursor::new(&mut payload[..]);
-        write!(
-            cursor,
-            "{{\"channel\":\"{channel}\",\"data\":{{\"n\":{n},\"t\":{}}}}}",
-            now_us()
-        )
-        .map_err(|_| PublishError::Protocol("channel name too long"))?;
-        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        self.payload.clear();
+        write!(self.payload, "{{\"channel\":\"{channel}\",\"data\":")?;
+        let data_start = self.payload.len();
+        write!(self.payload, "{{\"n\":{n},\"t\":{}", now_us())?;
+        if n > 0 && self.payload_bytes > 0 {
+            let data_len = self.payload.len() - data_start;
+            let pad = padding(self.payload_bytes, data_len);
+            self.payload.extend_from_slice(b",\"p\":\"");
+            self.payload.resize(self.payload.len() + pad, b'x');
+            self.payload.push(b'"');
+        }
+        self.payload.extend_from_slice(b"}}");
         self.request.clear();
         self.request.extend_from_slice(&self.prefix);
-        write!(self.request, "{len}\r\n\r\n")?;
-        self.request.extend_from_slice(&payload[..len]);
+        write!(self.request, "{}\r\n\r\n", self.payload.len())?;
+        self.request.extend_from_slice(&self.payload);
         let result = tokio::time::timeout(PUBLISH_TIMEOUT, self.exchange()).await;
         let result = result.unwrap_or(Err(PublishError::Timeout));
         if result.is_err() {
@@ -226,6 +239,14 @@ impl Link {
     }
 }
 
+/// Characters of `"p"` padding that make a data object of `unpadded` bytes (`{"n":…,"t":…`,
+/// without the closing brace) `target` bytes long with `,"p":"…"}` added; 0 if it is already
+/// that long.
+fn padding(target: usize, unpadded: usize) -> usize {
+    const WRAPPER: usize = r#","p":""}"#.len();
+    target.saturating_sub(unpadded + WRAPPER)
+}
+
 /// Adds `input` to `body` as `framing` says; true once the body is complete.
 fn take_body(
     body: &mut Vec<u8>,
@@ -258,26 +279,35 @@ pub async fn primer(
     target: Target,
     channel: &str,
 ) -> Result<Option<String>, PublishError> {
-    let mut link = Link::new(server, &target.publish_path(channel));
+    let mut link = Link::new(server, &target.publish_path(channel), 0);
     link.publish(channel, 0).await?;
     let id = crate::scan::string_field(&link.body, b"\"id\"")
         .map(|id| String::from_utf8_lossy(id).into_owned());
     Ok(id)
 }
 
-/// Runs the schedule of `plan` against `server` and returns what happened.
+/// Runs the schedule of `plan` (or publishes as fast as accepted) against `server` and returns
+/// what happened.
 pub async fn run(plan: &Plan, server: SocketAddr, live: Arc<Live>) -> Outcome {
     let path = plan.target.publish_path(&plan.channel);
     let start = tokio::time::Instant::now();
+    // The next sequence number of a flat-out run, shared by its connections (one thread).
+    let next = std::rc::Rc::new(Cell::new(1u64));
     let workers: Vec<_> = (0..plan.publishers)
         .map(|worker| {
-            let link = Link::new(server, &path);
+            let link = Link::new(server, &path, plan.payload_bytes);
             let plan = plan.clone();
             let live = live.clone();
-            tokio::task::spawn_local(async move { schedule(plan, worker, link, start, live).await })
+            let next = next.clone();
+            tokio::task::spawn_local(async move {
+                match plan.rate {
+                    Rate::PerSecond(_) => schedule(plan, worker, link, start, live).await,
+                    Rate::Max => flat_out(plan, link, start, &next, live).await,
+                }
+            })
         })
         .collect();
-    let mut outcome = Outcome::new(plan.events());
+    let mut outcome = Outcome::new(plan.events().unwrap_or(0));
     for worker in workers {
         match worker.await {
             Ok(part) => outcome.merge(part),
@@ -296,14 +326,16 @@ async fn schedule(
     start: tokio::time::Instant,
     live: Arc<Live>,
 ) -> Outcome {
-    let events = plan.events();
+    let (Some(events), Some(interval)) = (plan.events(), plan.interval()) else {
+        return Outcome::new(0);
+    };
     let burst = u64::from(plan.burst);
     let ticks = events / burst;
     let workers = plan.publishers as u64;
     let mut outcome = Outcome::new(events);
     let mut first = true;
     for tick in 0..ticks {
-        let due = start + plan.interval().mul_f64(tick as f64);
+        let due = start + interval.mul_f64(tick as f64);
         tokio::time::sleep_until(due).await;
         if plan.cancel.is_cancelled() {
             break;
@@ -319,20 +351,73 @@ async fn schedule(
                 outcome.started = Instant::now();
                 first = false;
             }
-            let sent_at = Instant::now();
-            outcome.sent += 1;
-            match link.publish(&plan.channel, n).await {
-                Ok(_) => {
-                    outcome.ok.insert(n);
-                    Live::bump(&live.published);
-                    let us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    outcome.round_trip.saturating_record(us.max(1));
-                }
-                Err(PublishError::Status(503)) => outcome.overloaded += 1,
-                Err(error) => outcome.fail(error),
-            }
-            outcome.finished = Instant::now();
+            publish_one(&plan, &mut link, n, &mut outcome, &live).await;
         }
     }
     outcome
+}
+
+/// One publisher connection publishing back to back until the duration is over: each publish
+/// takes the next sequence number the moment it goes out, so the numbers accepted are 1, 2, 3, …
+/// without gaps other than refused publishes.
+async fn flat_out(
+    plan: Plan,
+    mut link: Link,
+    start: tokio::time::Instant,
+    next: &Cell<u64>,
+    live: Arc<Live>,
+) -> Outcome {
+    let until = start + plan.duration;
+    let mut outcome = Outcome::new(0);
+    outcome.started = Instant::now();
+    while tokio::time::Instant::now() < until && !plan.cancel.is_cancelled() {
+        let n = next.get();
+        next.set(n + 1);
+        publish_one(&plan, &mut link, n, &mut outcome, &live).await;
+        // The answer may already be buffered, so the await above need not yield; let the
+        // other connections of this thread have their turn.
+        tokio::task::yield_now().await;
+    }
+    outcome
+}
+
+/// Publishes event `n` and counts how it went.
+async fn publish_one(plan: &Plan, link: &mut Link, n: u64, outcome: &mut Outcome, live: &Live) {
+    let sent_at = Instant::now();
+    outcome.sent += 1;
+    match link.publish(&plan.channel, n).await {
+        Ok(_) => {
+            outcome.ok.insert(n);
+            Live::bump(&live.published);
+            let us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            outcome.round_trip.saturating_record(us.max(1));
+        }
+        Err(PublishError::Status(503)) => outcome.overloaded += 1,
+        Err(error) => outcome.fail(error),
+    }
+    outcome.finished = Instant::now();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_reaches_the_target_size() {
+        let unpadded = r#"{"n":12,"t":1700000000000000"#;
+        let pad = padding(256, unpadded.len());
+        let data = format!(r#"{unpadded},"p":"{}"}}"#, "x".repeat(pad));
+        assert_eq!(data.len(), 256);
+        assert!(serde_json::from_str::<serde_json::Value>(&data).is_ok());
+        // Already longer than the target: no padding.
+        assert_eq!(padding(10, unpadded.len()), 0);
+    }
+
+    #[test]
+    fn padded_events_still_scan() {
+        let data = format!(r#"{{"n":7,"t":99,"p":"{}"}}"#, "x".repeat(3000));
+        let mut seen = Vec::new();
+        crate::scan::each_delivery(data.as_bytes(), |d| seen.push(d));
+        assert_eq!(seen, [crate::scan::Delivery { n: 7, t: 99 }]);
+    }
 }

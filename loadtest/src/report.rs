@@ -2,6 +2,9 @@
 //! plain-text summary, and the comparison table that sets the measured SSE, WebSocket and
 //! long-polling figures beside the tutorial's claims.
 //!
+//! With stalled connections (`--stall`), the delivery, latency and wire figures are the healthy
+//! connections' only; [`Stalled`] says what happened to the others.
+//!
 //! Pure formatting: no IO besides returning strings.
 
 use std::fmt::Write;
@@ -10,7 +13,10 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::plan::{Plan, Target, Transport};
+use crate::plan::{Plan, Rate, Target, Transport};
+
+/// How late a tick must have been before [`Report::publisher_behind`] speaks up, ms.
+const PUBLISHER_BEHIND_MS: f64 = 1000.0;
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -29,8 +35,11 @@ pub struct Report {
     pub connections: Connections,
     /// What the publisher did.
     pub publish: Publish,
-    /// What the subscribers received.
+    /// What the healthy (not stalled) subscribers received.
     pub delivery: Delivery,
+    /// The stalled connections, when the plan stalls some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<Stalled>,
     /// Bytes on the wire.
     pub wire: Wire,
     /// Server and harness resources.
@@ -69,6 +78,24 @@ pub struct Connections {
     pub resets: u64,
     /// In-band `dropped` notices received.
     pub dropped_notices: u64,
+    /// Streams the server cut off as slow consumers during the run, by its own count (Sluice's
+    /// `/stats`; none for the baselines): the stalled ones, and any other that fell behind.
+    pub server_evictions: Option<u64>,
+}
+
+/// The connections that stopped reading once ready (`--stall`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stalled {
+    /// The share of connections asked to stall.
+    pub share: f64,
+    /// Connections chosen to stall.
+    pub chosen: usize,
+    /// Of those, the ones that became ready and stopped reading.
+    pub ready: usize,
+    /// Of those, the ones the server cut off (reset) before the run ended.
+    pub cut_off: usize,
+    /// When they were cut off, seconds after the first publish: first, median, last.
+    pub cut_off_after_s: Option<[f64; 3]>,
 }
 
 /// Publisher figures.
@@ -94,9 +121,11 @@ pub struct Publish {
     pub round_trip_ms: Percentiles,
 }
 
-/// Delivery figures.
+/// Delivery figures, over the healthy connections (every ready one that does not stall).
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
+    /// Connections counted: ready and not stalled.
+    pub connections: usize,
     /// Deliveries expected: accepted publishes × ready connections.
     pub expected: u64,
     /// Deliveries received, duplicates included.
@@ -146,6 +175,15 @@ pub struct Resources {
     pub server_rss_mb_connected: f64,
     /// Highest server RSS sampled during the run, MB.
     pub server_rss_mb_peak: f64,
+    /// Server RSS after the drain, connections still open, MB.
+    pub server_rss_mb_end: f64,
+    /// Server RSS about once a second: `[seconds since the run began, MB]`.
+    pub server_rss_mb_series: Vec<[f64; 2]>,
+    /// The kernel's TCP buffer memory, machine-wide (server and harness sockets): highest sample
+    /// and after the drain, MB. Unread bytes of stalled readers sit here, not in any RSS.
+    pub kernel_tcp_mb_peak: f64,
+    /// See `kernel_tcp_mb_peak`.
+    pub kernel_tcp_mb_end: f64,
     /// `(connected - idle) / connections`, KiB.
     pub server_kib_per_connection: f64,
     /// Server CPU over the publishing phase.
@@ -240,19 +278,49 @@ impl Report {
         problems
     }
 
+    /// A note when a scheduled publisher could not keep its schedule: each publisher connection
+    /// waits for one answer before its next publish, so the rate it reaches is at most
+    /// `publishers / round trip`. The run then measured a lower rate than it asked for, and took
+    /// longer. Not a problem of the server under test, so not in [`Report::problems`].
+    pub fn publisher_behind(&self) -> Option<String> {
+        let Rate::PerSecond(asked) = self.plan.rate else {
+            return None;
+        };
+        let reached = self.publish.rate;
+        let behind = self.publish.behind_max_ms >= PUBLISHER_BEHIND_MS && reached < 0.95 * asked;
+        behind.then(|| {
+            format!(
+                "note: the publisher fell behind its schedule ({reached:.1}/s of {asked}/s, up to {:.1} s late); \
+                 each of the {} publisher connection(s) waits for an answer, so give more --publishers",
+                self.publish.behind_max_ms / 1000.0,
+                self.plan.publishers
+            )
+        })
+    }
+
     /// A plain-text summary.
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let p = &self.plan;
         let _ = writeln!(
             out,
-            "== {} over {} — {} connections, {} events/s{}, {}",
+            "== {} over {} — {} connections, {}{}{}{}, {}",
             self.target.as_str(),
             self.transport.as_str(),
             p.connections,
             p.rate,
             if p.burst > 1 {
                 format!(" in bursts of {}", p.burst)
+            } else {
+                String::new()
+            },
+            if p.publishers > 1 {
+                format!(" on {} publisher connections", p.publishers)
+            } else {
+                String::new()
+            },
+            if p.payload_bytes > 0 {
+                format!(", {} B payloads", p.payload_bytes)
             } else {
                 String::new()
             },
@@ -268,22 +336,63 @@ impl Report {
         let c = &self.connections;
         let _ = writeln!(
             out,
-            "connections  {} ready, {} failed, ramp {:.1} s, connect p50 {:.2} ms p99 {:.2} ms, {} reconnects, {} resets",
-            c.ready, c.failed, c.ramp_s, c.connect_ms.p50, c.connect_ms.p99, c.reconnects, c.resets
+            "connections  {} ready, {} failed, ramp {:.1} s, connect p50 {:.2} ms p99 {:.2} ms, {} reconnects, {} resets, {} cut off by the server",
+            c.ready,
+            c.failed,
+            c.ramp_s,
+            c.connect_ms.p50,
+            c.connect_ms.p99,
+            c.reconnects,
+            c.resets,
+            c.server_evictions
+                .map_or_else(|| "n/a".to_owned(), |n| n.to_string())
         );
+        if let Some(st) = &self.stalled {
+            let when = st.cut_off_after_s.map_or_else(String::new, |[first, median, last]| {
+                format!(
+                    " ({first:.1} s / {median:.1} s / {last:.1} s after the first publish: first / median / last)"
+                )
+            });
+            let _ = writeln!(
+                out,
+                "stalled      {} of {} ready stopped reading ({:.0}% asked); {} cut off by the server{when}",
+                st.ready,
+                st.chosen,
+                st.share * 100.0,
+                st.cut_off
+            );
+        }
         let pb = &self.publish;
+        let late = match p.rate {
+            Rate::PerSecond(_) => format!(", worst tick {:.1} ms late", pb.behind_max_ms),
+            Rate::Max => String::new(),
+        };
         let _ = writeln!(
             out,
-            "publish      {} sent, {} ok, {} overloaded (503), {} errors, {:.1}/s, round trip p50 {:.2} ms, worst tick {:.1} ms late",
-            pb.sent, pb.ok, pb.overloaded, pb.errors, pb.rate, pb.round_trip_ms.p50, pb.behind_max_ms
+            "publish      {} sent, {} ok, {} overloaded (503), {} errors, {:.1}/s accepted, round trip p50 {:.2} ms p99 {:.2} ms{late}",
+            pb.sent,
+            pb.ok,
+            pb.overloaded,
+            pb.errors,
+            pb.rate,
+            pb.round_trip_ms.p50,
+            pb.round_trip_ms.p99
         );
         if let Some(error) = &pb.first_error {
             let _ = writeln!(out, "             first error: {error}");
         }
+        if let Some(note) = self.publisher_behind() {
+            let _ = writeln!(out, "             {note}");
+        }
         let d = &self.delivery;
+        let healthy = if self.stalled.is_some() {
+            format!(" (the {} healthy connections)", d.connections)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "delivery     {} of {} expected, lost {}, duplicated {}, {:.0} deliveries/s",
+            "delivery     {} of {} expected{healthy}, lost {}, duplicated {}, {:.0} deliveries/s",
             d.delivered, d.expected, d.lost, d.duplicated, d.per_second
         );
         let l = &d.latency_ms;
@@ -301,13 +410,19 @@ impl Report {
         let r = &self.resources;
         let _ = writeln!(
             out,
-            "server       RSS {:.1} MB idle, {:.1} MB connected ({:.1} KiB/conn), {:.1} MB peak; CPU {:.1}% avg, {:.1}% max",
+            "server       RSS {:.1} MB idle, {:.1} MB connected ({:.1} KiB/conn), {:.1} MB peak, {:.1} MB at the end; CPU {:.1}% avg, {:.1}% max",
             r.server_rss_mb_idle,
             r.server_rss_mb_connected,
             r.server_kib_per_connection,
             r.server_rss_mb_peak,
+            r.server_rss_mb_end,
             r.server_cpu_pct,
             r.server_cpu_pct_max
+        );
+        let _ = writeln!(
+            out,
+            "kernel       TCP buffers (all sockets) {:.1} MB peak, {:.1} MB at the end",
+            r.kernel_tcp_mb_peak, r.kernel_tcp_mb_end
         );
         let _ = writeln!(
             out,

@@ -1,11 +1,13 @@
 //! One run from start to end: check the fd budget, publish the primer, open every connection
 //! (client threads, each a current-thread runtime), wait until all are ready, publish on
-//! schedule (its own thread), drain, stop, and turn the tallies and `/proc` samples into a
-//! [`Report`].
+//! schedule or flat out (its own thread), drain, stop, and turn the tallies, the `/proc` samples
+//! and the server's `/stats` into a [`Report`].
 //!
 //! The phases are sequential on purpose: no event is published before every connection is
 //! ready, so each ready connection must receive every accepted event, and losses and duplicates
-//! are exact. Owns the threads and the clock; the protocols live in `transport`.
+//! are exact. Stalled connections stop reading once ready; they are left out of the delivery
+//! figures and counted on their own. Owns the threads and the clock; the protocols live in
+//! `transport`.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -17,14 +19,16 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
-use crate::plan::{Plan, PlanError, Transport};
+use crate::account;
+use crate::plan::{Plan, PlanError, Target, Transport};
 use crate::procfs::{self, Usage};
 use crate::publisher::{self, Outcome, PublishError};
-use crate::report::{self, ConnIssue, Percentiles, Report};
+use crate::report::{self, Percentiles, Report};
 use crate::source::{self, FdError, Sources};
 use crate::spawn::{Launch, SpawnError, Spawned};
+use crate::stats;
 use crate::tally::{ConnTally, Live, ThreadTally};
-use crate::transport::{self, Conn, Thread, READ_BUF};
+use crate::transport::{self, now_us, Conn, Thread, READ_BUF};
 
 /// How often the main thread samples `/proc` during the run.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -111,6 +115,7 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         .map_err(RunError::Thread)?
         .block_on(publisher::primer(endpoint.addr, plan.target, &plan.channel))
         .map_err(RunError::Primer)?;
+    let evictions_before = server_evictions(plan, endpoint);
     let start_after: Option<String> = match plan.transport {
         Transport::Poll => Some(primer_id.ok_or(RunError::NoPrimerId)?),
         Transport::Sse | Transport::Ws => None,
@@ -135,7 +140,7 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
     }
 
     let bar = progress_bar(plan);
-    let mut peaks = Peaks::default();
+    let mut peaks = Peaks::new(ramp_started);
     let mut last_sample = (Instant::now(), sample(endpoint.pid));
     let mut own_last = (Instant::now(), procfs::own_usage());
     let total = plan.connections as u64;
@@ -168,14 +173,21 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         })
         .map_err(RunError::Thread)?;
     let publish_window = (Instant::now(), sample(endpoint.pid), procfs::own_usage());
-    bar.set_length(plan.events());
+    let publish_started_us = now_us();
+    bar.set_length(plan.events().unwrap_or(0));
     bar.set_position(0);
     while !publisher.is_finished() {
         std::thread::sleep(TICK);
         bar.set_position(Live::get(&live.published));
+        let cut_off = Live::get(&live.cut_off);
         bar.set_message(format!(
-            "publishing, {} delivered",
-            Live::get(&live.delivered)
+            "publishing, {} delivered{}",
+            Live::get(&live.delivered),
+            if plan.stall.is_some() {
+                format!(", {cut_off} stalled cut off")
+            } else {
+                String::new()
+            }
         ));
         peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
     }
@@ -190,8 +202,9 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         }
     };
 
-    // Drain: wait for deliveries in flight, up to the plan's bound.
-    let expected = outcome.ok.len() * ready;
+    // Drain: wait for deliveries in flight to the healthy connections, up to the plan's bound.
+    let healthy = ready.saturating_sub(Live::get(&live.stalled));
+    let expected = outcome.ok.len() * healthy;
     let drain_until = Instant::now() + plan.drain;
     bar.set_message("draining");
     while Live::get(&live.delivered) < expected
@@ -201,6 +214,12 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         std::thread::sleep(TICK);
         peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
     }
+    // The end state, with every connection still open.
+    let drained = sample(endpoint.pid);
+    let tcp_buffers_end = procfs::tcp_buffers_kib();
+    let evictions = evictions_before
+        .zip(server_evictions(plan, endpoint))
+        .map(|(before, after)| after.saturating_sub(before));
     let _ = stop_tx.send(true);
     let mut conns: Vec<(usize, ConnTally)> = Vec::with_capacity(plan.connections);
     let mut histograms = ThreadTally::new();
@@ -230,10 +249,22 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         ramp,
         publish_window,
         publish_end,
+        publish_started_us,
+        drained,
+        tcp_buffers_end,
+        evictions,
         peaks,
         outcome,
     };
     Ok(build_report(inputs, &conns, &histograms))
+}
+
+/// Streams Sluice has cut off as slow consumers so far (none for the baselines, or when
+/// `/stats` does not answer).
+fn server_evictions(plan: &Plan, endpoint: &Endpoint) -> Option<u64> {
+    (plan.target == Target::Sluice)
+        .then(|| stats::slow_consumers_dropped(endpoint.addr))
+        .flatten()
 }
 
 /// A current-thread runtime with IO and timers.
@@ -282,7 +313,8 @@ fn client_thread(
                 target: plan.target,
                 path: path.clone(),
                 start_after: start_after.clone(),
-                expected: plan.events(),
+                expected: plan.events().unwrap_or(0),
+                stall: plan.stall.is_stalled(index),
                 thread: state.clone(),
                 live: live.clone(),
             };
@@ -311,15 +343,30 @@ fn in_flight(live: &Live) -> u64 {
     Live::get(&live.opened).saturating_sub(settled)
 }
 
-/// Highest samples seen during the run.
-#[derive(Debug, Default)]
+/// Highest samples seen during the run, and the server's RSS over time.
+#[derive(Debug)]
 struct Peaks {
+    started: Instant,
     server_rss_kib: u64,
     server_cpu_pct: f64,
     harness_rss_kib: u64,
+    tcp_buffers_kib: u64,
+    /// `(seconds since started, server RSS KiB)`, one per sample.
+    server_rss: Vec<(f64, u64)>,
 }
 
 impl Peaks {
+    fn new(started: Instant) -> Self {
+        Peaks {
+            started,
+            server_rss_kib: 0,
+            server_cpu_pct: 0.0,
+            harness_rss_kib: 0,
+            tcp_buffers_kib: 0,
+            server_rss: Vec::new(),
+        }
+    }
+
     /// Samples the server and the harness if [`SAMPLE_EVERY`] has passed since the last sample.
     fn maybe_sample(
         &mut self,
@@ -334,6 +381,10 @@ impl Peaks {
         if let Some(pid) = pid {
             let usage = procfs::tree_usage(pid);
             self.server_rss_kib = self.server_rss_kib.max(usage.rss_kib);
+            self.server_rss.push((
+                now.duration_since(self.started).as_secs_f64(),
+                usage.rss_kib,
+            ));
             self.server_cpu_pct = self
                 .server_cpu_pct
                 .max(procfs::cpu_percent(*last, (now, usage)));
@@ -344,6 +395,7 @@ impl Peaks {
         let usage = procfs::own_usage();
         self.harness_rss_kib = self.harness_rss_kib.max(usage.rss_kib);
         *own = (now, usage);
+        self.tcp_buffers_kib = self.tcp_buffers_kib.max(procfs::tcp_buffers_kib());
     }
 }
 
@@ -358,6 +410,14 @@ struct Inputs<'a> {
     /// (when, server, harness) as publishing started and as it ended.
     publish_window: (Instant, Usage, Usage),
     publish_end: (Instant, Usage, Usage),
+    /// The first publish, unix µs (cut-off times are told from it).
+    publish_started_us: u64,
+    /// The server after the drain, connections still open.
+    drained: Usage,
+    /// The kernel's TCP buffers after the drain, KiB.
+    tcp_buffers_end: u64,
+    /// Streams the server cut off during the run, by its own count.
+    evictions: Option<u64>,
     peaks: Peaks,
     outcome: Outcome,
 }
@@ -376,77 +436,15 @@ fn build_report(
         ramp,
         publish_window,
         publish_end,
+        publish_started_us,
+        drained,
+        tcp_buffers_end,
+        evictions,
         mut peaks,
         outcome,
     } = inputs;
     let ok = &outcome.ok;
-    let mut delivery = report::Delivery {
-        expected: 0,
-        delivered: 0,
-        lost: 0,
-        duplicated: 0,
-        unconfirmed: 0,
-        connections_with_loss: 0,
-        connections_with_duplicates: 0,
-        per_second: 0.0,
-        latency_ms: Percentiles::of_us(&histograms.latency),
-    };
-    let mut wire = report::Wire {
-        bytes_read: 0,
-        bytes_written: 0,
-        read_per_event: 0.0,
-        total_per_event: 0.0,
-        reads: 0,
-        reads_per_event: 0.0,
-    };
-    let mut ready = 0;
-    let mut failed = 0;
-    let mut first_failure = None;
-    let (mut reconnects, mut resets, mut dropped_notices) = (0, 0, 0);
-    let mut worst = Vec::new();
-    for (index, tally) in conns {
-        wire.bytes_read += tally.bytes_read;
-        wire.bytes_written += tally.bytes_written;
-        wire.reads += tally.reads;
-        reconnects += tally.reconnects;
-        resets += tally.resets;
-        dropped_notices += tally.dropped_notices;
-        delivery.delivered += tally.delivered;
-        if !tally.ready {
-            failed += 1;
-            if first_failure.is_none() {
-                first_failure = tally.failure.clone();
-            }
-            continue;
-        }
-        ready += 1;
-        delivery.expected += ok.len();
-        let lost = ok.missing_from(&tally.seen);
-        delivery.lost += lost;
-        delivery.duplicated += tally.duplicates;
-        delivery.unconfirmed += tally.seen.missing_from(ok);
-        delivery.connections_with_loss += u64::from(lost > 0);
-        delivery.connections_with_duplicates += u64::from(tally.duplicates > 0);
-        if (lost > 0 || tally.duplicates > 0) && worst.len() < 20 {
-            worst.push(ConnIssue {
-                index: *index,
-                lost,
-                duplicated: tally.duplicates,
-                reconnects: tally.reconnects,
-            });
-        }
-    }
-    if delivery.delivered > 0 {
-        wire.read_per_event = wire.bytes_read as f64 / delivery.delivered as f64;
-        wire.total_per_event =
-            (wire.bytes_read + wire.bytes_written) as f64 / delivery.delivered as f64;
-        wire.reads_per_event = wire.reads as f64 / delivery.delivered as f64;
-    }
-    let first_publish_us = histograms.first_send_us;
-    let span_us = histograms.last_delivery_us.saturating_sub(first_publish_us);
-    if span_us > 0 && first_publish_us > 0 {
-        delivery.per_second = delivery.delivered as f64 / (span_us as f64 / 1e6);
-    }
+    let accounts = account::account(conns, ok, histograms, publish_started_us, plan.stall);
     let publish_seconds = outcome
         .finished
         .saturating_duration_since(outcome.started)
@@ -471,13 +469,23 @@ fn build_report(
     peaks.server_rss_kib = peaks
         .server_rss_kib
         .max(connected.rss_kib)
-        .max(server1.rss_kib);
+        .max(server1.rss_kib)
+        .max(drained.rss_kib);
+    peaks.tcp_buffers_kib = peaks.tcp_buffers_kib.max(tcp_buffers_end);
     let connections = plan.connections.max(1) as f64;
     let resources = report::Resources {
         server_pid: endpoint.pid,
         server_rss_mb_idle: report::mb(idle.rss_kib),
         server_rss_mb_connected: report::mb(connected.rss_kib),
         server_rss_mb_peak: report::mb(peaks.server_rss_kib),
+        server_rss_mb_end: report::mb(drained.rss_kib),
+        server_rss_mb_series: peaks
+            .server_rss
+            .iter()
+            .map(|&(at, kib)| [(at * 10.0).round() / 10.0, report::mb(kib)])
+            .collect(),
+        kernel_tcp_mb_peak: report::mb(peaks.tcp_buffers_kib),
+        kernel_tcp_mb_end: report::mb(tcp_buffers_end),
         server_kib_per_connection: connected.rss_kib.saturating_sub(idle.rss_kib) as f64
             / connections,
         server_cpu_pct: procfs::cpu_percent((t0, server0), (t1, server1)),
@@ -496,20 +504,22 @@ fn build_report(
         },
         connections: report::Connections {
             requested: plan.connections,
-            ready,
-            failed,
-            first_failure,
+            ready: accounts.ready,
+            failed: accounts.failed,
+            first_failure: accounts.first_failure,
             ramp_s: ramp.as_secs_f64(),
             connect_ms: Percentiles::of_us(&histograms.connect),
-            reconnects,
-            resets,
-            dropped_notices,
+            reconnects: accounts.reconnects,
+            resets: accounts.resets,
+            dropped_notices: accounts.dropped_notices,
+            server_evictions: evictions,
         },
         publish,
-        delivery,
-        wire,
+        delivery: accounts.delivery,
+        stalled: accounts.stalled,
+        wire: accounts.wire,
         resources,
-        worst_connections: worst,
+        worst_connections: accounts.worst,
     }
 }
 

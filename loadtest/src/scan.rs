@@ -1,7 +1,7 @@
 //! Finding the load events' sequence number and send time in received bytes without parsing
 //! JSON: the published value is `{"n":<seq>,"t":<unix µs>}`, so a delivery is the digits after
 //! `"n":` and after the next `"t":`. Also the few string fields the clients follow (`"id":"…"`,
-//! `"next":"…"`, `"event":"…"`).
+//! `"next":"…"`, `"event":"…"`) and numbers (`/stats` counters).
 //!
 //! Allocation-free and transport-agnostic: SSE data lines, WebSocket messages and long-poll
 //! bodies all go through these functions.
@@ -28,6 +28,11 @@ pub fn each_delivery(mut bytes: &[u8], mut each: impl FnMut(Delivery)) {
         each(delivery);
         bytes = &bytes[used..];
     }
+}
+
+/// The unsigned integer that follows the first `key` in `bytes` (e.g. `"count":`), if any.
+pub fn number_field(bytes: &[u8], key: &[u8]) -> Option<u64> {
+    number_after(bytes, key).map(|(value, _)| value)
 }
 
 /// The unsigned integer that follows the first `key` in `bytes` (spaces allowed), with the offset

@@ -1,6 +1,7 @@
 //! What the clients count: which sequence numbers each connection received (a bitmap, so losses
-//! and duplicates are exact), bytes on the wire, reconnects, and the latency and connect-time
-//! histograms that all connections of one client thread share.
+//! and duplicates are exact), bytes on the wire, reconnects, whether a stalled connection was cut
+//! off, and the latency and connect-time histograms that all connections of one client thread
+//! share.
 //!
 //! No IO and no clocks: the transports call in with what they read, and `run` merges the
 //! per-connection and per-thread tallies at the end.
@@ -115,6 +116,11 @@ pub struct ConnTally {
     pub dropped_notices: u64,
     /// The connection became ready (subscribed, position known) before the publisher started.
     pub ready: bool,
+    /// The connection is one of the stalled ones: once ready it never read again, so it takes
+    /// no part in the delivery figures.
+    pub stalled: bool,
+    /// When the server cut a stalled connection off (reset it), unix µs.
+    pub cut_off_at_us: Option<u64>,
     /// Why the connection gave up, if it did.
     pub failure: Option<String>,
 }
@@ -215,6 +221,10 @@ pub struct Live {
     pub delivered: AtomicU64,
     /// Publishes the server accepted.
     pub published: AtomicU64,
+    /// Stalled connections that became ready and stopped reading.
+    pub stalled: AtomicU64,
+    /// Stalled connections the server cut off.
+    pub cut_off: AtomicU64,
 }
 
 impl Live {

@@ -1,6 +1,7 @@
 //! One subscriber connection's life, whatever the transport: connect, become ready, count
 //! deliveries until told to stop, and reconnect (resuming from the last id seen) when the server
-//! closes the connection or it fails.
+//! closes the connection or it fails. A stalled connection instead stops reading once ready and
+//! only watches for the server cutting it off; it is never reopened.
 //!
 //! The protocol of each transport lives in its own file ([`sse`], [`ws`], [`poll`]); this file
 //! owns the retry policy and what a connection shares with the other connections of its thread.
@@ -18,6 +19,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::plan::{Target, Transport};
@@ -32,6 +35,10 @@ pub const CONNECT_ATTEMPTS: u32 = 3;
 
 /// Pause before a reconnect, so a server that refuses everyone is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often a stalled connection asks its socket for a pending error, besides waiting for the
+/// error readiness the reset raises.
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// Bytes one socket read takes, into the thread's shared buffer.
 pub const READ_BUF: usize = 16 * 1024;
@@ -64,8 +71,10 @@ pub struct Conn {
     pub path: Rc<str>,
     /// Where a long poll starts (the primer's id): events after it are delivered.
     pub start_after: Option<Rc<str>>,
-    /// Sequence numbers expected (bitmap capacity).
+    /// Sequence numbers expected (bitmap capacity; 0 when unknown).
     pub expected: u64,
+    /// Once ready, never read again (a slow consumer).
+    pub stall: bool,
     /// The thread's shared state.
     pub thread: Rc<RefCell<Thread>>,
     /// Cross-thread counters.
@@ -79,6 +88,8 @@ pub enum End {
     Stopped,
     /// The server closed the connection.
     Closed,
+    /// The server cut off a stalled connection (it reset it).
+    CutOff,
 }
 
 /// A session failed.
@@ -148,7 +159,10 @@ impl State {
 /// Runs one connection until `stop` turns true; returns its account.
 pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
     let mut state = State {
-        tally: ConnTally::new(conn.expected),
+        tally: ConnTally {
+            stalled: conn.stall,
+            ..ConnTally::new(conn.expected)
+        },
         last_id: Vec::with_capacity(32),
         started: Instant::now(),
     };
@@ -167,6 +181,13 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
         };
         let error = match result {
             Ok(End::Stopped) => break,
+            Ok(End::CutOff) => {
+                // Not reopened: a slow consumer that was cut off stays off for this run.
+                state.tally.cut_off_at_us = Some(now_us());
+                Live::bump(&conn.live.cut_off);
+                stopped(&mut stop).await;
+                break;
+            }
             Ok(End::Closed) => None,
             Err(error) => Some(error),
         };
@@ -193,6 +214,35 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
         }
     }
     state.tally
+}
+
+/// A stalled connection's remaining life: the socket stays open and is never read again, until
+/// the run stops or the server cuts it off. The server resets an evicted stream (zero linger), so
+/// the cut-off shows as a pending socket error (`ECONNRESET`): waited for as error readiness, and
+/// asked for every [`STALL_CHECK`] in case readiness never says.
+pub async fn stall(conn: &Conn, stream: &TcpStream, stop: &mut watch::Receiver<bool>) -> End {
+    Live::bump(&conn.live.stalled);
+    // Error readiness without a pending error would return at once forever; after one such
+    // wake-up only the timer is used.
+    let mut watch_readiness = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped(stop) => return End::Stopped,
+            _ = stream.ready(Interest::ERROR), if watch_readiness => {
+                watch_readiness = false;
+            }
+            _ = tokio::time::sleep(STALL_CHECK) => {}
+        }
+        if is_reset(stream) {
+            return End::CutOff;
+        }
+    }
+}
+
+/// Whether the socket holds an error (consumed by the asking): the peer reset it.
+fn is_reset(stream: &TcpStream) -> bool {
+    matches!(stream.take_error(), Ok(Some(_)) | Err(_))
 }
 
 /// Records a delivery in the connection's tally and the thread's latency histogram.

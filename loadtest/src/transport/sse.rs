@@ -3,7 +3,8 @@
 //!
 //! Ready means subscribed with a known position: on Sluice the id-only position frame that
 //! follows `connected` (and any catch-up); on the baselines the response head, since they
-//! register a subscriber before sending it. A reconnect sends `Last-Event-ID`.
+//! register a subscriber before sending it. A reconnect sends `Last-Event-ID`. A stalled
+//! connection stops reading right there.
 
 use std::io::ErrorKind;
 
@@ -68,6 +69,9 @@ pub async fn session(
         readable?;
         if read_ready(conn, state, &stream, &mut phase, &mut scanner)? {
             return Ok(End::Closed);
+        }
+        if conn.stall && state.tally.ready {
+            return Ok(super::stall(conn, &stream, stop).await);
         }
     }
 }
@@ -289,6 +293,7 @@ mod tests {
             path: "/events?channel=load".into(),
             start_after: None,
             expected: 2,
+            stall: false,
             thread: Rc::new(RefCell::new(Thread {
                 buf: vec![0; READ_BUF],
                 tally: crate::tally::ThreadTally::new(),

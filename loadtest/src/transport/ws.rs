@@ -3,7 +3,8 @@
 //! message per event scanned for `"id"`, `"event"` and the `"n"`/`"t"` payload.
 //!
 //! Ready means the server's `{"event":"position"}` message arrived. A reconnect resumes with
-//! `lastEventId=`. tungstenite answers the server's pings itself while the stream is read.
+//! `lastEventId=`. tungstenite answers the server's pings itself while the stream is read. A
+//! stalled connection stops polling the stream after the position message.
 
 use std::io;
 use std::pin::Pin;
@@ -130,6 +131,10 @@ pub async fn session(
             Some(Ok(Message::Binary(bytes))) => on_message(conn, state, &bytes),
             Some(Ok(_)) => {}
             Some(Err(error)) => break Err(SessionError::WebSocket(error.to_string())),
+        }
+        if conn.stall && state.tally.ready {
+            // Never polled again: no reads, and no pongs either.
+            break Ok(super::stall(conn, &socket.get_ref().inner, stop).await);
         }
     };
     let counted = socket.get_ref();
