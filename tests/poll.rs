@@ -28,6 +28,18 @@ async fn poll(server: &Server, query: &str) -> (u16, Value) {
     (status, response.json().await.expect("a JSON answer"))
 }
 
+/// Waits until every worker has applied every publish: a poll then finds them all in its
+/// catch-up (a worker still behind would send the last ones live, in a later answer).
+async fn drained(server: &Server) {
+    server
+        .wait_for_stats(FRAME_TIMEOUT, "every inbox drained", |s| {
+            s["workers"]
+                .as_array()
+                .is_some_and(|w| w.iter().all(|w| w["inboxDepth"] == 0))
+        })
+        .await;
+}
+
 fn ids(answer: &Value) -> Vec<String> {
     answer["events"]
         .as_array()
@@ -70,6 +82,7 @@ async fn since_replays_what_was_missed_then_waits_for_more() {
         published.push(server.publish("a", json!(n)).await.id);
     }
     server.publish("b", json!("not asked for")).await;
+    drained(&server).await;
     let (status, answer) = poll(&server, &format!("?channel=a&since={}", published[0])).await;
     assert_eq!(status, 200);
     assert_eq!(ids(&answer), published[1..].to_vec());
@@ -97,6 +110,7 @@ async fn since_replays_what_was_missed_then_waits_for_more() {
 async fn an_empty_poll_answers_after_the_timeout_with_the_current_position() {
     let server = Server::start(&["--poll-timeout", "500ms"]).await;
     let last = server.publish("elsewhere", json!(1)).await;
+    drained(&server).await;
     let started = Instant::now();
     let (status, answer) = poll(&server, "?channel=quiet").await;
     assert_eq!(status, 200);
@@ -116,6 +130,7 @@ async fn unusable_since_ids_get_an_in_band_reset() {
         server.publish("a", json!(n)).await;
     }
     let last = server.publish("a", json!(6)).await;
+    drained(&server).await;
     for (since, reason) in [
         ("garbage".to_owned(), "malformed"),
         ("zzzz-1".to_owned(), "unknown"),

@@ -144,6 +144,10 @@ async fn subscriptions_change_by_message_and_bad_messages_get_an_error_reply() {
         (json!({"action": "dance", "channel": "a"}), 400),
         (json!({"action": "subscribe", "channel": "bad name"}), 400),
         (json!({"action": "subscribe"}), 400),
+        (
+            json!({"action": "unsubscribe", "channels": (0..300).map(|n| format!("c{n}")).collect::<Vec<_>>()}),
+            400,
+        ),
     ] {
         send(&mut ws, bad.clone()).await;
         let reply = json(&mut ws).await;
@@ -162,6 +166,15 @@ async fn resume_with_last_event_id_replays_exactly_what_was_missed() {
     for n in 0..5 {
         published.push(server.publish("r", json!(n)).await);
     }
+    // Both workers have applied all five, so wherever the connection lands, they come as the
+    // replay (a worker still behind would send the last ones live, after the position).
+    server
+        .wait_for_stats(FRAME_TIMEOUT, "every inbox drained", |s| {
+            s["workers"]
+                .as_array()
+                .is_some_and(|w| w.iter().all(|w| w["inboxDepth"] == 0))
+        })
+        .await;
     let mut ws = connect(
         &server,
         &format!("?channel=r&lastEventId={}", published[1].id),
@@ -608,4 +621,31 @@ async fn a_client_close_then_fin_gets_the_close_echo_and_nothing_after_it() {
     let close = close.unwrap_or_else(|| panic!("no close echo among {} frames", frames.len()));
     assert!(frames[close].1.starts_with(&[0x03, 0xE8]));
     assert_eq!(close, frames.len() - 1, "frames after the close");
+}
+
+#[tokio::test]
+async fn a_client_that_pipelines_hundreds_of_commands_gets_every_reply() {
+    let server = Server::start(&["--workers", "1"]).await;
+    let mut raw = raw_ws(&server).await;
+    // 300 commands in one write: all land in one read on the server.
+    let mut burst = Vec::new();
+    for n in 0..300 {
+        let command = json!({"action": "unsubscribe", "channel": format!("c{n}")}).to_string();
+        burst.extend(client_frame(0x81, command.as_bytes()));
+    }
+    raw.write_all(&burst).await.unwrap();
+    let mut replies = 0;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while replies < 300 {
+        let n = tokio::time::timeout(FRAME_TIMEOUT, raw.read(&mut chunk))
+            .await
+            .expect("replies in time")
+            .expect("the connection stays up");
+        assert!(n > 0, "the server closed after {replies} replies");
+        buf.extend_from_slice(&chunk[..n]);
+        replies = String::from_utf8_lossy(&buf)
+            .matches("\"unsubscribed\"")
+            .count();
+    }
 }

@@ -34,10 +34,10 @@ use crate::ws::{self, CloseCode, Message, Parser};
 /// this is not one.
 pub const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
 
-/// Replies (pongs, acknowledgments) that may wait for a client that does not read them. A client
-/// that keeps sending pings or commands without reading is cut off at this many, so it cannot
-/// grow the server's memory.
-const MAX_OUTBOX: usize = 256;
+/// Bytes of replies (pongs, acknowledgments) that may wait for a client that does not read them.
+/// A client that keeps sending pings or commands without reading is cut off beyond this, so it
+/// cannot grow the server's memory; a client that pipelines a few hundred commands is not.
+const MAX_OUTBOX_BYTES: usize = 256 * 1024;
 
 /// How long the server waits for the client's side of the close handshake before it drops the
 /// connection anyway.
@@ -256,7 +256,7 @@ impl Session {
                         if self.handle_input(&mut parser) {
                             closing = true;
                         }
-                        if self.outbox.len() > MAX_OUTBOX {
+                        if self.outbox.iter().map(Bytes::len).sum::<usize>() > MAX_OUTBOX_BYTES {
                             return End::Reset;
                         }
                     }
@@ -372,6 +372,13 @@ impl Session {
             return Err(bad(
                 "name a channel (\"channel\" or \"channels\")".to_owned()
             ));
+        }
+        // Each channel gets its own acknowledgment; a stream never holds more than this many.
+        if topics.len() > crate::hub::MAX_TOPICS_PER_STREAM {
+            return Err(bad(format!(
+                "at most {} channels per command",
+                crate::hub::MAX_TOPICS_PER_STREAM
+            )));
         }
         if add {
             if let Some(principal) = &self.principal {
