@@ -71,8 +71,7 @@ async fn follow(broker: &Broker, hub: &Hub) {
                     Ok(conn) => connection.insert(conn),
                     Err(error) => {
                         broker.note_failure(&error);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        back_off(&mut backoff).await;
                         continue;
                     }
                 }
@@ -87,8 +86,7 @@ async fn follow(broker: &Broker, hub: &Hub) {
                 }
                 Err(error) => {
                     broker.note_failure(&error);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    back_off(&mut backoff).await;
                     continue;
                 }
             }
@@ -110,8 +108,7 @@ async fn follow(broker: &Broker, hub: &Hub) {
             Err(error) => {
                 broker.note_failure(&error);
                 check_epoch = true;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                back_off(&mut backoff).await;
                 continue;
             }
         };
@@ -147,6 +144,12 @@ async fn follow(broker: &Broker, hub: &Hub) {
                 .store(seq, std::sync::atomic::Ordering::Release);
         }
     }
+}
+
+/// Waits out the current backoff and doubles it, up to [`MAX_BACKOFF`].
+async fn back_off(backoff: &mut Duration) {
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }
 
 /// Hands an event to the shards, waiting while their inboxes are full (never skipping).
