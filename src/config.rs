@@ -32,6 +32,20 @@ pub const DEFAULT_HISTORY_SIZE: usize = 1_000;
 /// Default per-user offline queue, as in the connection manager Sluice replaces.
 pub const DEFAULT_USER_QUEUE_SIZE: usize = 1_000;
 
+/// Default byte budget of everything retained for clients that are not connected (history and
+/// user queues). Well below any server's memory, and enough for a thousand busy channels' full
+/// histories of small events; past it the oldest events go first, across channels.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Default share of the memory budget (percent) one event may take. An event bigger than that
+/// would evict a large part of everyone's history on its own.
+pub const DEFAULT_MAX_EVENT_SHARE: u8 = 5;
+
+/// Default `SO_SNDBUF` of stream sockets. The kernel doubles what is set (bookkeeping), so a
+/// stalled reader pins at most about 128 KiB of kernel memory instead of the several MiB that
+/// send-buffer auto-tuning grows to; 64 KiB still holds hundreds of typical events.
+pub const DEFAULT_SEND_BUFFER: usize = 64 * 1024;
+
 /// The server's configuration.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -142,6 +156,41 @@ pub struct Config {
     #[arg(long, env = "SLUICE_BROKER")]
     pub broker: Option<String>,
 
+    /// Byte budget of everything retained for clients that are not connected (channel history
+    /// and users' offline queues, counted in bytes of frames held). Oldest events go first.
+    #[arg(long, env = "SLUICE_MEMORY_BUDGET", default_value = "256MiB", value_parser = parse_size)]
+    pub memory_budget: usize,
+
+    /// Largest share of `--memory-budget` one event may take, in percent; a larger event is
+    /// refused with 413.
+    #[arg(long, env = "SLUICE_MAX_EVENT_SHARE", default_value_t = DEFAULT_MAX_EVENT_SHARE)]
+    pub max_event_share: u8,
+
+    /// `SO_SNDBUF` of each accepted socket (bytes, or `64KiB`); 0 leaves the kernel's
+    /// auto-tuning. Bounds the kernel memory a reader that stopped reading can pin.
+    #[arg(long, env = "SLUICE_SEND_BUFFER", default_value = "64KiB", value_parser = parse_size)]
+    pub send_buffer: usize,
+
+    /// A stream whose socket accepts no bytes for this long is cut off (it resumes from
+    /// history when it reads again).
+    #[arg(long, env = "SLUICE_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Publishes per second allowed to one publisher (token subject, publisher key, or client
+    /// address when anonymous); 0 means no limit. Over it: 429 with `Retry-After`.
+    #[arg(long, env = "SLUICE_PUBLISH_RATE", default_value_t = 0)]
+    pub publish_rate: u32,
+
+    /// Publishes one publisher may send in a burst above `--publish-rate` (default: one
+    /// second's worth).
+    #[arg(long, env = "SLUICE_PUBLISH_BURST")]
+    pub publish_burst: Option<u32>,
+
+    /// New connections per second accepted from one client address (burst: one second's
+    /// worth); 0 means no limit. Past it, connections are closed at once.
+    #[arg(long, env = "SLUICE_CONNECTION_RATE", default_value_t = 0)]
+    pub connection_rate: u32,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -235,6 +284,18 @@ impl Config {
         if self.history_ttl.is_zero() {
             return invalid("history-ttl", "must be greater than zero");
         }
+        if self.memory_budget < 64 * 1024 {
+            return invalid("memory-budget", "must be at least 64KiB");
+        }
+        if !(1..=100).contains(&self.max_event_share) {
+            return invalid("max-event-share", "must be a percentage from 1 to 100");
+        }
+        if self.write_timeout.is_zero() {
+            return invalid("write-timeout", "must be greater than zero");
+        }
+        if self.publish_burst == Some(0) {
+            return invalid("publish-burst", "must be at least 1");
+        }
         if self.cors_origin.iter().any(|o| o.trim().is_empty()) {
             return invalid("cors-origin", "origins must not be empty");
         }
@@ -312,6 +373,12 @@ impl Config {
         ))
     }
 
+    /// The memory budget of retained events and the largest single event, in bytes.
+    pub fn budget(&self) -> (u64, u64) {
+        let budget = self.memory_budget as u64;
+        (budget, budget / 100 * u64::from(self.max_event_share))
+    }
+
     /// Retention of channel history and of users' offline queues.
     pub fn history_limits(&self) -> (hub::Limits, hub::Limits) {
         (
@@ -373,6 +440,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         other => return Err(format!("unknown size unit '{other}' (use KiB or MiB)")),
     };
     number

@@ -48,7 +48,10 @@ pub fn start(config: Config) -> io::Result<Server> {
     let (trigger, shutdown) = shutdown::channel();
     let (hub, inboxes, broker) = match &config.broker {
         None => {
-            let history = Arc::new(MemoryHistory::new(channel_limits, user_limits));
+            let (budget, max_event) = config.budget();
+            let history = Arc::new(
+                MemoryHistory::new(channel_limits, user_limits).with_budget(budget, max_event),
+            );
             let (hub, inboxes) = Hub::new(config.hub_settings(count), history.clone());
             spawn_history_sweeper(history, shutdown.clone())?;
             (hub, inboxes, None)

@@ -43,6 +43,11 @@ pub(crate) enum HandlerError {
     UpgradeRequired(&'static str),
     /// A browser page of an origin that is not allowed opened a WebSocket (403).
     ForbiddenOrigin,
+    /// Over a rate limit (429); carries the whole seconds after which a retry may succeed.
+    TooManyRequests(u64),
+    /// The request uses an HTTP feature this server does not implement (501), such as a
+    /// transfer coding other than `chunked`.
+    NotImplemented(String),
 }
 
 impl From<AuthError> for HandlerError {
@@ -96,6 +101,10 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "request body must be application/json".to_owned(),
         ),
+        HandlerError::Hub(HubError::TooLarge) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            HubError::TooLarge.to_string(),
+        ),
         HandlerError::Hub(hub) => (StatusCode::SERVICE_UNAVAILABLE, hub.to_string()),
         HandlerError::Missing(what) => (StatusCode::NOT_FOUND, what.clone()),
         HandlerError::Conflict(why) => (StatusCode::CONFLICT, why.clone()),
@@ -112,6 +121,11 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
             StatusCode::FORBIDDEN,
             "this origin may not open WebSockets here (see --cors-origin)".to_owned(),
         ),
+        HandlerError::TooManyRequests(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded, retry later".to_owned(),
+        ),
+        HandlerError::NotImplemented(what) => (StatusCode::NOT_IMPLEMENTED, what.clone()),
     };
     let mut response = json(status, &ErrorBody { error: &message });
     let headers = response.headers_mut();
@@ -125,6 +139,10 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
                 header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static("13"),
             );
+        }
+        HandlerError::Hub(HubError::TooLarge) => {}
+        HandlerError::TooManyRequests(secs) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         HandlerError::Hub(_) => {
             headers.insert(

@@ -10,6 +10,7 @@
 //! shard receives it, so a stalled worker turns into back-pressure on publishers (503) instead of
 //! unbounded memory.
 
+pub mod budget;
 mod conn;
 mod counts;
 mod frame;
@@ -113,6 +114,8 @@ pub enum HubError {
     /// The history store is unreachable; the event was not acknowledged. (Embedded, nothing was
     /// published; with a broker, a publish that timed out may still have been stored.)
     Unavailable,
+    /// The event is larger than the share of the memory budget one event may take.
+    TooLarge,
 }
 
 impl std::fmt::Display for HubError {
@@ -123,6 +126,9 @@ impl std::fmt::Display for HubError {
             HubError::TooManyConnections => f.write_str("connection limit reached"),
             HubError::Unavailable => {
                 f.write_str("event store unavailable, the event was not acknowledged")
+            }
+            HubError::TooLarge => {
+                f.write_str("event is larger than one event's share of the memory budget")
             }
         }
     }
@@ -401,6 +407,10 @@ impl Hub {
         name: Option<&crate::sse::EventName>,
         data: Payload<'_>,
     ) -> Result<Receipt, HubError> {
+        let size = data.sse.len() + data.json.map_or(data.sse.len(), str::len);
+        if !self.inner.history.admits(size) {
+            return Err(HubError::TooLarge);
+        }
         self.publish(topic, |_, id| {
             Frame::event(Some(id), Some(topic), name, data)
         })
@@ -541,6 +551,9 @@ impl Hub {
             history_events: retained.events,
             users_with_queue: retained.users,
             queued_user_events: retained.queued,
+            retained_bytes: retained.bytes,
+            memory_budget: retained.budget,
+            budget_evictions: retained.budget_evictions,
             last_event_id: self.inner.history.format_id(self.inner.history.head()),
             uptime_ms: now,
             shards,
