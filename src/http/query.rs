@@ -1,11 +1,16 @@
-//! Query-string parameters of stream requests, decoded and validated once.
+//! Query-string parameters of stream requests, decoded and validated once, in one linear pass
+//! that stops at the first cap exceeded (parameters, channel names, distinct channels).
 
-use crate::hub::{ConnId, Topic};
+use crate::hub::{ConnId, Topic, TopicList};
 
 use super::response::HandlerError;
 
 /// Most `channel` parameters one stream may ask for.
 pub const MAX_CHANNELS_PER_STREAM: usize = crate::hub::MAX_TOPICS_PER_STREAM;
+
+/// Most query parameters one request may carry. A stream needs a handful (channels, id, resume
+/// position, cache busters); 256 leaves room for one `channel=` per channel and then some.
+pub const MAX_QUERY_PAIRS: usize = 256;
 
 /// What `GET /events?...` asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -28,26 +33,17 @@ impl StreamQuery {
         let Some(query) = query else {
             return Ok(parsed);
         };
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let mut channels = TopicList::new(MAX_CHANNELS_PER_STREAM);
+        for (index, (key, value)) in form_urlencoded::parse(query.as_bytes()).enumerate() {
+            if index >= MAX_QUERY_PAIRS {
+                return Err(HandlerError::BadRequest(format!(
+                    "at most {MAX_QUERY_PAIRS} query parameters"
+                )));
+            }
             match &*key {
-                "channel" | "channels" => {
-                    for name in value.split(',').filter(|n| !n.is_empty()) {
-                        let topic = Topic::parse(name).map_err(|e| {
-                            HandlerError::BadRequest(format!(
-                                "invalid channel '{}': {e}",
-                                clip(name)
-                            ))
-                        })?;
-                        if !parsed.channels.contains(&topic) {
-                            parsed.channels.push(topic);
-                        }
-                    }
-                    if parsed.channels.len() > MAX_CHANNELS_PER_STREAM {
-                        return Err(HandlerError::BadRequest(format!(
-                            "at most {MAX_CHANNELS_PER_STREAM} channels per stream"
-                        )));
-                    }
-                }
+                "channel" | "channels" => channels
+                    .push_csv(&value)
+                    .map_err(|e| HandlerError::BadRequest(e.to_string()))?,
                 "id" => {
                     ConnId::check_custom(&value)
                         .map_err(|e| HandlerError::BadRequest(format!("invalid id: {e}")))?;
@@ -60,6 +56,7 @@ impl StreamQuery {
                 _ => {}
             }
         }
+        parsed.channels = channels.into_vec();
         Ok(parsed)
     }
 }
@@ -116,6 +113,46 @@ mod tests {
             .map(|i| format!("channel=c{i}"))
             .collect();
         assert!(StreamQuery::parse(Some(&many.join("&"))).is_err());
+    }
+
+    #[test]
+    fn long_lists_and_many_parameters_are_refused() {
+        let names: Vec<String> = (0..12_000).map(|i| format!("c{i}")).collect();
+        let list = format!("channel={}", names.join(","));
+        assert!(StreamQuery::parse(Some(&list)).is_err());
+        let dupes = format!("channel={}", ["a"; 12_000].join(","));
+        assert!(StreamQuery::parse(Some(&dupes)).is_err());
+        let pairs = "_=1&".repeat(MAX_QUERY_PAIRS + 1);
+        assert!(StreamQuery::parse(Some(&pairs)).is_err());
+        let fine = "_=1&".repeat(MAX_QUERY_PAIRS - 1) + "channel=a,b";
+        assert_eq!(names_of(&fine), vec!["a", "b"]);
+    }
+
+    fn names_of(query: &str) -> Vec<String> {
+        StreamQuery::parse(Some(query))
+            .unwrap()
+            .channels
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Any query string: no panic, and what parses respects every cap.
+        #[test]
+        fn hostile_queries_respect_the_caps(query in "([a-z]{0,8}(=[a-c,%0-9A-F/]{0,40})?&?){0,300}") {
+            if let Ok(parsed) = StreamQuery::parse(Some(&query)) {
+                proptest::prop_assert!(parsed.channels.len() <= MAX_CHANNELS_PER_STREAM);
+                proptest::prop_assert!(query.split('&').count() <= MAX_QUERY_PAIRS + 1);
+            }
+        }
+
+        /// Any method and path routes somewhere, without panicking.
+        #[test]
+        fn hostile_paths_route(path in "/[a-z%/0-9A-F.~]{0,200}", post in proptest::bool::ANY) {
+            let method = if post { http::Method::POST } else { http::Method::GET };
+            let _ = super::super::route::Route::parse(&method, &path);
+        }
     }
 
     #[test]

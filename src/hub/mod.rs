@@ -18,6 +18,7 @@ pub mod history;
 mod shard;
 mod stats;
 mod topic;
+mod topic_list;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +34,7 @@ pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
 pub use shard::{Held, Open, Shard, MAX_TOPICS_PER_STREAM};
 pub use stats::{HubSnapshot, ShardSnapshot};
 pub use topic::{Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX};
+pub use topic_list::{CommandNames, TopicList, TopicListError, MAX_NAMES_READ};
 
 use counts::SubscriberCounts;
 use stats::ShardStats;
