@@ -65,6 +65,10 @@ pub struct Settings {
     /// Publishes reach the shards from one ordered source (a broker's reader), so a missing seq
     /// is gone for good and never worth waiting for.
     pub ordered_source: bool,
+    /// A stream whose socket takes nothing for this long while frames wait is evicted.
+    pub write_timeout: Duration,
+    /// Most bytes that may wait for one connection (like `channel_capacity`, in bytes).
+    pub queue_bytes: usize,
 }
 
 /// What happens when a stream's queue is full and another event of a channel arrives.

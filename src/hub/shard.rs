@@ -301,6 +301,7 @@ impl Shard {
             open.owner.cloned(),
         );
         conn.tripwire = open.tripwire.cloned();
+        conn.max_bytes = self.hub.settings().queue_bytes;
         conn.last_event_tick.set(self.tick.get());
         let conn = Rc::new(conn);
 
@@ -678,6 +679,25 @@ impl Shard {
         }
     }
 
+    /// Evicts streams whose socket took nothing for `timeout` while frames waited: a reader that
+    /// stopped reading, cut off before its queue fills (it resumes from history). Counted as a
+    /// slow consumer.
+    fn close_stalled(&self, timeout: Duration) {
+        let limit = u32::try_from(timeout.as_millis().div_ceil(HOUSEKEEPING.as_millis()))
+            .unwrap_or(u32::MAX);
+        let mut evicted = 0;
+        for conn in self.conns.borrow().values() {
+            if conn.check_progress(limit) {
+                evicted += 1;
+            }
+        }
+        if evicted > 0 {
+            self.stats
+                .slow_consumers_dropped
+                .fetch_add(evicted, Ordering::Relaxed);
+        }
+    }
+
     /// Sends every stream a jittered `retry:` and ends it, so reconnects spread out.
     pub fn close_all(&self) {
         let base = self.hub.settings().retry;
@@ -801,6 +821,7 @@ impl Shard {
                     if let Some(idle) = settings.idle_timeout {
                         self.close_idle(idle);
                     }
+                    self.close_stalled(settings.write_timeout);
                 }
             }
         }

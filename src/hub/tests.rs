@@ -32,6 +32,8 @@ fn settings(shards: usize) -> Settings {
         retry: Duration::from_secs(3),
         policies: Vec::new(),
         ordered_source: false,
+        write_timeout: Duration::from_secs(5),
+        queue_bytes: usize::MAX,
     }
 }
 
