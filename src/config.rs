@@ -171,6 +171,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_SEND_BUFFER", default_value = "64KiB", value_parser = parse_size)]
     pub send_buffer: usize,
 
+    /// Bytes that may wait for one stream before it is disconnected as a slow consumer (with
+    /// `--channel-capacity`, whichever is reached first).
+    #[arg(long, env = "SLUICE_QUEUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub queue_bytes: usize,
+
     /// A stream whose socket accepts no bytes for this long is cut off (it resumes from
     /// history when it reads again).
     #[arg(long, env = "SLUICE_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -290,6 +295,9 @@ impl Config {
         if !(1..=100).contains(&self.max_event_share) {
             return invalid("max-event-share", "must be a percentage from 1 to 100");
         }
+        if self.queue_bytes < self.max_body {
+            return invalid("queue-bytes", "must be at least --max-body");
+        }
         if self.write_timeout.is_zero() {
             return invalid("write-timeout", "must be greater than zero");
         }
@@ -318,6 +326,8 @@ impl Config {
             retry: self.retry,
             policies: self.policies(),
             ordered_source: self.broker.is_some(),
+            write_timeout: self.write_timeout,
+            queue_bytes: self.queue_bytes,
         }
     }
 

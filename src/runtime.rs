@@ -88,6 +88,7 @@ pub fn start(config: Config) -> io::Result<Server> {
         rooms: Arc::new(Rooms::new()),
         sampler,
         broker: broker.as_ref().map(|(broker, _)| broker.clone()),
+        limits: Arc::new(crate::http::Limits::new(&config)),
     };
     let config = Arc::new(config);
     let mut workers = Vec::with_capacity(count);

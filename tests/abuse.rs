@@ -4,6 +4,8 @@
 //! reconnect storms are rate limited, credentials never reach the log, and malformed framing
 //! is refused. Every case is bounded in count and time; nothing asserts on wall-clock speed.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use serde_json::{json, Value};

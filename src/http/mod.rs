@@ -6,6 +6,7 @@
 
 mod body;
 mod chat;
+mod conformance;
 mod cors;
 mod events;
 mod health;
@@ -15,6 +16,8 @@ mod pages;
 mod poll;
 mod publish;
 mod query;
+mod rate;
+mod redact;
 mod request;
 mod response;
 mod route;
@@ -46,6 +49,7 @@ use crate::shutdown::{DrainGuard, Shutdown};
 use crate::sse::EventName;
 
 pub(crate) use body::Body;
+pub(crate) use rate::Limits;
 
 /// How long a client may take to send its request head. Slow-loris connections otherwise hold a
 /// slot and two buffers forever.
@@ -62,6 +66,7 @@ pub(crate) struct Shared {
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) sampler: Arc<Sampler>,
     pub(crate) broker: Option<Broker>,
+    pub(crate) limits: Arc<Limits>,
 }
 
 /// What every handler on one worker shares. Lives on that worker's thread only.
@@ -73,6 +78,8 @@ pub(crate) struct Ctx {
     /// The Redis broker, when the node is part of a cluster.
     pub(crate) broker: Option<Broker>,
     pub(crate) shard: Rc<Shard>,
+    /// Publish and connection rate limits, shared by every worker.
+    pub(crate) limits: Arc<Limits>,
     pub(crate) config: Arc<Config>,
     pub(crate) cors: cors::Cors,
     pub(crate) shutdown: Shutdown,
@@ -121,6 +128,7 @@ pub(crate) async fn serve(
         rooms,
         sampler,
         broker,
+        limits,
     } = shared;
     let ctx = Rc::new(Ctx {
         hub,
@@ -129,6 +137,7 @@ pub(crate) async fn serve(
         sampler,
         broker,
         shard,
+        limits,
         cors: cors::Cors::new(&config.cors_origin),
         config,
         shutdown: shutdown.clone(),
@@ -148,8 +157,8 @@ pub(crate) async fn serve(
             _ = shutdown.recv() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 if !is_transient(&error) {
                     tracing::warn!(%error, "accept failed");
@@ -158,7 +167,16 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        if !ctx.limits.admit_connection(peer.ip()) {
+            // A reconnect storm from one address: close at once, before any buffer exists.
+            continue;
+        }
         let _ = stream.set_nodelay(true);
+        if ctx.config.send_buffer > 0 {
+            // Bounds what a reader that stops reading pins in the kernel (auto-tuning grows a
+            // send buffer to several MiB); the write timeout then cuts it off.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.config.send_buffer);
+        }
         let tripwire = Rc::new(Tripwire::default());
         let connection = builder
             .serve_connection(
@@ -166,6 +184,7 @@ pub(crate) async fn serve(
                 Service {
                     ctx: ctx.clone(),
                     tripwire: tripwire.clone(),
+                    peer,
                 },
             )
             .with_upgrades();
@@ -225,6 +244,7 @@ fn is_transient(error: &std::io::Error) -> bool {
 struct Service {
     ctx: Rc<Ctx>,
     tripwire: Rc<Tripwire>,
+    peer: std::net::SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -232,7 +252,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Error = Infallible;
     type Future = Reply;
 
-    fn call(&self, request: Request<Incoming>) -> Reply {
+    fn call(&self, mut request: Request<Incoming>) -> Reply {
+        request.extensions_mut().insert(rate::Peer(self.peer));
         route::dispatch(&self.ctx, &self.tripwire, request)
     }
 }

@@ -47,9 +47,7 @@ pub(crate) async fn publish(
     request: Request<Incoming>,
     user: Option<&UserId>,
 ) -> Result<Response<Body>, HandlerError> {
-    let publisher = ctx
-        .auth
-        .publisher(request.headers(), request.uri().query())?;
+    let publisher = super::rate::publisher(ctx, &request)?;
     let notify: Notify = read_json(request, ctx.config.max_body).await?;
     if notify.message.is_null() {
         return Err(HandlerError::BadRequest(

@@ -50,9 +50,7 @@ async fn publish_json(
     ctx: &Ctx,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, HandlerError> {
-    let publisher = ctx
-        .auth
-        .publisher(request.headers(), request.uri().query())?;
+    let publisher = super::rate::publisher(ctx, &request)?;
     let publish: Publish = read_json(request, ctx.config.max_body).await?;
     let topic = channel(ctx, publish.channel.as_deref())?;
     ctx.auth.check_publish(&publisher, &topic)?;
@@ -91,9 +89,7 @@ async fn publish_text(
     }
     let topic = channel(ctx, channel_param.as_deref())?;
     let name = event_name(event_param.as_deref())?;
-    let publisher = ctx
-        .auth
-        .publisher(request.headers(), request.uri().query())?;
+    let publisher = super::rate::publisher(ctx, &request)?;
     ctx.auth.check_publish(&publisher, &topic)?;
     let text = read_text(request, ctx.config.max_body).await?;
     send(ctx, &topic, name.as_ref(), Payload::text(&text)).await

@@ -168,9 +168,20 @@ pub(crate) fn dispatch(
 ) -> Reply {
     tracing::debug!(
         method = %request.method(),
-        target = %crate::auth::redact(&request.uri().to_string()),
+        target = %super::redact::target(
+            &request.uri().to_string(),
+            ctx.config.publisher_key.as_deref()
+        ),
         "request"
     );
+    if let Err(error) = super::conformance::check(&request) {
+        let mut response = error_response(error);
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Reply::Ready(Some(response));
+    }
     let allowed_origin = ctx.cors.allow(request.headers());
     let route = Route::parse(request.method(), request.uri().path());
     let ready = match route {
