@@ -1,12 +1,17 @@
 //! Request framing checks that hyper leaves to the application (RFC 9112), made before routing.
 //!
 //! hyper answers some malformed requests itself, before any service runs: a request line or
-//! header section over its buffer (`max_buf_size`) gets 431 or 414 with an empty body, and bytes
-//! it cannot parse get 400 with an empty body. What it accepts and this module refuses:
-//! - both `Transfer-Encoding` and `Content-Length` (§6.1: a sign of request smuggling) → 400;
+//! header section over its buffer (`max_buf_size`) gets 431 or 414 with an empty body, bytes it
+//! cannot parse get 400 with an empty body, and so does a `Transfer-Encoding` whose last coding is
+//! not `chunked` (or any `Transfer-Encoding` on HTTP/1.0). With both `Transfer-Encoding` and
+//! `Content-Length` (RFC 9112 §6.1, the request-smuggling shape) hyper drops `Content-Length`,
+//! reads the body as chunked and closes the connection after the response, which the RFC allows;
+//! the check below stays as defence in depth should a header map ever carry both.
+//!
+//! What hyper accepts and this module refuses:
 //! - an HTTP/1.1 request with no `Host`, or more than one (§3.2) → 400;
-//! - a transfer coding other than `chunked` (hyper would read `gzip, chunked` as plain chunked
-//!   text) → 501.
+//! - a transfer coding other than `chunked` before the final `chunked` (hyper would read
+//!   `gzip, chunked` as plain chunked text) → 501.
 //!
 //! Every refusal also closes the connection: once framing is in doubt, the next bytes on the
 //! connection cannot be trusted to start a request.

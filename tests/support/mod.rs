@@ -37,12 +37,17 @@ pub struct Server {
 
 /// Starts `sluice --listen 127.0.0.1:0 <args>` and waits for its listening line.
 pub fn start(args: &[&str]) -> Server {
+    start_logging(args, "warn")
+}
+
+/// Like [`start`], with `SLUICE_LOG` set to `filter` (what [`Server::stderr`] then holds).
+pub fn start_logging(args: &[&str], filter: &str) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
     command
         .arg("--listen")
         .arg("127.0.0.1:0")
         .args(args)
-        .env("SLUICE_LOG", "warn")
+        .env("SLUICE_LOG", filter)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
