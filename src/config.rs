@@ -578,6 +578,28 @@ mod tests {
     }
 
     #[test]
+    fn abuse_limits() {
+        let cfg = parse(&[]).unwrap();
+        assert_eq!(cfg.memory_budget, DEFAULT_MEMORY_BUDGET);
+        assert_eq!(cfg.budget(), (256 << 20, (256 << 20) / 100 * 5));
+        assert_eq!(cfg.send_buffer, DEFAULT_SEND_BUFFER);
+        assert_eq!(cfg.write_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.queue_bytes, 1 << 20);
+        assert_eq!((cfg.publish_rate, cfg.connection_rate), (0, 0));
+        assert!(cfg.validate().is_ok());
+        for bad in [
+            &["--memory-budget", "1KiB"][..],
+            &["--max-event-share", "0"],
+            &["--max-event-share", "101"],
+            &["--write-timeout", "0s"],
+            &["--publish-burst", "0"],
+            &["--queue-bytes", "1KiB"],
+        ] {
+            assert!(parse(bad).unwrap().validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("65536"), Ok(65536));
         assert_eq!(parse_size("64KiB"), Ok(65536));
@@ -585,6 +607,7 @@ mod tests {
         assert_eq!(parse_size("2 MiB"), Ok(2 * 1024 * 1024));
         assert!(parse_size("").is_err());
         assert!(parse_size("KiB").is_err());
-        assert!(parse_size("1GiB").is_err());
+        assert_eq!(parse_size("1GiB"), Ok(1024 * 1024 * 1024));
+        assert!(parse_size("1TiB").is_err());
     }
 }
