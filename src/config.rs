@@ -256,7 +256,7 @@ impl Config {
             max_connections: self.max_connections,
             retry: self.retry,
             policies: self.policies(),
-            ordered_source: self.broker.is_some(),
+            ordered_source: false,
         }
     }
 

@@ -26,6 +26,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod bus;
 pub mod chat;
 pub mod config;
 mod http;
