@@ -10,11 +10,9 @@
 //! shard receives it, so a stalled worker turns into back-pressure on publishers (503) instead of
 //! unbounded memory.
 
-mod conn;
 mod counts;
 mod frame;
 pub mod history;
-mod opening;
 mod shard;
 mod stats;
 mod topic;
@@ -27,11 +25,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-pub use conn::{ConnId, Recv, Subscription, Tripwire, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
 pub use frame::{json_id, Frame, Payload, Transport};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
-pub use opening::{Opening, Recent};
-pub use shard::{Held, Open, Shard, MAX_TOPICS_PER_STREAM};
+pub use shard::{
+    ConnId, Held, Open, Opening, Recent, Recv, Shard, Subscription, Tripwire, MAX_BATCH_BYTES,
+    MAX_CONN_ID_LEN, MAX_TOPICS_PER_STREAM,
+};
 pub use stats::{HubSnapshot, ShardSnapshot};
 pub use topic::{Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX};
 
