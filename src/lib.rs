@@ -35,4 +35,5 @@ pub mod metrics;
 pub mod runtime;
 pub mod shutdown;
 pub mod sse;
+pub mod topic;
 pub mod ws;

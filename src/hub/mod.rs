@@ -15,7 +15,6 @@ mod frame;
 pub mod history;
 mod shard;
 mod stats;
-mod topic;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::topic::{
+    Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX,
+};
 pub use frame::{json_id, Frame, Payload, Transport};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
 pub use shard::{
@@ -32,7 +34,6 @@ pub use shard::{
     MAX_CONN_ID_LEN, MAX_TOPICS_PER_STREAM,
 };
 pub use stats::{HubSnapshot, ShardSnapshot};
-pub use topic::{Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX};
 
 use counts::SubscriberCounts;
 use stats::ShardStats;

@@ -4,7 +4,12 @@
 //! The kernel spreads incoming connections across the workers' listeners, so there is no shared
 //! accept queue and no work stealing: a connection, its shard entry and every frame written to it
 //! stay on one core. This file only builds sockets and threads; what runs on them lives in `http`
-//! and `hub`.
+//! and `hub`. [`Settings`] (in `settings.rs`) is the one translation from the configuration to
+//! each component's settings.
+
+mod settings;
+
+pub use settings::Settings;
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +19,7 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::task::LocalSet;
 
-use crate::bus::{self, Bus, Driver};
+use crate::bus::{Bus, Driver};
 use crate::chat::Rooms;
 use crate::config::Config;
 use crate::http::Shared;
@@ -37,30 +42,25 @@ pub struct Server {
     _driver: Driver,
 }
 
+/// The cores this machine offers (1 if it cannot tell).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Binds the listeners and starts the workers. Returns once every listener is bound, so the
 /// address is ready for connections.
-pub fn start(config: Config) -> io::Result<Server> {
-    let available = std::thread::available_parallelism().map_or(1, usize::from);
-    let count = config.workers_for(available);
+pub fn start(config: Config, settings: Settings) -> io::Result<Server> {
+    let Settings {
+        workers: count,
+        bus,
+        auth,
+    } = settings;
     let listeners = bind_listeners(config.listen, count)?;
     let local_addr = listeners[0].local_addr()?;
-    let (channel_limits, user_limits) = config.history_limits();
     let (trigger, shutdown) = shutdown::channel();
-    let (bus, inboxes, driver) = Bus::start(
-        bus::Options {
-            hub: config.hub_settings(count),
-            channels: channel_limits,
-            users: user_limits,
-            broker: config.broker.clone(),
-        },
-        &shutdown,
-    )?;
+    let (bus, inboxes, driver) = Bus::start(bus, &shutdown)?;
     let hub = bus.hub().clone();
-    let auth = Arc::new(
-        config
-            .auth()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
-    );
+    let auth = Arc::new(auth);
     let sampler = Sampler::spawn(bus.clone(), config.metrics_interval, shutdown.clone())?;
     let shared = Shared {
         bus,
