@@ -14,7 +14,7 @@
 //! [`Frame`](crate::hub::Frame), one inbox message per shard, applied in seq order. So a node's
 //! shards have the same *position* semantics as in the embedded hub, and the resume argument
 //! carries over: a stream that opens at position `P` is caught up by replaying `(Last-Event-ID,
-//! P]`, now read from the channel streams in Redis (see [`open`]), and every later event reaches
+//! P]`, now read from the channel streams in Redis (see `Broker::open`), and every later event reaches
 //! it live. Ids are `<cluster epoch>-<seq>`, so an id seen on one node resumes on any other.
 //!
 //! The reader follows one log rather than one stream per subscribed channel: a single cursor

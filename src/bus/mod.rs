@@ -4,7 +4,7 @@
 //!
 //! Handlers, chat and the metrics sampler talk to a [`Bus`] and never see the broker: it answers
 //! publish, open (with resume), the history questions they ask, health and stats for every mode.
-//! Each question is one `match` over [`Backend`] in this file, so a new mode (a durable embedded
+//! Each question is one `match` over `Backend` in this file, so a new mode (a durable embedded
 //! store) is one more variant here plus its arm in [`Bus::start`], and nothing else changes.
 //!
 //! In every mode the local fan-out is the same [`Hub`] with one shard per worker; what differs is
