@@ -214,9 +214,10 @@ impl Bus {
         }
     }
 
-    /// Publishes a sample of this process's own metrics. Embedded it is an ordinary event (with
-    /// an id, retained as the channel's latest). In a cluster each node's samples describe that
-    /// node, so they go to this node's subscribers only, without an id. Callable from any thread.
+    /// Publishes a sample of this process's own metrics (never counted in `eventsPublished`).
+    /// Embedded it is an event with an id, retained as the channel's latest. In a cluster each
+    /// node's samples describe that node, so they go to this node's subscribers only, without an
+    /// id. Callable from any thread.
     pub fn publish_sample(
         &self,
         topic: &Topic,
@@ -226,7 +227,7 @@ impl Bus {
         match &self.backend {
             Backend::Embedded => self
                 .hub
-                .publish_event(topic, Some(name), Payload::json(data))
+                .publish_own(topic, Some(name), Payload::json(data))
                 .map(drop),
             Backend::Cluster(_) => {
                 let frame = Frame::event(None, Some(topic), Some(name), Payload::json(data));
