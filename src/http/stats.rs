@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::response::json;
 use super::{Body, Ctx};
-use crate::broker::BrokerSnapshot;
+use crate::bus::ClusterState;
 use crate::hub::HubSnapshot;
 
 #[derive(Serialize)]
@@ -20,7 +20,7 @@ struct Stats {
     connections_rate_limited: u64,
     /// In a cluster: the broker's state and this node's position in the cluster log.
     #[serde(skip_serializing_if = "Option::is_none")]
-    broker: Option<BrokerSnapshot>,
+    broker: Option<ClusterState>,
 }
 
 /// Renders a snapshot of the hub.
@@ -28,11 +28,11 @@ pub(crate) fn render(ctx: &Ctx) -> Response<Body> {
     json(
         StatusCode::OK,
         &Stats {
-            hub: ctx.hub.snapshot(),
+            hub: ctx.bus.hub().snapshot(),
             auth_failures: ctx.auth.failures(),
             publishes_rate_limited: ctx.limits.refused().0,
             connections_rate_limited: ctx.limits.refused().1,
-            broker: ctx.broker.as_ref().map(|b| b.snapshot()),
+            broker: ctx.bus.cluster(),
         },
     )
 }

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, Error as _, SeqAccess, Visitor};
 
-use super::topic::{Topic, TopicError};
+use crate::topic::{Topic, TopicError};
 
 /// Most names one request may spell out, counting duplicates and empty list items. Ten times
 /// the largest useful list: room for sloppy clients, none for a 12 000-name flood.
