@@ -34,25 +34,34 @@ impl StreamQuery {
             return Ok(parsed);
         };
         let mut channels = TopicList::new(MAX_CHANNELS_PER_STREAM);
-        for (index, (key, value)) in form_urlencoded::parse(query.as_bytes()).enumerate() {
+        // Pairs are split and decoded one at a time (as `form_urlencoded` does), and a channel
+        // list item by item, so a refusal at any cap stops the reading there.
+        let pairs = query.split('&').filter(|pair| !pair.is_empty());
+        for (index, pair) in pairs.enumerate() {
             if index >= MAX_QUERY_PAIRS {
                 return Err(HandlerError::BadRequest(format!(
                     "at most {MAX_QUERY_PAIRS} query parameters"
                 )));
             }
-            match &*key {
-                "channel" | "channels" => channels
-                    .push_csv(&value)
-                    .map_err(|e| HandlerError::BadRequest(e.to_string()))?,
+            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = crate::hub::decode_form(raw_key);
+            if key == "channel" || key == "channels" {
+                channels
+                    .push_encoded(raw_value)
+                    .map_err(|e| HandlerError::BadRequest(e.to_string()))?;
+                continue;
+            }
+            let value = crate::hub::decode_form(raw_value);
+            match key.as_str() {
                 "id" => {
                     ConnId::check_custom(&value)
                         .map_err(|e| HandlerError::BadRequest(format!("invalid id: {e}")))?;
-                    parsed.id = Some(value.into_owned());
+                    parsed.id = Some(value);
                 }
                 "lastEventId" | "last_event_id" | "since" => {
-                    parsed.last_event_id = Some(value.into_owned());
+                    parsed.last_event_id = Some(value);
                 }
-                "userId" => parsed.user_id = Some(value.into_owned()),
+                "userId" => parsed.user_id = Some(value),
                 _ => {}
             }
         }

@@ -76,39 +76,13 @@ fn decode_fully(text: &str) -> Cow<'_, str> {
         if !current.contains(['%', '+']) {
             break;
         }
-        let decoded = decode_once(&current);
+        let decoded = crate::hub::decode_form(&current);
         if decoded == current {
             break;
         }
         current = Cow::Owned(decoded);
     }
     current
-}
-
-/// One round of `application/x-www-form-urlencoded` decoding; invalid UTF-8 is replaced.
-fn decode_once(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).and_then(|b| hex(*b)),
-                bytes.get(i + 2).and_then(|b| hex(*b)),
-            ) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn looks_like_jwt(value: &str) -> bool {

@@ -36,6 +36,7 @@ pub use shard::{
     MAX_CONN_ID_LEN, MAX_TOPICS_PER_STREAM,
 };
 pub use stats::{HubSnapshot, ShardSnapshot};
+pub(crate) use topic_list::decode_form;
 pub use topic_list::{CommandNames, TopicList, TopicListError, MAX_NAMES_READ};
 
 use counts::SubscriberCounts;

@@ -79,6 +79,21 @@ impl TopicList {
         Ok(())
     }
 
+    /// Adds every name of a comma-separated list as it appears in a URL query (form-encoded:
+    /// `%XX` escapes, `+` for space). Each item is decoded on its own as it is reached, so a
+    /// list refused at its cap costs the items read, not the length of the whole text. An
+    /// encoded comma (`%2C`) separates names too, as it would after decoding the whole value.
+    pub fn push_encoded(&mut self, list: &str) -> Result<(), TopicListError> {
+        for raw in list.split(',') {
+            if raw.contains(['%', '+']) {
+                self.push_csv(&decode_form(raw))?;
+            } else {
+                self.push_csv(raw)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds one name.
     pub fn push(&mut self, name: &str) -> Result<(), TopicListError> {
         self.count()?;
@@ -161,6 +176,30 @@ impl<'de> Deserialize<'de> for CommandNames {
     }
 }
 
+/// One round of `application/x-www-form-urlencoded` decoding (`+` is a space, `%XX` a byte, a
+/// malformed escape stays as it is); invalid UTF-8 is replaced.
+pub(crate) fn decode_form(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(i + 1), hex(i + 2)) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Shortens a client-supplied name for an error message.
 fn clip(text: &str) -> String {
     const MAX: usize = 64;
@@ -198,6 +237,20 @@ mod tests {
             TopicList::new(3).push("a b"),
             Err(TopicListError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn encoded_lists_decode_item_by_item() {
+        let mut list = TopicList::new(8);
+        list.push_encoded("a,room%2Flobby,b%2Cc,%61").unwrap();
+        let names: Vec<String> = list.into_vec().iter().map(|t| t.to_string()).collect();
+        assert_eq!(names, ["a", "room/lobby", "b", "c"]);
+        assert!(matches!(
+            TopicList::new(8).push_encoded("a+b"),
+            Err(TopicListError::Invalid { .. })
+        ));
+        assert_eq!(decode_form("%zz%4"), "%zz%4");
+        assert_eq!(decode_form("%C3%A9+x"), "é x");
     }
 
     #[test]
