@@ -10,7 +10,7 @@
 //!   Private: nothing imports it.
 //! - [`hub`]: fan-out without HTTP. [`hub::Hub`] is the cheap-clone handle publishers use;
 //!   each [`hub::Shard`] owns one worker's connections and subscriber index.
-//! - [`sse`]: the wire format without IO: encoding frames once, and a spec-conformant parser.
+//! - [`sse`]: the wire format without IO: encoding frames once (the tests carry the parser).
 //! - [`broker`]: multi-node fan-out and shared history on Redis Streams (`--broker`).
 //! - [`ws`]: the WebSocket wire format without IO: handshake key, server frames, client frame parser.
 //!

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
-use sluice::sse::parse::{Item, Message};
+use support::sse_parse::{Item, Message};
 use support::{open_stream, start, subscribe, RawClient, Server};
 
 /// The data of a notification event: `{"message": ..., "timestamp": "<RFC 3339>"}`, plus the

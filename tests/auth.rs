@@ -24,7 +24,7 @@ use auth_support::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{json, Value};
-use sluice::sse::parse::Message;
+use support::sse_parse::Message;
 
 /// `--auth required` with the HS256 test secret and the operator key.
 fn required_server() -> Server {

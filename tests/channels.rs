@@ -14,7 +14,7 @@ use common_resume::{json_of, post_json_with, Frame, Opening, Server, SseClient, 
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-fn ids(messages: &[sluice::sse::parse::Message]) -> Vec<String> {
+fn ids(messages: &[support::sse_parse::Message]) -> Vec<String> {
     messages.iter().map(|m| m.id.clone().unwrap()).collect()
 }
 

@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice::sse::parse::Item;
+use support::sse_parse::Item;
 use support::{open_stream, start, subscribe, total_connections, End, RawClient};
 use tokio::net::TcpStream;
 

@@ -15,7 +15,7 @@ use common_resume::{
     epoch_of, json_of, post_json_with, seq_of, Frame, Server, SseClient, FRAME_TIMEOUT,
 };
 use serde_json::{json, Value};
-use sluice::sse::parse::Message;
+use support::sse_parse::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice::sse::parse::Item;
+use support::sse_parse::Item;
 use support::{start, subscribe, total_connections, End, RawClient, Server};
 
 /// Reads one stream to its end after shutdown began; returns the `retry:` it was sent.

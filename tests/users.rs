@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common_resume::{json_of, Opening, Server};
 use serde_json::{json, Value};
-use sluice::sse::parse::Message;
+use support::sse_parse::Message;
 
 fn messages(events: &[Message]) -> Vec<Value> {
     events

@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::sse_parse::{Item, Message, Parser};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sluice::sse::parse::{Item, Message, Parser};
 
 /// The bound on any single wait: server start, a response, the next SSE item.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

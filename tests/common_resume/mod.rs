@@ -16,9 +16,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::sse_parse::{Item, Message, Parser};
 use bytes::{Buf, BytesMut};
 use serde_json::Value;
-use sluice::sse::parse::{Item, Message, Parser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};

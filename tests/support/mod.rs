@@ -16,9 +16,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice::sse::parse::{Item, Message, Parser};
+use sse_parse::{Item, Message, Parser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub mod sse_parse;
 
 /// The bound on any single wait: starting the server, a response, the next SSE item, a condition
 /// on `/stats`. Generous, because a loaded CI machine is slow; a healthy run never comes close.
