@@ -16,6 +16,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use support::Server;
+
 /// The browser the scripts launch (the `CHROMIUM` variable overrides it, for both).
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -44,7 +46,7 @@ fn sse_websocket_and_long_polling_in_a_browser() {
 fn run_script(script: &str, server_args: &[&str]) {
     let dir = check_prerequisites();
     let screenshots = screenshot_dir();
-    let server = support::start(server_args);
+    let server = Server::spawn(server_args);
     let base = server.url("");
 
     let started = Instant::now();

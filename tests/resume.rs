@@ -4,18 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_resume;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common_resume::{
-    epoch_of, json_of, post_json_with, seq_of, Frame, Server, SseClient, FRAME_TIMEOUT,
-};
 use serde_json::{json, Value};
 use support::sse_parse::Message;
+use support::{epoch_of, json_of, post_json_with, seq_of, Frame, RawClient, Server, TIMEOUT};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -173,7 +170,7 @@ async fn run_client(
                 log.by_query += 1;
             }
         }
-        let mut stream = SseClient::open(server_addr, &target_path, &headers, None)
+        let mut stream = RawClient::open(server_addr, &target_path, &headers, None)
             .await
             .stream();
         let mut budget = rng.usize(50..=300);
@@ -280,7 +277,7 @@ async fn concurrent_publishers_and_reconnecting_clients_get_every_event_once_in_
     }
     drop(ready_tx);
     for _ in 0..subscriptions.len() {
-        tokio::time::timeout(FRAME_TIMEOUT, ready_rx.recv())
+        tokio::time::timeout(TIMEOUT, ready_rx.recv())
             .await
             .expect("every client connects")
             .expect("a client died before connecting");
@@ -640,7 +637,7 @@ async fn expect_reset(
     reason: &str,
     head: &str,
     echo: Option<&str>,
-) -> SseClient {
+) -> RawClient {
     let mut stream = server.stream(target, headers).await;
     let opening = stream.opening().await;
     assert!(
@@ -680,7 +677,7 @@ fn brief(headers: &[(&str, &str)]) -> String {
 }
 
 /// After a reset, the next frame is the next live event (no position frame).
-async fn expect_live_next(stream: &mut SseClient, id: &str) {
+async fn expect_live_next(stream: &mut RawClient, id: &str) {
     match stream.frame().await {
         Frame::Event(m) => assert_eq!(m.id.as_deref(), Some(id), "{m:?}"),
         Frame::Position(p) => panic!("a position frame ({p}) after a reset"),

@@ -5,13 +5,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod auth_support;
-mod common_resume;
 mod support;
 
-use common_resume::{Server, FRAME_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use support::{Server, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,7 +19,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn connect(server: &Server, query: &str) -> Ws {
     let url = format!("ws://{}/ws{query}", server.addr);
-    let (ws, response) = tokio::time::timeout(FRAME_TIMEOUT, tokio_tungstenite::connect_async(url))
+    let (ws, response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
         .await
         .expect("handshake in time")
         .expect("handshake accepted");
@@ -31,7 +29,7 @@ async fn connect(server: &Server, query: &str) -> Ws {
 
 /// The next message of any kind, within the frame timeout.
 async fn next(ws: &mut Ws) -> Message {
-    tokio::time::timeout(FRAME_TIMEOUT, ws.next())
+    tokio::time::timeout(TIMEOUT, ws.next())
         .await
         .expect("a message in time")
         .expect("the connection is open")
@@ -71,7 +69,7 @@ async fn send(ws: &mut Ws, value: Value) {
 /// Waits for the close frame and returns its code.
 async fn close_code(ws: &mut Ws) -> u16 {
     loop {
-        match tokio::time::timeout(FRAME_TIMEOUT, ws.next())
+        match tokio::time::timeout(TIMEOUT, ws.next())
             .await
             .expect("a close in time")
         {
@@ -168,13 +166,7 @@ async fn resume_with_last_event_id_replays_exactly_what_was_missed() {
     }
     // Both workers have applied all five, so wherever the connection lands, they come as the
     // replay (a worker still behind would send the last ones live, after the position).
-    server
-        .wait_for_stats(FRAME_TIMEOUT, "every inbox drained", |s| {
-            s["workers"]
-                .as_array()
-                .is_some_and(|w| w.iter().all(|w| w["inboxDepth"] == 0))
-        })
-        .await;
+    server.settle().await;
     let mut ws = connect(
         &server,
         &format!("?channel=r&lastEventId={}", published[1].id),
@@ -234,7 +226,7 @@ async fn raw_request(server: &Server, head: &str) -> (u16, String) {
     let mut chunk = [0u8; 4096];
     // Error answers carry Content-Length; read until the body is complete.
     loop {
-        let n = tokio::time::timeout(FRAME_TIMEOUT, stream.read(&mut chunk))
+        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
             .await
             .unwrap()
             .unwrap();
@@ -332,7 +324,7 @@ async fn raw_ws(server: &Server) -> TcpStream {
 async fn raw_close_code(stream: &mut TcpStream) -> u16 {
     loop {
         let mut header = [0u8; 2];
-        tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(&mut header))
+        tokio::time::timeout(TIMEOUT, stream.read_exact(&mut header))
             .await
             .unwrap()
             .unwrap();
@@ -402,14 +394,14 @@ async fn protocol_errors_close_with_the_right_code_and_hurt_no_one_else() {
 
 #[tokio::test]
 async fn shutdown_closes_with_going_away() {
-    let mut process = support::start(&["--metrics-interval", "1h"]);
+    let mut process = Server::spawn(&["--metrics-interval", "1h"]);
     let url = format!("ws://{}/ws?channel=a", process.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     opening(&mut ws).await;
     process.signal("TERM");
     assert_eq!(close_code(&mut ws).await, 1001);
     let status = process
-        .wait_exit(FRAME_TIMEOUT)
+        .wait_exit(TIMEOUT)
         .await
         .expect("exits after the drain");
     assert!(status.success(), "{status:?}");
@@ -437,7 +429,7 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_keep_up() {
         assert_eq!(got["id"], json!(last));
     }
     server
-        .wait_for_stats(FRAME_TIMEOUT, "the stalled reader is evicted", |s| {
+        .wait_stats_within(TIMEOUT, "the stalled reader is evicted", |s| {
             s["slowConsumersDropped"].as_u64() >= Some(1) && s["totalConnections"] == 1
         })
         .await;
@@ -448,7 +440,7 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_keep_up() {
 
 #[tokio::test]
 async fn auth_required_applies_to_websockets_and_their_subscriptions() {
-    let server = Server::start(&["--auth", "required", "--jwt-secret", auth_support::SECRET]).await;
+    let server = Server::start(&["--auth", "required", "--jwt-secret", support::jwt::SECRET]).await;
     let url = format!("ws://{}/ws?channel=a", server.addr);
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -456,7 +448,7 @@ async fn auth_required_applies_to_websockets_and_their_subscriptions() {
         }
         other => panic!("expected 401, got {other:?}"),
     }
-    let token = auth_support::hs256(&auth_support::claims("alice", &["a", "b"], &[]));
+    let token = support::jwt::hs256(&support::jwt::claims("alice", &["a", "b"], &[]));
     let mut ws = connect(&server, &format!("?channel=a&token={token}")).await;
     opening(&mut ws).await;
     send(&mut ws, json!({"action": "subscribe", "channel": "secret"})).await;
@@ -479,7 +471,7 @@ async fn a_client_that_floods_pings_without_reading_is_cut_off() {
     for _ in 0..64 {
         burst.extend_from_slice(&ping);
     }
-    let deadline = std::time::Instant::now() + FRAME_TIMEOUT;
+    let deadline = std::time::Instant::now() + TIMEOUT;
     let cut_off = loop {
         if std::time::Instant::now() > deadline {
             break false;
@@ -523,7 +515,7 @@ async fn fill_history(server: &support::Server, n: usize) -> String {
 async fn read_to_eof(stream: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, Option<std::io::ErrorKind>) {
     let (mut buf, mut chunk) = (Vec::new(), [0u8; 65536]);
     let error = loop {
-        match tokio::time::timeout(FRAME_TIMEOUT, stream.read(&mut chunk)).await {
+        match tokio::time::timeout(TIMEOUT, stream.read(&mut chunk)).await {
             Ok(Ok(0)) => break None,
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => break Some(e.kind()),
@@ -573,7 +565,7 @@ async fn handshake_on(mut stream: TcpStream, query: &str) -> TcpStream {
 
 #[tokio::test]
 async fn input_after_a_protocol_error_is_dropped_not_buffered() {
-    let server = support::start(&["--workers", "1", "--metrics-interval", "1h"]);
+    let server = Server::spawn(&["--workers", "1", "--metrics-interval", "1h"]);
     let epoch = fill_history(&server, 500).await;
     let before = server.rss_kib();
     // A client that does not read its 2 MiB replay keeps the server's writer blocked.
@@ -601,7 +593,7 @@ async fn input_after_a_protocol_error_is_dropped_not_buffered() {
 
 #[tokio::test]
 async fn a_client_close_then_fin_gets_the_close_echo_and_nothing_after_it() {
-    let server = support::start(&["--workers", "1", "--metrics-interval", "1h"]);
+    let server = Server::spawn(&["--workers", "1", "--metrics-interval", "1h"]);
     let epoch = fill_history(&server, 200).await;
     let stream = support::connect_small_window(server.addr).await;
     let mut ws = handshake_on(stream, &format!("?channel=h&lastEventId={epoch}-0")).await;
@@ -638,7 +630,7 @@ async fn a_client_that_pipelines_hundreds_of_commands_gets_every_reply() {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     while replies < 300 {
-        let n = tokio::time::timeout(FRAME_TIMEOUT, raw.read(&mut chunk))
+        let n = tokio::time::timeout(TIMEOUT, raw.read(&mut chunk))
             .await
             .expect("replies in time")
             .expect("the connection stays up");

@@ -4,7 +4,7 @@
 //! that: it turns bytes into [`Item`]s. It does no IO and knows nothing about
 //! hyper, sockets or runtimes; callers feed it whatever byte chunks they
 //! receive. The server never parses streams, so this is the tests' own: the
-//! harness reads every stream with it. Its unit tests are
+//! harness ([`super::sse`]) reads every stream with it. Its unit tests are
 //! `tests/sse_parser.rs`.
 //!
 //! It follows the WHATWG HTML Standard, section 9.2.6 "Interpreting an event
