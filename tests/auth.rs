@@ -1380,7 +1380,7 @@ impl Client {
     }
 }
 
-fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), TestCaseError> {
+fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), TestCaseError> {
     if condition {
         Ok(())
     } else {
@@ -1461,10 +1461,10 @@ async fn run_case(
         let allowed = wanted.iter().all(|c| client.may_read(c));
         match api.open(&path, Cred::Bearer(&client.token)).await {
             Ok(sse) => {
-                check(allowed, || {
+                ensure(allowed, || {
                     format!("GET {path} accepted for {:?}", client.subscribe)
                 })?;
-                check(sse.channels() == wanted, || {
+                ensure(sse.channels() == wanted, || {
                     format!(
                         "GET {path}: channels {:?}, expected {wanted:?}",
                         sse.channels()
@@ -1475,7 +1475,7 @@ async fn run_case(
             }
             Err(reply) => {
                 tally.count(|t| &t.refused);
-                check(!allowed && reply.status == 403, || {
+                ensure(!allowed && reply.status == 403, || {
                     format!(
                         "GET {path} for {:?}: {} {}",
                         client.subscribe, reply.status, reply.body
@@ -1506,7 +1506,7 @@ async fn run_case(
                     .change(Cred::Bearer(&clients[actor].token), &id, channel, add)
                     .await;
                 let ok = (!add || clients[actor].may_read(channel)) && actor == target;
-                check(reply.status == if ok { 200 } else { 403 }, || {
+                ensure(reply.status == if ok { 200 } else { 403 }, || {
                     format!("{action:?}: {} {}", reply.status, reply.body)
                 })?;
                 if !ok {
@@ -1537,7 +1537,7 @@ async fn run_case(
                         .await;
                     (reply, clients[by].may_publish(channel))
                 };
-                check(reply.status == if ok { 200 } else { 403 }, || {
+                ensure(reply.status == if ok { 200 } else { 403 }, || {
                     format!("{action:?}: {} {}", reply.status, reply.body)
                 })?;
                 if !ok {
@@ -1566,7 +1566,7 @@ async fn run_case(
                 let reply = api
                     .post(&path, cred, &json!({"message": {"case": label}}))
                     .await;
-                check(reply.status == if ok { 200 } else { 403 }, || {
+                ensure(reply.status == if ok { 200 } else { 403 }, || {
                     format!("{action:?}: {} {}", reply.status, reply.body)
                 })?;
                 if !ok {
@@ -1602,7 +1602,7 @@ async fn run_case(
             // The property: whatever reaches the stream is on a channel its token may read.
             let reads = client.subscribe.clone();
             let user = client.user.clone();
-            check(
+            ensure(
                 channel == format!("~user/{user}")
                     || reads.iter().any(|p| pattern_allows(p, &channel)),
                 || {
@@ -1614,10 +1614,10 @@ async fn run_case(
                 continue; // queued for the user in an earlier case: checked above, no more
             }
             tally.count(|t| &t.delivered);
-            check(seen.insert(label.clone()), || {
+            ensure(seen.insert(label.clone()), || {
                 format!("client {i} got {label} twice")
             })?;
-            check(expected.get(&label).is_some_and(|r| r.contains(&i)), || {
+            ensure(expected.get(&label).is_some_and(|r| r.contains(&i)), || {
                 format!(
                     "client {i} got {label}, not expected: {:?}",
                     expected.get(&label)
@@ -1625,7 +1625,7 @@ async fn run_case(
             })?;
         }
         for (label, receivers) in &expected {
-            check(!receivers.contains(&i) || seen.contains(label), || {
+            ensure(!receivers.contains(&i) || seen.contains(label), || {
                 format!("client {i} missed {label}")
             })?;
         }

@@ -10,12 +10,8 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{json_of, post_json_with, Frame, Opening, RawClient, Server, TIMEOUT};
+use support::{ids, json_of, post_json_with, Frame, Opening, RawClient, Server, TIMEOUT};
 use tokio::time::Instant;
-
-fn ids(messages: &[support::sse_parse::Message]) -> Vec<String> {
-    messages.iter().map(|m| m.id.clone().unwrap()).collect()
-}
 
 #[tokio::test]
 async fn streams_only_receive_their_channels_and_multiplexed_ones_see_the_channel() {

@@ -27,7 +27,7 @@ async fn poll(server: &Server, query: &str) -> (u16, Value) {
     (status, response.json().await.expect("a JSON answer"))
 }
 
-fn ids(answer: &Value) -> Vec<String> {
+fn polled_ids(answer: &Value) -> Vec<String> {
     answer["events"]
         .as_array()
         .unwrap()
@@ -74,7 +74,7 @@ async fn since_replays_what_was_missed_then_waits_for_more() {
     server.settle().await;
     let (status, answer) = poll(&server, &format!("?channel=a&since={}", published[0])).await;
     assert_eq!(status, 200);
-    assert_eq!(ids(&answer), published[1..].to_vec());
+    assert_eq!(polled_ids(&answer), published[1..].to_vec());
     assert_eq!(answer["next"], json!(published[3]));
     assert_eq!(answer["events"][2]["data"], 3);
 
@@ -92,7 +92,7 @@ async fn since_replays_what_was_missed_then_waits_for_more() {
         .await;
     let more = server.publish("a", json!("more")).await;
     let answer = waiting.await.unwrap().unwrap();
-    assert_eq!(ids(&answer), vec![more.id.clone()]);
+    assert_eq!(polled_ids(&answer), vec![more.id.clone()]);
 }
 
 #[tokio::test]
@@ -180,7 +180,7 @@ async fn a_poll_loop_racing_a_publisher_sees_every_event_exactly_once() {
             .json()
             .await
             .unwrap();
-        seen.extend(ids(&answer));
+        seen.extend(polled_ids(&answer));
         next = answer["next"].as_str().unwrap().to_owned();
     }
     let published = publisher.await.unwrap();

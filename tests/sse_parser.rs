@@ -74,7 +74,7 @@ fn random_split(input: &[u8], seed: u64) -> Vec<Item> {
 
 /// Parses `input` whole, byte by byte and in random splits, asserts that
 /// all agree, and returns the items.
-fn check(input: &[u8]) -> Vec<Item> {
+fn parse_every_way(input: &[u8]) -> Vec<Item> {
     let whole = Parser::parse_all(input);
     assert_eq!(byte_by_byte(input), whole, "byte-by-byte: {input:?}");
     for seed in 0..32 {
@@ -108,7 +108,7 @@ const FIXTURES: &[&[u8]] = &[
 
 #[test]
 fn spec_stock_example() {
-    let items = check(
+    let items = parse_every_way(
         b": test stream\n\n\
           data: first event\nid: 1\n\n\
           data:second event\nid\n\n\
@@ -127,7 +127,7 @@ fn spec_stock_example() {
 
 #[test]
 fn spec_stock_example_needs_final_blank_line() {
-    let items = check(
+    let items = parse_every_way(
         b": test stream\n\n\
           data: first event\nid: 1\n\n\
           data:second event\nid\n\n\
@@ -146,26 +146,26 @@ fn spec_stock_example_needs_final_blank_line() {
 #[test]
 fn spec_empty_and_newline_data_example() {
     // The last block has no trailing blank line, so it is not dispatched.
-    let items = check(b"data\n\ndata\ndata\n\ndata:");
+    let items = parse_every_way(b"data\n\ndata\ndata\n\ndata:");
     assert_eq!(items, vec![msg(""), msg("\n")]);
 }
 
 #[test]
 fn spec_single_space_is_optional() {
-    let items = check(b"data:test\n\ndata: test\n\n");
+    let items = parse_every_way(b"data:test\n\ndata: test\n\n");
     assert_eq!(items, vec![msg("test"), msg("test")]);
     assert_eq!(items[0], items[1]);
 }
 
 #[test]
 fn spec_multi_line_data_example() {
-    let items = check(b"data: YHOO\ndata: +2\ndata: 10\n\n");
+    let items = parse_every_way(b"data: YHOO\ndata: +2\ndata: 10\n\n");
     assert_eq!(items, vec![msg("YHOO\n+2\n10")]);
 }
 
 #[test]
 fn spec_event_type_example() {
-    let items = check(
+    let items = parse_every_way(
         b"event: add\ndata: 73857293\n\n\
           event: remove\ndata: 2153\n\n\
           event: add\ndata: 113411\n\n",
@@ -183,16 +183,16 @@ fn spec_event_type_example() {
 #[test]
 fn lf_cr_and_crlf_line_endings() {
     let expected = vec![msg("a\nb")];
-    assert_eq!(check(b"data: a\ndata: b\n\n"), expected);
-    assert_eq!(check(b"data: a\rdata: b\r\r"), expected);
-    assert_eq!(check(b"data: a\r\ndata: b\r\n\r\n"), expected);
-    assert_eq!(check(b"data: a\rdata: b\r\n\n"), expected);
-    assert_eq!(check(b"data: a\r\ndata: b\n\r"), expected);
+    assert_eq!(parse_every_way(b"data: a\ndata: b\n\n"), expected);
+    assert_eq!(parse_every_way(b"data: a\rdata: b\r\r"), expected);
+    assert_eq!(parse_every_way(b"data: a\r\ndata: b\r\n\r\n"), expected);
+    assert_eq!(parse_every_way(b"data: a\rdata: b\r\n\n"), expected);
+    assert_eq!(parse_every_way(b"data: a\r\ndata: b\n\r"), expected);
 }
 
 #[test]
 fn mixed_line_endings() {
-    let items = check(b"data: a\n\ndata: b\r\rdata: c\r\n\r\ndata: d\ndata: e\r\n\r\n");
+    let items = parse_every_way(b"data: a\n\ndata: b\r\rdata: c\r\n\r\ndata: d\ndata: e\r\n\r\n");
     assert_eq!(items, vec![msg("a"), msg("b"), msg("c"), msg("d\ne")]);
 }
 
@@ -200,14 +200,14 @@ fn mixed_line_endings() {
 fn cr_lf_pairs_versus_lone_endings() {
     // "\r\r\n" is CR then CRLF: two line endings, i.e. one blank line.
     // "\n\r" is LF then CR: also two endings. "\r\r\n\n" is three.
-    let items = check(b"data: a\r\n\r\ndata: b\r\r\n\n\r\r\ndata: c\n\r");
+    let items = parse_every_way(b"data: a\r\n\r\ndata: b\r\r\n\n\r\r\ndata: c\n\r");
     assert_eq!(items, vec![msg("a"), msg("b"), msg("c")]);
 }
 
 #[test]
 fn only_line_endings_dispatch_nothing() {
-    assert_eq!(check(b"\r\n\n\r"), vec![]);
-    assert_eq!(check(b"\n\n\n\n"), vec![]);
+    assert_eq!(parse_every_way(b"\r\n\n\r"), vec![]);
+    assert_eq!(parse_every_way(b"\n\n\n\n"), vec![]);
 }
 
 #[test]
@@ -242,7 +242,7 @@ fn cr_at_chunk_end_followed_by_other_byte() {
 fn multi_byte_utf8_split_across_chunks() {
     let input = "data: h\u{e9}llo \u{20ac}\u{1F600}\n\n".as_bytes();
     let expected = vec![msg("h\u{e9}llo \u{20ac}\u{1F600}")];
-    assert_eq!(check(input), expected);
+    assert_eq!(parse_every_way(input), expected);
     // Every two-chunk split, including inside each multi-byte character.
     for cut in 0..=input.len() {
         let (a, b) = input.split_at(cut);
@@ -252,9 +252,9 @@ fn multi_byte_utf8_split_across_chunks() {
 
 #[test]
 fn invalid_utf8_is_replaced() {
-    let items = check(b"data: bad \xFF \xE2\x82 end\n\n");
+    let items = parse_every_way(b"data: bad \xFF \xE2\x82 end\n\n");
     assert_eq!(items, vec![msg("bad \u{FFFD} \u{FFFD} end")]);
-    let items = check(b"event: \xC3\ndata: x\n\n:\xF0\x9F\n");
+    let items = parse_every_way(b"event: \xC3\ndata: x\n\n:\xF0\x9F\n");
     assert_eq!(
         items,
         vec![ev("\u{FFFD}", "x", None, ""), comment("\u{FFFD}")]
@@ -263,8 +263,8 @@ fn invalid_utf8_is_replaced() {
 
 #[test]
 fn leading_bom_is_stripped() {
-    assert_eq!(check(b"\xEF\xBB\xBFdata: x\n\n"), vec![msg("x")]);
-    assert_eq!(check(b"\xEF\xBB\xBF: c\n"), vec![comment("c")]);
+    assert_eq!(parse_every_way(b"\xEF\xBB\xBFdata: x\n\n"), vec![msg("x")]);
+    assert_eq!(parse_every_way(b"\xEF\xBB\xBF: c\n"), vec![comment("c")]);
     let chunks: [&[u8]; 3] = [b"\xEF", b"\xBB", b"\xBFdata: x\n\n"];
     assert_eq!(feed_chunks(chunks), vec![msg("x")]);
 }
@@ -273,15 +273,15 @@ fn leading_bom_is_stripped() {
 fn only_one_bom_is_stripped() {
     // The second BOM becomes part of the field name "\u{FEFF}data",
     // which is unknown, so the first block dispatches nothing.
-    let items = check(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: x\n\ndata: y\n\n");
+    let items = parse_every_way(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: x\n\ndata: y\n\n");
     assert_eq!(items, vec![msg("y")]);
 }
 
 #[test]
 fn bom_later_in_stream_is_content() {
-    let items = check(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n\xEF\xBB\xBF: c\n");
+    let items = parse_every_way(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n\xEF\xBB\xBF: c\n");
     assert_eq!(items, vec![msg("a")]);
-    let items = check(b"data: \xEF\xBB\xBFx\n\n");
+    let items = parse_every_way(b"data: \xEF\xBB\xBFx\n\n");
     assert_eq!(items, vec![msg("\u{FEFF}x")]);
 }
 
@@ -289,12 +289,12 @@ fn bom_later_in_stream_is_content() {
 fn partial_bom_prefix_is_kept_as_content() {
     // "\xEF\xBB" is not a BOM: it stays in the line, so the line is not
     // a comment (it would be, had the prefix been dropped).
-    assert_eq!(check(b"\xEF\xBB: hi\n"), vec![]);
-    assert_eq!(check(b"\xEF: hi\n"), vec![]);
-    assert_eq!(check(b"\xEF\xBB\n"), vec![]);
-    assert_eq!(check(b"\xEFdata: x\n\n"), vec![]);
+    assert_eq!(parse_every_way(b"\xEF\xBB: hi\n"), vec![]);
+    assert_eq!(parse_every_way(b"\xEF: hi\n"), vec![]);
+    assert_eq!(parse_every_way(b"\xEF\xBB\n"), vec![]);
+    assert_eq!(parse_every_way(b"\xEFdata: x\n\n"), vec![]);
     // A stream that is nothing but a partial BOM yields nothing.
-    assert_eq!(check(b"\xEF\xBB"), vec![]);
+    assert_eq!(parse_every_way(b"\xEF\xBB"), vec![]);
 }
 
 #[test]
@@ -304,18 +304,18 @@ fn id_with_nul_is_ignored() {
     parser.feed(b"id: 1\n\nid: a\0b\ndata: x\n\n", &mut out);
     assert_eq!(out, vec![ev("message", "x", None, "1")]);
     assert_eq!(parser.last_event_id(), "1");
-    assert_eq!(check(b"id: 1\n\nid: a\0b\ndata: x\n\n"), out);
+    assert_eq!(parse_every_way(b"id: 1\n\nid: a\0b\ndata: x\n\n"), out);
 }
 
 #[test]
 fn nul_in_data_and_event_is_kept() {
-    let items = check(b"event: e\0\ndata: a\0b\n\n");
+    let items = parse_every_way(b"event: e\0\ndata: a\0b\n\n");
     assert_eq!(items, vec![ev("e\0", "a\0b", None, "")]);
 }
 
 #[test]
 fn last_event_id_persists_and_can_be_reset() {
-    let items = check(
+    let items = parse_every_way(
         b"id: 7\ndata: a\n\n\
           data: b\n\n\
           id:\ndata: c\n\n\
@@ -397,30 +397,32 @@ fn retry_valid_and_invalid_values() {
 
 #[test]
 fn retry_leading_zeros_and_overflow() {
-    assert_eq!(check(b"retry: 000250\n"), vec![Item::Retry(250)]);
+    assert_eq!(parse_every_way(b"retry: 000250\n"), vec![Item::Retry(250)]);
     assert_eq!(
-        check(b"retry: 18446744073709551615\n"),
+        parse_every_way(b"retry: 18446744073709551615\n"),
         vec![Item::Retry(u64::MAX)]
     );
     assert_eq!(
-        check(b"retry: 99999999999999999999999999\n"),
+        parse_every_way(b"retry: 99999999999999999999999999\n"),
         vec![Item::Retry(u64::MAX)]
     );
 }
 
 #[test]
 fn retry_is_reported_in_stream_order() {
-    let items = check(b"data: a\nretry: 10\ndata: b\n\nretry: 20\n");
+    let items = parse_every_way(b"data: a\nretry: 10\ndata: b\n\nretry: 20\n");
     assert_eq!(items, vec![Item::Retry(10), msg("a\nb"), Item::Retry(20)]);
     assert_eq!(
-        check(b"retry: 1500\nretry: 15s\nretry: -1\nretry:  10\nretry:\nretry\nretry: 2\n"),
+        parse_every_way(
+            b"retry: 1500\nretry: 15s\nretry: -1\nretry:  10\nretry:\nretry\nretry: 2\n"
+        ),
         vec![Item::Retry(1500), Item::Retry(2)]
     );
 }
 
 #[test]
 fn comments() {
-    let items = check(b":hi\n: hi\n:  hi\n:\n: \n:: x\n:data: y\n\n");
+    let items = parse_every_way(b":hi\n: hi\n:  hi\n:\n: \n:: x\n:data: y\n\n");
     assert_eq!(
         items,
         vec![
@@ -437,13 +439,13 @@ fn comments() {
 
 #[test]
 fn comments_do_not_interrupt_events() {
-    let items = check(b"data: a\n: keep-alive\ndata: b\n\n");
+    let items = parse_every_way(b"data: a\n: keep-alive\ndata: b\n\n");
     assert_eq!(items, vec![comment("keep-alive"), msg("a\nb")]);
 }
 
 #[test]
 fn field_name_and_value_parsing() {
-    let items = check(
+    let items = parse_every_way(
         b"data : x\nDATA: x\nfoo: bar\nevent\n\
           data:a:b\ndata:  x\ndata:\tx\ndata\n\n",
     );
@@ -452,12 +454,12 @@ fn field_name_and_value_parsing() {
 
 #[test]
 fn unknown_fields_alone_dispatch_nothing() {
-    assert_eq!(check(b"foo: bar\nevent: e\nid: 3\n\n"), vec![]);
+    assert_eq!(parse_every_way(b"foo: bar\nevent: e\nid: 3\n\n"), vec![]);
 }
 
 #[test]
 fn event_type_resets_after_each_block() {
-    let items = check(
+    let items = parse_every_way(
         b"event: a\ndata: 1\n\n\
           data: 2\n\n\
           event: b\n\n\
@@ -479,8 +481,11 @@ fn event_type_resets_after_each_block() {
 
 #[test]
 fn only_one_trailing_lf_is_removed() {
-    assert_eq!(check(b"data: a\ndata:\n\n"), vec![msg("a\n")]);
-    assert_eq!(check(b"data:\ndata:\ndata:\n\n"), vec![msg("\n\n")]);
+    assert_eq!(parse_every_way(b"data: a\ndata:\n\n"), vec![msg("a\n")]);
+    assert_eq!(
+        parse_every_way(b"data:\ndata:\ndata:\n\n"),
+        vec![msg("\n\n")]
+    );
 }
 
 #[test]

@@ -10,17 +10,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::sse_parse::Message;
-use support::{json_of, Opening, Server};
+use support::{ids, json_of, Opening, Server};
 
 fn messages(events: &[Message]) -> Vec<Value> {
     events
         .iter()
         .map(|m| json_of(m)["message"].clone())
         .collect()
-}
-
-fn ids(events: &[Message]) -> Vec<String> {
-    events.iter().map(|m| m.id.clone().unwrap()).collect()
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //!   not need and so does not ship.
 //! - [`api`]: the API with credentials (header, query, cookie) and what a refusal must look like.
 //! - [`jwt`]: token minting with a signing path separate from the server's verifier.
+//! - [`ws`]: a WebSocket client (tokio-tungstenite) and raw WebSocket frames over TCP.
 //! - [`redis`]: a real `redis-server` for the cluster tests.
 //!
 //! Every wait is bounded by [`TIMEOUT`] (or an explicit bound) and panics with what it last saw,
@@ -26,6 +27,7 @@ pub mod redis;
 pub mod server;
 pub mod sse;
 pub mod sse_parse;
+pub mod ws;
 
 // The names most scenarios use, at the top; each crate takes some of them.
 #[allow(unused_imports)]
@@ -34,7 +36,7 @@ pub use server::{
 };
 #[allow(unused_imports)]
 pub use sse::{
-    connect, connect_small_window, json_of, open_stream, subscribe, write_request, End, Frame,
+    connect, connect_small_window, ids, json_of, open_stream, subscribe, write_request, End, Frame,
     Opening, RawClient,
 };
 

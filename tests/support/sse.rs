@@ -833,6 +833,14 @@ pub fn json_of(message: &Message) -> Value {
         .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {message:?}"))
 }
 
+/// The ids of events that all carry one.
+pub fn ids(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.id.clone().expect("an event with an id"))
+        .collect()
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
