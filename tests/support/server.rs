@@ -47,7 +47,8 @@ impl Server {
     /// Starts the server quiet: the metrics sampler publishes on its own (`metrics` channel),
     /// once shortly after start and then every `--metrics-interval`. So that ids move only when
     /// a test publishes, the interval is set to an hour (unless `args` set it) and this waits
-    /// (at most 5 s) for that first sample.
+    /// until the first sample has taken its id (the head's seq is past 0). A cluster node's
+    /// samples are node-local and carry no id, so there is nothing to wait for there.
     pub async fn start(args: &[&str]) -> Server {
         let sets_interval = args.iter().any(|a| a.starts_with("--metrics-interval"));
         let mut all: Vec<&str> = Vec::new();
@@ -57,11 +58,10 @@ impl Server {
         all.extend_from_slice(args);
         let server = Server::spawn(&all);
         if !sets_interval {
-            // Not an assertion: a server whose sampler is late is still usable, and the tests
-            // that count events check their own figures.
-            let _ = server
-                .poll_stats(Duration::from_secs(5), |s| {
-                    s["eventsPublished"].as_u64() >= Some(1)
+            server
+                .wait_stats("the first metrics sample", |s| {
+                    s.get("broker").is_some()
+                        || s["lastEventId"].as_str().is_some_and(|id| seq_of(id) >= 1)
                 })
                 .await;
         }
@@ -325,18 +325,24 @@ impl Server {
         self.wait_stats_within(TIMEOUT, what, condition).await
     }
 
-    /// [`Server::wait_stats`] with an explicit bound.
+    /// [`Server::wait_stats`] with an explicit bound: the one `/stats` polling loop.
     pub async fn wait_stats_within(
         &self,
         within: Duration,
         what: &str,
         condition: impl Fn(&Value) -> bool,
     ) -> Value {
-        match self.poll_stats(within, condition).await {
-            Ok(stats) => stats,
-            Err(last) => {
-                panic!("timed out after {within:?} waiting for {what}; last /stats: {last:#}")
+        let deadline = Instant::now() + within;
+        loop {
+            let current = self.stats().await;
+            if condition(&current) {
+                return current;
             }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}; last /stats: {current:#}"
+            );
+            tokio::time::sleep(STATS_POLL).await;
         }
     }
 
@@ -352,26 +358,6 @@ impl Server {
     pub async fn settle_and(&self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
         self.wait_stats(what, |s| inboxes_drained(s) && condition(s))
             .await
-    }
-
-    /// The one `/stats` polling loop: `Ok` with the first stats for which `condition` holds,
-    /// `Err` with the last ones seen once `within` has passed.
-    async fn poll_stats(
-        &self,
-        within: Duration,
-        condition: impl Fn(&Value) -> bool,
-    ) -> Result<Value, Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let current = self.stats().await;
-            if condition(&current) {
-                return Ok(current);
-            }
-            if Instant::now() >= deadline {
-                return Err(current);
-            }
-            tokio::time::sleep(STATS_POLL).await;
-        }
     }
 }
 
