@@ -17,7 +17,7 @@
 //! so a broken server fails a test instead of hanging the suite.
 
 // Each test crate uses a different subset.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
 
