@@ -406,13 +406,14 @@ async fn every_bad_request_gets_its_status_and_json_error() {
 async fn body_limits_follow_max_body() {
     let server = Server::spawn(&["--max-body", "1KiB"]);
     let fits = format!(r#"{{"message":"{}"}}"#, "x".repeat(900));
-    let (status, _) = server
+    let (status, answer) = server
         .post_json(
             "/api/notify",
             &serde_json::from_str(&fits).expect("valid JSON"),
         )
         .await;
     assert_eq!(status, 200);
+    assert!(answer.is_object(), "a JSON answer: {answer}");
 
     // Declared too large: refused from the head alone, before any body byte is read.
     let stream = support::connect(server.addr).await;
