@@ -12,6 +12,8 @@
 //! - [`jwt`]: token minting with a signing path separate from the server's verifier.
 //! - [`ws`]: a WebSocket client (tokio-tungstenite) and raw WebSocket frames over TCP.
 //! - [`redis`]: a real `redis-server` for the cluster tests.
+//! - [`browser`]: runs a script of `tests/browser/` (headless Chromium) against a server.
+//! - [`process`]: child processes: pipes drained, waits bounded, stops by SIGTERM then SIGKILL.
 //!
 //! Every wait is bounded by [`TIMEOUT`] (or an explicit bound) and panics with what it last saw,
 //! so a broken server fails a test instead of hanging the suite.
@@ -22,7 +24,9 @@
 use std::time::Duration;
 
 pub mod api;
+pub mod browser;
 pub mod jwt;
+pub mod process;
 pub mod redis;
 pub mod server;
 pub mod sse;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::process::terminate;
 use super::sse::RawClient;
 use super::TIMEOUT;
 
@@ -364,19 +365,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.try_exit().is_none() {
-            let _ = Command::new("kill")
-                .arg("-s")
-                .arg("TERM")
-                .arg(self.pid().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while self.try_exit().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if self.try_exit().is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
+            self.exit = terminate(&mut self.child, Duration::from_secs(5));
         }
         for file in &self.files {
             let _ = std::fs::remove_file(file);
