@@ -8,12 +8,11 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::redis::Redis;
+use support::server::free_port;
 use support::{epoch_of, json_of, seq_of, Server, TIMEOUT};
 
 async fn node(redis: &Redis, args: &[&str]) -> Server {
@@ -258,26 +257,13 @@ async fn redis_going_away_keeps_streams_up_and_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn a_broker_that_is_not_there_or_not_redis_is_a_clear_error() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let binary = env!("CARGO_BIN_EXE_sluice");
-    let unreachable = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--broker"])
-        .arg(format!("redis://127.0.0.1:{port}/0"))
-        .output()
-        .unwrap();
-    assert!(!unreachable.status.success());
-    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    let nobody = format!("redis://127.0.0.1:{}/0", free_port());
+    let (status, stderr) = Server::run_to_exit(&["--broker", &nobody]);
+    assert!(!status.success());
     assert!(stderr.contains("cannot reach the broker"), "{stderr}");
-    let bad = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--broker", "http://example"])
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--broker"));
+    let (status, stderr) = Server::run_to_exit(&["--broker", "http://example"]);
+    assert_eq!(status.code(), Some(64));
+    assert!(stderr.contains("--broker"), "{stderr}");
 }
 
 #[tokio::test]

@@ -2,11 +2,11 @@
 //! port with an append-only file, so that a restart keeps what Redis acknowledged; stopped by
 //! PID and its directory removed on drop.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::server::free_port;
 use super::TIMEOUT;
 
 /// A `redis-server` on a free loopback port, in its own directory, stopped (by PID) on drop.
@@ -19,11 +19,7 @@ pub struct Redis {
 impl Redis {
     /// Starts one on a free port, in a fresh directory.
     pub fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("sluice-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = Redis {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::process::terminate;
+use super::process::{drain, terminate, wait_until};
 use super::sse::RawClient;
 use super::TIMEOUT;
 
@@ -78,23 +78,27 @@ impl Server {
         Self::spawn_with_files(&all, vec![path])
     }
 
-    fn spawn_with_files(args: &[&str], files: Vec<PathBuf>) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(args)
-            .env("SLUICE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // Settings from the developer's shell must not leak into the server under test.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SLUICE_") && key != "SLUICE_LOG" {
-                command.env_remove(key);
-            }
+    /// Runs `sluice --listen 127.0.0.1:0 <args>` expecting it to stop by itself (a start-up
+    /// error) within [`TIMEOUT`]; returns its exit status and what it wrote to stderr. Panics,
+    /// after stopping it, if it is still running then.
+    pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+        let mut child = command(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the sluice binary");
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        let status = wait_until(&mut child, Instant::now() + TIMEOUT);
+        if status.is_none() {
+            terminate(&mut child, Duration::from_secs(5));
         }
-        let mut child = command.spawn().expect("spawn the sluice binary");
+        let stderr = stderr.join().expect("stderr reader");
+        let status =
+            status.unwrap_or_else(|| panic!("sluice {args:?} did not exit; stderr:\n{stderr}"));
+        (status, stderr)
+    }
+
+    fn spawn_with_files(args: &[&str], files: Vec<PathBuf>) -> Server {
+        let mut child = command(args).spawn().expect("spawn the sluice binary");
 
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().expect("piped stderr");
@@ -374,6 +378,34 @@ impl Drop for Server {
             eprintln!("--- sluice stderr ---\n{}", self.stderr());
         }
     }
+}
+
+/// `sluice --listen 127.0.0.1:0 <args>` with `SLUICE_LOG=warn` and no other `SLUICE_*` setting
+/// from the developer's shell, its pipes ready for [`Server`] to read.
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(args)
+        .env("SLUICE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SLUICE_") && key != "SLUICE_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// A loopback port that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind a free loopback port")
+        .port()
 }
 
 /// `sluice listening on http://127.0.0.1:PORT (N workers)` → (address, N).
