@@ -266,16 +266,11 @@ impl Api {
         .await
     }
 
-    /// `GET /stats`.
-    pub async fn stats(&self) -> Value {
-        let reply = self.get("/stats", Cred::None).await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.json()
-    }
-
     /// `authFailures` from `/stats`.
     pub async fn auth_failures(&self) -> u64 {
-        let stats = self.stats().await;
+        let reply = self.get("/stats", Cred::None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let stats = reply.json();
         stats["authFailures"]
             .as_u64()
             .unwrap_or_else(|| panic!("no authFailures in {stats}"))

@@ -1,5 +1,6 @@
 //! The one harness for the black-box tests: every file in `tests/` that talks to the real binary
 //! uses this module and nothing else for plumbing, so the test files hold scenarios only.
+//! (`loadtest_smoke.rs` drives the load tool, which starts the binary itself.)
 //!
 //! - [`server`]: [`Server`], the `sluice` binary on `127.0.0.1:0` (stderr kept and printed when a
 //!   test fails, stopped on drop), its JSON API and `/stats`, and [`Server::settle`], the one wait
