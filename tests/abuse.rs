@@ -9,7 +9,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{http, start, stats, Server};
+use support::{http, Server};
 
 /// Publishes `data` on `channel` with `POST /api/publish`; returns the status and JSON answer.
 async fn publish(server: &Server, channel: &str, data: &str) -> (u16, Value) {
@@ -27,7 +27,7 @@ async fn publish(server: &Server, channel: &str, data: &str) -> (u16, Value) {
 async fn a_publish_flood_to_distinct_channels_stays_within_the_memory_budget() {
     const BUDGET: u64 = 4 * 1024 * 1024;
     const EVENTS: usize = 1_000;
-    let server = start(&["--workers", "1", "--memory-budget", "4MiB"]);
+    let server = Server::start(&["--workers", "1", "--memory-budget", "4MiB"]).await;
     let (status, first) = publish(&server, "first", "x").await;
     assert_eq!(status, 200, "{first}");
     let before = server.rss_kib();
@@ -37,7 +37,7 @@ async fn a_publish_flood_to_distinct_channels_stays_within_the_memory_budget() {
         let (status, answer) = publish(&server, &format!("c{i}"), &data).await;
         assert_eq!(status, 200, "publish {i}: {answer}");
     }
-    let stats = stats(&server).await;
+    let stats = server.stats().await;
     let held = stats["retainedBytes"].as_u64().expect("retainedBytes");
     assert!(held <= BUDGET, "held {held} > budget: {stats}");
     assert!(
@@ -83,14 +83,16 @@ async fn opening_events(server: &Server, channel: &str, last: &str) -> Vec<Strin
 
 #[tokio::test]
 async fn an_event_larger_than_its_share_of_the_budget_is_refused_with_413() {
-    let server = start(&[
+    let server = Server::start(&[
         "--workers",
         "1",
         "--memory-budget",
         "1MiB",
         "--max-event-share",
         "5",
-    ]);
+    ])
+    .await;
+    let before = server.stats().await["historyEvents"].as_u64().unwrap();
     // 40 KB of data is about 80 KB in its two encodings: above 5 % of 1 MiB.
     let (status, answer) = publish(&server, "big", &"z".repeat(40_000)).await;
     assert_eq!(status, 413, "{answer}");
@@ -100,7 +102,7 @@ async fn an_event_larger_than_its_share_of_the_budget_is_refused_with_413() {
     // Small events still go through, and the refused one was never retained.
     let (status, answer) = publish(&server, "big", "small").await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(stats(&server).await["historyEvents"], 1);
+    assert_eq!(server.stats().await["historyEvents"], before + 1);
 }
 
 /// Sends raw request bytes on a new connection and reads until the server closes it (or the
@@ -122,7 +124,7 @@ async fn raw_exchange(server: &Server, request: &[u8]) -> (u16, String) {
 
 #[tokio::test]
 async fn channel_lists_and_query_strings_are_refused_at_their_caps() {
-    let server = start(&["--workers", "1"]);
+    let server = Server::start(&["--workers", "1"]).await;
     // 12 000 short names (about 50 KB, within hyper's 64 KiB request head).
     let names: Vec<String> = (0..12_000).map(|i| format!("{i:x}")).collect();
     let (status, body) = get_raw(&server, &format!("/events?channel={}", names.join(","))).await;
@@ -154,7 +156,7 @@ async fn get_raw(server: &Server, target: &str) -> (u16, String) {
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
     // Only the write timeout can evict here: the frame and byte bounds are far away.
-    let server = start(&[
+    let server = Server::start(&[
         "--workers",
         "1",
         "--write-timeout",
@@ -165,24 +167,25 @@ async fn a_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
         "100000",
         "--queue-bytes",
         "256MiB",
-    ]);
+    ])
+    .await;
     let stream = support::connect_small_window(server.addr).await;
     let stalled =
         support::RawClient::send(stream, server.addr, "GET", "/events?channel=s", &[], b"").await;
     assert_eq!(stalled.status, 200);
-    support::wait_stats(&server, "the stream to open", |s| {
-        support::total_connections(s) == 1
-    })
-    .await;
+    server
+        .wait_stats("the stream to open", |s| support::total_connections(s) == 1)
+        .await;
     // About 1 MB: far more than the socket buffers on both sides hold.
     let data = "w".repeat(8_000);
     for _ in 0..125 {
         assert_eq!(publish(&server, "s", &data).await.0, 200);
     }
-    let stats = support::wait_stats(&server, "the stalled stream to be evicted", |s| {
-        support::total_connections(s) == 0
-    })
-    .await;
+    let stats = server
+        .wait_stats("the stalled stream to be evicted", |s| {
+            support::total_connections(s) == 0
+        })
+        .await;
     assert_eq!(stats["slowConsumersDropped"], 1, "{stats}");
     drop(stalled);
 }
@@ -190,7 +193,7 @@ async fn a_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
 #[tokio::test]
 async fn a_queue_of_few_large_frames_is_as_slow_as_a_full_one() {
     // 40 frames are far below --channel-capacity (256), but 320 KB is past --queue-bytes.
-    let server = start(&[
+    let server = Server::start(&[
         "--workers",
         "1",
         "--write-timeout",
@@ -199,37 +202,39 @@ async fn a_queue_of_few_large_frames_is_as_slow_as_a_full_one() {
         "64KiB",
         "--send-buffer",
         "16KiB",
-    ]);
+    ])
+    .await;
     let stream = support::connect_small_window(server.addr).await;
     let stalled =
         support::RawClient::send(stream, server.addr, "GET", "/events?channel=q", &[], b"").await;
     assert_eq!(stalled.status, 200);
-    support::wait_stats(&server, "the stream to open", |s| {
-        support::total_connections(s) == 1
-    })
-    .await;
+    server
+        .wait_stats("the stream to open", |s| support::total_connections(s) == 1)
+        .await;
     let data = "q".repeat(8_000);
     for _ in 0..40 {
         assert_eq!(publish(&server, "q", &data).await.0, 200);
     }
-    let stats = support::wait_stats(&server, "the stalled stream to be evicted", |s| {
-        support::total_connections(s) == 0
-    })
-    .await;
+    let stats = server
+        .wait_stats("the stalled stream to be evicted", |s| {
+            support::total_connections(s) == 0
+        })
+        .await;
     assert_eq!(stats["slowConsumersDropped"], 1, "{stats}");
     drop(stalled);
 }
 
 #[tokio::test]
 async fn publishers_over_their_rate_get_429_with_retry_after() {
-    let server = start(&[
+    let server = Server::start(&[
         "--workers",
         "1",
         "--publish-rate",
         "1",
         "--publish-burst",
         "3",
-    ]);
+    ])
+    .await;
     let mut refused = 0;
     for i in 0..10 {
         let response = http()
@@ -256,7 +261,7 @@ async fn publishers_over_their_rate_get_429_with_retry_after() {
     }
     // A burst of 3 and one more per second: most of ten quick publishes are refused.
     assert!(refused >= 5, "{refused} refused");
-    let stats = stats(&server).await;
+    let stats = server.stats().await;
     assert_eq!(stats["publishesRateLimited"], refused, "{stats}");
     let scrape = http()
         .get(server.url("/metrics/prometheus"))
@@ -274,7 +279,7 @@ async fn publishers_over_their_rate_get_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_reconnect_storm_from_one_address_is_closed_at_accept() {
-    let server = start(&["--workers", "1", "--connection-rate", "2"]);
+    let server = Server::start(&["--workers", "1", "--connection-rate", "2"]).await;
     let mut answered = 0;
     let mut closed = 0;
     for _ in 0..20 {
@@ -293,8 +298,9 @@ async fn a_reconnect_storm_from_one_address_is_closed_at_accept() {
             closed += 1;
         }
     }
+    // The harness's own start-up requests took part of the first second's burst.
     assert!(
-        answered >= 2 && closed >= 10,
+        answered >= 1 && closed >= 10,
         "{answered} answered, {closed} closed"
     );
     // Once the bucket refills, the same address is served again.
@@ -315,7 +321,7 @@ async fn a_reconnect_storm_from_one_address_is_closed_at_accept() {
 #[tokio::test]
 async fn credentials_never_reach_the_log() {
     const KEY: &str = "operator-key-0123456789";
-    let server = support::start_logging(&["--workers", "1", "--publisher-key", KEY], "debug");
+    let server = Server::spawn_logging(&["--workers", "1", "--publisher-key", KEY], "debug");
     let spellings = [
         format!("token={KEY}"),
         format!("%74oken={KEY}"),
@@ -360,7 +366,7 @@ async fn credentials_never_reach_the_log() {
 
 #[tokio::test]
 async fn ambiguous_framing_is_refused_or_closes_the_connection() {
-    let server = start(&["--workers", "1"]);
+    let server = Server::start(&["--workers", "1"]).await;
     let host = server.addr.to_string();
     let body = r#"{"channel":"f","data":1}"#;
     let smuggled = format!(
@@ -393,5 +399,5 @@ async fn ambiguous_framing_is_refused_or_closes_the_connection() {
     assert_eq!(status, 501, "{text}");
     assert!(text.contains("gzip"), "{text}");
     // Only the chunked reading of the first one published anything.
-    assert_eq!(stats(&server).await["eventsPublished"], 1);
+    assert_eq!(server.stats().await["eventsPublished"], 1);
 }
