@@ -26,16 +26,20 @@
 
 pub mod account;
 pub mod chart;
+pub mod custom;
 pub mod http1;
 pub mod plan;
 pub mod procfs;
 pub mod publisher;
+pub mod ramp;
+pub mod regress;
 pub mod report;
 pub mod run;
 pub mod scan;
 pub mod source;
 pub mod spawn;
 pub mod stats;
+pub mod storm;
 pub mod tally;
 pub mod transport;
 

@@ -46,6 +46,31 @@ pub struct Report {
     pub resources: Resources,
     /// Connections that lost or duplicated events (up to 20), for diagnosis.
     pub worst_connections: Vec<ConnIssue>,
+    /// A listening run (custom target without a publish hook): events per connection, id gaps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listening: Option<Listening>,
+    /// With `--ramp`: connect latency second by second over the ramp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<crate::ramp::Ramp>,
+}
+
+/// What a listening run measured: the server publishes on its own, the harness counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listening {
+    /// How long the connections listened, seconds.
+    pub seconds: f64,
+    /// Events with data received, over every ready connection.
+    pub events: u64,
+    /// Events per second per connection: lowest, mean, highest.
+    pub per_connection_per_s: [f64; 3],
+    /// Times a connection's next id (the number it ends in) skipped ahead of the last + 1.
+    pub id_gaps: u64,
+    /// Id numbers skipped over by those gaps.
+    pub ids_skipped: u64,
+    /// Connections that saw at least one gap.
+    pub connections_with_gaps: u64,
+    /// Events whose id did not end in digits (or had none): gaps cannot be told there.
+    pub events_without_numeric_id: u64,
 }
 
 /// Load averages around a run.
@@ -383,6 +408,25 @@ impl Report {
         }
         if let Some(note) = self.publisher_behind() {
             let _ = writeln!(out, "             {note}");
+        }
+        if let Some(listening) = &self.listening {
+            let [min, mean, max] = listening.per_connection_per_s;
+            let _ = writeln!(
+                out,
+                "listened     {:.1} s: {} events, per connection {:.2}/s mean ({:.2} min, {:.2} max); {} id gaps ({} ids skipped, {} connections), {} events without a numeric id",
+                listening.seconds,
+                listening.events,
+                mean,
+                min,
+                max,
+                listening.id_gaps,
+                listening.ids_skipped,
+                listening.connections_with_gaps,
+                listening.events_without_numeric_id
+            );
+        }
+        if let Some(ramp) = &self.ramp {
+            out.push_str(&crate::ramp::lines(ramp));
         }
         let d = &self.delivery;
         let healthy = if self.stalled.is_some() {
