@@ -88,7 +88,9 @@ impl Header {
             header: text.to_owned(),
             reason: reason.to_owned(),
         };
-        let (name, value) = text.split_once(':').ok_or_else(|| invalid("expected K:V"))?;
+        let (name, value) = text
+            .split_once(':')
+            .ok_or_else(|| invalid("expected K:V"))?;
         let name = name.trim();
         let value = value.trim();
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
@@ -153,7 +155,9 @@ impl Custom {
         let publish = match publish {
             None => {
                 if body.is_some() || content_type.is_some() {
-                    return Err(CustomError::Hook("--pub-body and --pub-type need --pub URL"));
+                    return Err(CustomError::Hook(
+                        "--pub-body and --pub-type need --pub URL",
+                    ));
                 }
                 None
             }
@@ -184,9 +188,7 @@ impl Custom {
 
     /// The stream's path and query for connection `index`.
     pub fn subscribe_path(&self, index: usize) -> String {
-        self.sub
-            .path
-            .replace(INDEX_PLACEHOLDER, &index.to_string())
+        self.sub.path.replace(INDEX_PLACEHOLDER, &index.to_string())
     }
 
     /// Whether the stream path differs per connection.
@@ -203,7 +205,10 @@ impl Custom {
     }
 }
 
-fn header_names<S: serde::Serializer>(headers: &[Header], serializer: S) -> Result<S::Ok, S::Error> {
+fn header_names<S: serde::Serializer>(
+    headers: &[Header],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(headers.iter().map(|h| &h.name))
 }
 
@@ -259,7 +264,12 @@ mod tests {
             Url::parse("http://[::1]:9/x").expect("valid").addr,
             "[::1]:9".parse().expect("addr")
         );
-        for bad in ["https://x:1/", "127.0.0.1:3000", "http:///x", "http://a b:1/"] {
+        for bad in [
+            "https://x:1/",
+            "127.0.0.1:3000",
+            "http:///x",
+            "http://a b:1/",
+        ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
     }

@@ -615,7 +615,9 @@ fn parse_ramp(text: &str) -> Result<f64, String> {
     let number = text.strip_suffix("/s").unwrap_or(text);
     match number.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("'{text}': expected connections per second, e.g. 500/s")),
+        _ => Err(format!(
+            "'{text}': expected connections per second, e.g. 500/s"
+        )),
     }
 }
 

@@ -396,7 +396,10 @@ impl Plan {
         }
         if let Some(ramp) = self.ramp {
             if !(ramp.is_finite() && ramp > 0.0) {
-                return invalid("ramp", "must be a positive number of connections per second");
+                return invalid(
+                    "ramp",
+                    "must be a positive number of connections per second",
+                );
             }
         }
         if self.connections == 0 {

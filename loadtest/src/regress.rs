@@ -236,7 +236,10 @@ pub fn table(comparisons: &[Comparison], max_pct: f64) -> String {
 
 /// A results document's runs as CSV: a header, then one row per run.
 pub fn csv(document: &Value) -> String {
-    let mode = document.get("mode").and_then(Value::as_str).unwrap_or("run");
+    let mode = document
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("run");
     let (figures, columns) = figures_of(mode);
     let names: Vec<&str> = columns
         .iter()
@@ -344,7 +347,10 @@ mod tests {
         assert!(header.starts_with("target,transport,connections,rate,"));
         assert!(header.ends_with("deliveries_per_s"));
         let row = lines.next().expect("a row");
-        assert!(row.starts_with("sluice,sse,10,5.0,10,0,50,50,0,0,3.0,0.5,"), "{row}");
+        assert!(
+            row.starts_with("sluice,sse,10,5.0,10,0,50,50,0,0,3.0,0.5,"),
+            "{row}"
+        );
         assert_eq!(
             row.split(',').count(),
             header.split(',').count(),

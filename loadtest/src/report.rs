@@ -333,7 +333,11 @@ impl Report {
             self.target.as_str(),
             self.transport.as_str(),
             p.connections,
-            p.rate,
+            if self.listening.is_some() {
+                "listening only".to_owned()
+            } else {
+                p.rate.to_string()
+            },
             if p.burst > 1 {
                 format!(" in bursts of {}", p.burst)
             } else {
@@ -387,28 +391,6 @@ impl Report {
                 st.cut_off
             );
         }
-        let pb = &self.publish;
-        let late = match p.rate {
-            Rate::PerSecond(_) => format!(", worst tick {:.1} ms late", pb.behind_max_ms),
-            Rate::Max => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "publish      {} sent, {} ok, {} overloaded (503), {} errors, {:.1}/s accepted, round trip p50 {:.2} ms p99 {:.2} ms{late}",
-            pb.sent,
-            pb.ok,
-            pb.overloaded,
-            pb.errors,
-            pb.rate,
-            pb.round_trip_ms.p50,
-            pb.round_trip_ms.p99
-        );
-        if let Some(error) = &pb.first_error {
-            let _ = writeln!(out, "             first error: {error}");
-        }
-        if let Some(note) = self.publisher_behind() {
-            let _ = writeln!(out, "             {note}");
-        }
         if let Some(listening) = &self.listening {
             let [min, mean, max] = listening.per_connection_per_s;
             let _ = writeln!(
@@ -428,29 +410,53 @@ impl Report {
         if let Some(ramp) = &self.ramp {
             out.push_str(&crate::ramp::lines(ramp));
         }
-        let d = &self.delivery;
-        let healthy = if self.stalled.is_some() {
-            format!(" (the {} healthy connections)", d.connections)
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            out,
-            "delivery     {} of {} expected{healthy}, lost {}, duplicated {}, {:.0} deliveries/s",
-            d.delivered, d.expected, d.lost, d.duplicated, d.per_second
-        );
-        let l = &d.latency_ms;
-        let _ = writeln!(
-            out,
-            "latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            l.p50, l.p90, l.p99, l.p999, l.max
-        );
-        let w = &self.wire;
-        let _ = writeln!(
-            out,
-            "wire         {:.1} B read per event, {:.1} B both ways per event ({} read, {} written), {:.2} reads per event",
-            w.read_per_event, w.total_per_event, w.bytes_read, w.bytes_written, w.reads_per_event
-        );
+        if self.listening.is_none() {
+            let pb = &self.publish;
+            let late = match p.rate {
+                Rate::PerSecond(_) => format!(", worst tick {:.1} ms late", pb.behind_max_ms),
+                Rate::Max => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "publish      {} sent, {} ok, {} overloaded (503), {} errors, {:.1}/s accepted, round trip p50 {:.2} ms p99 {:.2} ms{late}",
+                pb.sent,
+                pb.ok,
+                pb.overloaded,
+                pb.errors,
+                pb.rate,
+                pb.round_trip_ms.p50,
+                pb.round_trip_ms.p99
+            );
+            if let Some(error) = &pb.first_error {
+                let _ = writeln!(out, "             first error: {error}");
+            }
+            if let Some(note) = self.publisher_behind() {
+                let _ = writeln!(out, "             {note}");
+            }
+            let d = &self.delivery;
+            let healthy = if self.stalled.is_some() {
+                format!(" (the {} healthy connections)", d.connections)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "delivery     {} of {} expected{healthy}, lost {}, duplicated {}, {:.0} deliveries/s",
+                d.delivered, d.expected, d.lost, d.duplicated, d.per_second
+            );
+            let l = &d.latency_ms;
+            let _ = writeln!(
+                out,
+                "latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            );
+            let w = &self.wire;
+            let _ = writeln!(
+                out,
+                "wire         {:.1} B read per event, {:.1} B both ways per event ({} read, {} written), {:.2} reads per event",
+                w.read_per_event, w.total_per_event, w.bytes_read, w.bytes_written, w.reads_per_event
+            );
+        }
         let r = &self.resources;
         let _ = writeln!(
             out,

@@ -447,7 +447,10 @@ pub fn storm(plan: &Plan, settings: &StormPlan, server: Server) -> Result<StormR
 
         // Until every stream is back, sampling the (new) server.
         let mut peak = Peak::default();
-        let mut last = (Instant::now(), endpoint.pid.map(procfs::tree_usage).unwrap_or_default());
+        let mut last = (
+            Instant::now(),
+            endpoint.pid.map(procfs::tree_usage).unwrap_or_default(),
+        );
         let deadline = cut_at + settings.recover;
         let mut settled_since: Option<Instant> = None;
         loop {
@@ -619,7 +622,11 @@ pub fn account(conns: &[(usize, ConnTally)], accepted: &SeqSet, cut_us: u64) -> 
         for session in tally.sessions.iter().filter(|s| s.started_us >= cut_us) {
             connect.saturating_record((session.ended_us - session.started_us).max(1));
         }
-        for attempt in tally.attempts_failed.iter().filter(|a| a.started_us >= cut_us) {
+        for attempt in tally
+            .attempts_failed
+            .iter()
+            .filter(|a| a.started_us >= cut_us)
+        {
             let f = &mut figures.failed_attempts;
             f.total += 1;
             match attempt.error {
@@ -730,7 +737,10 @@ mod tests {
             // Reset: 4 and 5 excused; 9 lost for real.
             (1, conn(&[1, 2, 3], 3_000, true, &[6, 7, 8, 10])),
             // Duplicate after the resume.
-            (2, conn(&[1, 2, 3], 5_000, false, &[3, 4, 5, 6, 7, 8, 9, 10])),
+            (
+                2,
+                conn(&[1, 2, 3], 5_000, false, &[3, 4, 5, 6, 7, 8, 9, 10]),
+            ),
         ];
         let figures = account(&conns, &ok, 1_000);
         assert_eq!((figures.ready, figures.dropped, figures.back), (3, 3, 3));
@@ -741,7 +751,10 @@ mod tests {
         assert_eq!(figures.worst.len(), 2);
         assert_eq!(figures.failed_attempts.refused, 3);
         let b = figures.back_after_s;
-        assert_eq!((b.p50, b.p99, b.p100), (Some(0.002), Some(0.004), Some(0.004)));
+        assert_eq!(
+            (b.p50, b.p99, b.p100),
+            (Some(0.002), Some(0.004), Some(0.004))
+        );
         assert_eq!(figures.connect_ms.count, 3);
     }
 

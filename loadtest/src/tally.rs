@@ -406,7 +406,13 @@ mod tests {
     #[test]
     fn listening_counts_id_gaps() {
         let mut listen = Listen::default();
-        for (id, at) in [("e-1", 10), ("e-2", 20), ("e-5", 30), ("e-6", 40), ("x", 50)] {
+        for (id, at) in [
+            ("e-1", 10),
+            ("e-2", 20),
+            ("e-5", 30),
+            ("e-6", 40),
+            ("x", 50),
+        ] {
             listen.event(id.as_bytes(), at);
         }
         listen.event(b"", 60);

@@ -34,7 +34,10 @@ pub struct TooLong;
 
 impl std::fmt::Display for TooLong {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "an event-stream line or event is longer than {MAX_LINE} bytes")
+        write!(
+            f,
+            "an event-stream line or event is longer than {MAX_LINE} bytes"
+        )
     }
 }
 
@@ -91,8 +94,7 @@ impl EventStream {
     ) -> Result<(), TooLong> {
         if !self.started {
             // A BOM may be split over reads; wait for three bytes or a line end.
-            if self.line.len() + input.len() < 3 && memchr::memchr2(b'\n', b'\r', input).is_none()
-            {
+            if self.line.len() + input.len() < 3 && memchr::memchr2(b'\n', b'\r', input).is_none() {
                 self.line.extend_from_slice(input);
                 return Ok(());
             }

@@ -278,7 +278,11 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
         if state.tally.ready && state.session_ready {
             // A stream that was up went down.
             let now = now_us();
-            if conn.live.cut_on_first_drop.load(std::sync::atomic::Ordering::Relaxed) {
+            if conn
+                .live
+                .cut_on_first_drop
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 let _ = conn.live.cut_at_us.compare_exchange(
                     0,
                     now,
