@@ -82,7 +82,8 @@ fn serve(socket: TcpStream, streams: &Mutex<Vec<TcpStream>>, stop: &AtomicBool) 
                 }
             }
         }
-        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
         if request_line.starts_with("GET /events") {
             // Register before the head goes out, so the harness may publish once it has it.
             let mut list = streams.lock().expect("lock");
@@ -110,7 +111,8 @@ fn serve(socket: TcpStream, streams: &Mutex<Vec<TcpStream>>, stop: &AtomicBool) 
                 return;
             }
             let body = String::from_utf8_lossy(&body);
-            let event = format!(": event\r\ndata: {{\r\ndata:  \"text\": \"{body}\"\r\ndata: }}\r\n\r\n");
+            let event =
+                format!(": event\r\ndata: {{\r\ndata:  \"text\": \"{body}\"\r\ndata: }}\r\n\r\n");
             streams
                 .lock()
                 .expect("lock")
@@ -176,10 +178,16 @@ fn a_custom_server_with_crlf_comments_and_multiline_data_loses_nothing() {
         Some("text/plain"),
     )
     .expect("a valid custom target");
-    let plan = custom_plan(custom, 40);
+    let mut plan = custom_plan(custom, 40);
+    plan.ramp = Some(100.0);
     let report = run(&plan, &endpoint(&plan, None)).expect("the run is carried out");
     assert_every_event_once(&report, 40);
     assert!(report.listening.is_none());
+    // The ramp's bins account for every connection.
+    let ramp = report.ramp.as_ref().expect("a ramp section");
+    assert!(!ramp.bins.is_empty());
+    assert_eq!(ramp.bins.iter().map(|b| b.opened).sum::<u64>(), 40);
+    assert_eq!(ramp.bins.iter().map(|b| b.ready).sum::<u64>(), 40);
 }
 
 #[test]
@@ -194,8 +202,8 @@ fn a_listening_run_counts_events_and_id_gaps() {
     )
     .expect("a valid custom target");
     let plan = custom_plan(custom, 10);
-    let report = run(&plan, &endpoint(&plan, Some(std::process::id())))
-        .expect("the run is carried out");
+    let report =
+        run(&plan, &endpoint(&plan, Some(std::process::id()))).expect("the run is carried out");
     let summary = report.summary();
     let listening = report.listening.as_ref().expect("a listening section");
     assert_eq!(report.connections.ready, 10, "{summary}");

@@ -53,7 +53,11 @@ fn every_stream_comes_back_and_only_resets_lose_events() {
     assert_eq!(d.connections_reset, CONNECTIONS as u64, "{summary}");
     assert_eq!(d.lost, 0, "{summary}");
     assert_eq!(d.duplicated, 0, "{summary}");
-    assert_eq!(d.expected, report.publish.ok * CONNECTIONS as u64, "{summary}");
+    assert_eq!(
+        d.expected,
+        report.publish.ok * CONNECTIONS as u64,
+        "{summary}"
+    );
     // Every expected delivery either arrived or was announced lost by a reset.
     assert_eq!(d.delivered + d.lost_to_resets, d.expected, "{summary}");
     assert!(d.delivered > 0, "{summary}");
