@@ -411,7 +411,7 @@ pub fn storm(plan: &Plan, settings: &StormPlan, server: Server) -> Result<StormR
         // The cut.
         let mut server_down_s = None;
         let cut_us;
-        let cut_at = Instant::now();
+        let mut cut_at = Instant::now();
         match (spawned.take(), launch.as_mut()) {
             (Some(old), Some(launch)) => {
                 cut_us = now_us();
@@ -442,6 +442,8 @@ pub fn storm(plan: &Plan, settings: &StormPlan, server: Server) -> Result<StormR
                     std::thread::sleep(TICK);
                 }
                 cut_us = Live::get(&live.cut_at_us);
+                // `--recover` counts from the cut, not from the request to cut.
+                cut_at = Instant::now();
             }
         }
 
