@@ -3,8 +3,14 @@
 //! closes the connection or it fails. A stalled connection instead stops reading once ready and
 //! only watches for the server cutting it off; it is never reopened.
 //!
-//! The protocol of each transport lives in its own file ([`sse`], [`ws`], [`poll`]); this file
-//! owns the retry policy and what a connection shares with the other connections of its thread.
+//! Every session after the first is recorded (when it was tried, when it was ready or why it
+//! failed, when a ready stream went down), which is what a reconnect storm is measured from. A
+//! dropped stream comes back after a short fixed pause, or as a browser's `EventSource` would
+//! (after the stream's `retry:`), as the plan says.
+//!
+//! The protocol of each transport lives in its own file ([`sse`], [`ws`], [`poll`]; the SSE
+//! wire format in [`event_stream`]); this file owns the retry policy and what a connection
+//! shares with the other connections of its thread.
 //! Nothing here knows about the publisher or the server process.
 
 pub mod event_stream;
@@ -17,6 +23,7 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -278,16 +285,13 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
         if state.tally.ready && state.session_ready {
             // A stream that was up went down.
             let now = now_us();
-            if conn
-                .live
-                .cut_on_first_drop
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
+            if conn.live.cut_on_first_drop.load(Ordering::Relaxed) {
+                // The first stream down marks the storm's cut (when the user cuts).
                 let _ = conn.live.cut_at_us.compare_exchange(
                     0,
                     now,
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
                 );
             }
             Live::bump(&conn.live.drops);
