@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sluice::config::Config;
+use sluice::runtime::Settings;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,16 +26,24 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Err(error) = config.validate() {
-        eprintln!("sluice: {error}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let settings = match config
+        .validate()
+        .and_then(|()| Settings::from_config(&config, sluice::runtime::available_cores()))
+    {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("sluice: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     // Signal handlers go in before the workers start serving: a SIGTERM that arrives right after
@@ -46,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match sluice::runtime::start(config.clone()) {
+    let server = match sluice::runtime::start(config.clone(), settings) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("sluice: cannot listen on {}: {error}", config.listen);

@@ -10,13 +10,11 @@
 //! shard receives it, so a stalled worker turns into back-pressure on publishers (503) instead of
 //! unbounded memory.
 
-mod conn;
 mod counts;
 mod frame;
 pub mod history;
 mod shard;
 mod stats;
-mod topic;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,12 +24,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-pub use conn::{ConnId, Recv, Subscription, Tripwire, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
+pub use crate::topic::{
+    Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX,
+};
 pub use frame::{json_id, Frame, Payload, Transport};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
-pub use shard::{Held, Open, Shard, MAX_TOPICS_PER_STREAM};
+pub use shard::{
+    ConnId, Held, Open, Opening, Recent, Recv, Shard, Subscription, Tripwire, MAX_BATCH_BYTES,
+    MAX_CONN_ID_LEN, MAX_TOPICS_PER_STREAM,
+};
 pub use stats::{HubSnapshot, ShardSnapshot};
-pub use topic::{Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX};
 
 use counts::SubscriberCounts;
 use stats::ShardStats;
@@ -293,7 +295,29 @@ impl Hub {
     pub fn publish(
         &self,
         topic: &Topic,
+        encode: impl FnMut(Seq, &crate::sse::EventId) -> Frame,
+    ) -> Result<Receipt, HubError> {
+        self.publish_counted(topic, encode, Count::Published)
+    }
+
+    /// Publishes an event of the server's own (a metrics sample) like [`Hub::publish_event`],
+    /// but outside `eventsPublished`, which counts what publishers sent: an idle server's count
+    /// does not grow by itself.
+    pub fn publish_own(
+        &self,
+        topic: &Topic,
+        name: Option<&crate::sse::EventName>,
+        data: Payload<'_>,
+    ) -> Result<Receipt, HubError> {
+        let encode = |_, id: &crate::sse::EventId| Frame::event(Some(id), Some(topic), name, data);
+        self.publish_counted(topic, encode, Count::Own)
+    }
+
+    fn publish_counted(
+        &self,
+        topic: &Topic,
         mut encode: impl FnMut(Seq, &crate::sse::EventId) -> Frame,
+        count: Count,
     ) -> Result<Receipt, HubError> {
         if self.is_overloaded() {
             return Err(HubError::Overloaded);
@@ -310,7 +334,7 @@ impl Hub {
                 }
             })
             .map_err(|_| HubError::Unavailable)?;
-        self.dispatch(seq, topic, &frame)?;
+        self.dispatch(seq, topic, &frame, count)?;
         Ok(Receipt { seq, id: id_text })
     }
 
@@ -321,7 +345,7 @@ impl Hub {
         if self.is_overloaded() {
             return Err(HubError::Overloaded);
         }
-        self.dispatch(seq, topic, frame)
+        self.dispatch(seq, topic, frame, Count::Published)
     }
 
     fn is_overloaded(&self) -> bool {
@@ -331,7 +355,13 @@ impl Hub {
             .any(|s| s.stats.inbox_depth.load(Ordering::Relaxed) >= INBOX_LIMIT)
     }
 
-    fn dispatch(&self, seq: Seq, topic: &Topic, frame: &Frame) -> Result<(), HubError> {
+    fn dispatch(
+        &self,
+        seq: Seq,
+        topic: &Topic,
+        frame: &Frame,
+        count: Count,
+    ) -> Result<(), HubError> {
         let shards = &self.inner.shards;
         // Shards that have stopped for shutdown. The event is retained and reaches the others;
         // the stopped shards' streams are closing and resume from history.
@@ -354,7 +384,9 @@ impl Hub {
             // Every shard has stopped (shutdown): nobody will get this event.
             return Err(HubError::Closed);
         }
-        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        if count == Count::Published {
+            self.inner.published.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -546,6 +578,15 @@ impl Hub {
             shards,
         }
     }
+}
+
+/// Whether an event counts in `eventsPublished`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// Sent by a publisher.
+    Published,
+    /// The server's own (a metrics sample).
+    Own,
 }
 
 /// A reserved stream slot; released when dropped.

@@ -188,6 +188,26 @@ async fn publish_reaches_every_subscriber_on_every_shard() {
 }
 
 #[tokio::test]
+async fn the_servers_own_events_reach_streams_but_are_not_counted_as_published() {
+    local(async {
+        let running = run(settings(1));
+        let metrics = Topic::parse("metrics").unwrap();
+        let mut sub = open_on(&running.shards[0], std::slice::from_ref(&metrics));
+        let receipt = running
+            .hub
+            .publish_own(&metrics, None, super::Payload::json("{\"cpu\":1}"))
+            .unwrap();
+        let got = frames(&mut sub).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains(&format!("id: {}", receipt.id)), "{text}");
+        assert_eq!(running.hub.snapshot().events_published, 0);
+        publish(&running.hub, &metrics, &frame("counted")).unwrap();
+        assert_eq!(running.hub.snapshot().events_published, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn ready_frames_are_joined_into_one_chunk() {
     local(async {
         let running = run(settings(1));
