@@ -138,8 +138,9 @@ pub struct FailedAttempts {
     pub total: u64,
     /// Connection refused: nothing listened.
     pub refused: u64,
-    /// Reset or closed before the stream was ready (accept or handshake trouble).
-    pub reset: u64,
+    /// Reset or closed before the stream was ready (accept trouble, or a server that answers
+    /// and closes with a `retry:` hint).
+    pub closed: u64,
     /// Not ready in time.
     pub timeout: u64,
     /// Answered with another status than 200.
@@ -280,8 +281,8 @@ impl StormReport {
         let f = &self.failed_attempts;
         let _ = writeln!(
             out,
-            "reconnects   connect p50 {:.2} ms p99 {:.2} ms max {:.2} ms; {} failed attempts ({} refused, {} reset, {} timed out, {} bad status, {} other)",
-            c.p50, c.p99, c.max, f.total, f.refused, f.reset, f.timeout, f.status, f.other
+            "reconnects   connect p50 {:.2} ms p99 {:.2} ms max {:.2} ms; {} failed attempts ({} refused, {} closed before ready, {} timed out, {} bad status, {} other)",
+            c.p50, c.p99, c.max, f.total, f.refused, f.closed, f.timeout, f.status, f.other
         );
         let pb = &self.publish;
         let _ = writeln!(
@@ -642,7 +643,7 @@ pub fn account(conns: &[(usize, ConnTally)], accepted: &SeqSet, cut_us: u64) -> 
             f.total += 1;
             match attempt.error {
                 Some(AttemptError::Refused) => f.refused += 1,
-                Some(AttemptError::Reset) | None => f.reset += 1,
+                Some(AttemptError::Closed) | None => f.closed += 1,
                 Some(AttemptError::Timeout) => f.timeout += 1,
                 Some(AttemptError::Status) => f.status += 1,
                 Some(AttemptError::Other) => f.other += 1,

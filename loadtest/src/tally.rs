@@ -161,8 +161,9 @@ pub struct Attempt {
 pub enum AttemptError {
     /// The connection was refused (nothing listening).
     Refused,
-    /// The connection was reset or closed before the stream was ready.
-    Reset,
+    /// The connection was reset or closed before the stream was ready (a server that refuses
+    /// for now may answer and close, with a `retry:` hint).
+    Closed,
     /// Not ready in time.
     Timeout,
     /// The server answered with another status than 200.
@@ -177,13 +178,13 @@ impl AttemptError {
         use crate::transport::SessionError;
         use std::io::ErrorKind;
         match error {
-            None => AttemptError::Reset,
+            None => AttemptError::Closed,
             Some(SessionError::Io(e)) => match e.kind() {
                 ErrorKind::ConnectionRefused => AttemptError::Refused,
                 ErrorKind::ConnectionReset
                 | ErrorKind::ConnectionAborted
                 | ErrorKind::BrokenPipe
-                | ErrorKind::UnexpectedEof => AttemptError::Reset,
+                | ErrorKind::UnexpectedEof => AttemptError::Closed,
                 ErrorKind::TimedOut => AttemptError::Timeout,
                 _ => AttemptError::Other,
             },
