@@ -169,6 +169,9 @@ pub struct Delivery {
     pub expected: u64,
     /// Deliveries, duplicates included.
     pub delivered: u64,
+    /// Distinct events received whose publish was not confirmed (the server went down before
+    /// it answered): delivered, but expected by nobody.
+    pub unconfirmed: u64,
     /// Expected deliveries that never came and no reset excuses.
     pub lost: u64,
     /// Expected deliveries that never came, published while a stream was between a `reset`
@@ -298,9 +301,10 @@ impl StormReport {
         let d = &self.delivery;
         let _ = writeln!(
             out,
-            "delivery     {} of {} expected, lost {}, lost to resets {} ({} resets on {} connections), duplicated {}",
+            "delivery     {} of {} expected ({} unconfirmed), lost {}, lost to resets {} ({} resets on {} connections), duplicated {}",
             d.delivered,
             d.expected,
+            d.unconfirmed,
             d.lost,
             d.lost_to_resets,
             d.resets,
@@ -652,6 +656,7 @@ pub fn account(conns: &[(usize, ConnTally)], accepted: &SeqSet, cut_us: u64) -> 
         let d = &mut figures.delivery;
         d.expected += accepted.len();
         d.delivered += tally.delivered;
+        d.unconfirmed += tally.seen.missing_from(accepted);
         d.duplicated += tally.duplicates;
         d.resets += tally.resets;
         d.connections_reset += u64::from(tally.resets > 0);
@@ -744,8 +749,11 @@ mod tests {
     fn resets_excuse_their_gap_and_nothing_else() {
         let ok = accepted(1..=10);
         let conns = vec![
-            // Resumed: nothing lost.
-            (0, conn(&[1, 2, 3], 2_000, false, &[4, 5, 6, 7, 8, 9, 10])),
+            // Resumed: nothing lost; 11 arrived though its publish was never confirmed.
+            (
+                0,
+                conn(&[1, 2, 3], 2_000, false, &[4, 5, 6, 7, 8, 9, 10, 11]),
+            ),
             // Reset: 4 and 5 excused; 9 lost for real.
             (1, conn(&[1, 2, 3], 3_000, true, &[6, 7, 8, 10])),
             // Duplicate after the resume.
@@ -759,6 +767,7 @@ mod tests {
         let d = figures.delivery;
         assert_eq!(d.expected, 30);
         assert_eq!((d.lost, d.lost_to_resets, d.duplicated), (1, 2, 1));
+        assert_eq!((d.delivered, d.unconfirmed), (11 + 7 + 11, 1));
         assert_eq!((d.resets, d.connections_reset), (1, 1));
         assert_eq!(figures.worst.len(), 2);
         assert_eq!(figures.failed_attempts.refused, 3);
