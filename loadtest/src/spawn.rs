@@ -219,7 +219,7 @@ fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
         return Err(SpawnError::Missing {
             what: "the sluice server binary",
             path: bin,
-            hint: "build the workspace (`cargo build --release` builds the server and the harness \
+            hint: "build the workspace (`cargo build --release --workspace` builds the server and the harness \
                    into the same target directory) or pass --server-bin PATH",
         });
     }
