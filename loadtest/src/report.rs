@@ -458,7 +458,13 @@ impl Report {
             );
         }
         let r = &self.resources;
-        let _ = writeln!(
+        if r.server_pid.is_none() {
+            let _ = writeln!(
+                out,
+                "server       RSS and CPU n/a: no PID to sample (give --pid, or --spawn)"
+            );
+        } else {
+            let _ = writeln!(
             out,
             "server       RSS {:.1} MB idle, {:.1} MB connected ({:.1} KiB/conn), {:.1} MB peak, {:.1} MB at the end; CPU {:.1}% avg, {:.1}% max",
             r.server_rss_mb_idle,
@@ -469,6 +475,7 @@ impl Report {
             r.server_cpu_pct,
             r.server_cpu_pct_max
         );
+        }
         let _ = writeln!(
             out,
             "kernel       TCP buffers (all sockets) {:.1} MB peak, {:.1} MB at the end",

@@ -106,6 +106,8 @@ pub struct StormReport {
     pub back_after_s: BackAfter,
     /// Spawned: from the signal until the new server listened, seconds.
     pub server_down_s: Option<f64>,
+    /// The sampled process (none: no RSS or CPU figures).
+    pub server_pid: Option<u32>,
     /// Reconnect attempt → ready, over the attempts that started after the cut, milliseconds.
     pub connect_ms: Percentiles,
     /// Reconnect attempts after the cut that failed, by cause.
@@ -312,11 +314,18 @@ impl StormReport {
             d.duplicated
         );
         let r = &self.resources;
-        let _ = writeln!(
+        if self.server_pid.is_none() {
+            let _ = writeln!(
+                out,
+                "server       RSS and CPU n/a: no PID to sample (give --pid, or --spawn)"
+            );
+        } else {
+            let _ = writeln!(
             out,
             "server       RSS {:.1} MB before the cut, {:.1} MB peak during the storm; CPU {:.1}% peak, {:.1}% average from the cut until all were back",
             r.server_rss_mb_before, r.server_rss_mb_peak, r.server_cpu_pct_peak, r.server_cpu_pct_storm
         );
+        }
         let problems = self.problems();
         let _ = writeln!(
             out,
@@ -538,6 +547,7 @@ pub fn storm(plan: &Plan, settings: &StormPlan, server: Server) -> Result<StormR
             back: figures.back,
             back_after_s: figures.back_after_s,
             server_down_s,
+            server_pid: endpoint.pid,
             connect_ms: figures.connect_ms,
             failed_attempts: figures.failed_attempts,
             publish: Publish {
