@@ -225,6 +225,10 @@ pub(crate) struct Conn {
     progressed: Cell<bool>,
     /// Housekeeping ticks in a row the queue waited with nothing taken.
     stalled_ticks: Cell<u32>,
+    /// Receives a channel whose policy keeps slow readers (`drop-oldest`, `latest`): such a
+    /// stream is never cut off for lack of write progress. Its queue is bounded by shedding and
+    /// its socket by the send buffer, so it costs bounded memory while it stalls.
+    keeps_slow: Cell<bool>,
     /// Registered but not released yet: its catch-up is still being fetched (see
     /// `Shard::open_held`). Live frames queue up meanwhile.
     pub(crate) held: Cell<bool>,
@@ -264,6 +268,7 @@ impl Conn {
             max_bytes: usize::MAX,
             progressed: Cell::new(false),
             stalled_ticks: Cell::new(0),
+            keeps_slow: Cell::new(false),
             held: Cell::new(false),
             failed: Cell::new(false),
             start: Cell::new(0),
@@ -303,7 +308,10 @@ impl Conn {
     /// Called on each housekeeping tick: evicts the stream if its queue has waited, with no frame
     /// taken, for more than `limit` ticks in a row. Returns whether it evicted.
     pub(crate) fn check_progress(&self, limit: u32) -> bool {
-        let waiting = self.is_open() && !self.held.get() && !self.queue.borrow().is_empty();
+        let waiting = self.is_open()
+            && !self.held.get()
+            && !self.keeps_slow.get()
+            && !self.queue.borrow().is_empty();
         if self.progressed.replace(false) || !waiting {
             self.stalled_ticks.set(0);
             return false;
@@ -362,6 +370,7 @@ impl Conn {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
+        self.keeps_slow.set(true);
         let bytes = frame.get(self.transport);
         let mut queue = self.queue.borrow_mut();
         while queue.len() >= self.capacity + self.allowance.get()
@@ -387,6 +396,7 @@ impl Conn {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
+        self.keeps_slow.set(true);
         let bytes = frame.get(self.transport);
         let mut queue = self.queue.borrow_mut();
         if let Some(at) = queue
@@ -770,5 +780,12 @@ mod tests {
         assert!(!conn.check_progress(2));
         assert!(conn.check_progress(2));
         assert_eq!(conn.state(), State::Evicted);
+        // A stream of a channel that keeps slow readers is never cut off for it.
+        let kept = Conn::new(ConnId::generate(0), Transport::Sse, 8, 0, None);
+        kept.push_shedding(&sse(Bytes::from_static(b"x")), 0);
+        for _ in 0..10 {
+            assert!(!kept.check_progress(2));
+        }
+        assert!(kept.is_open());
     }
 }
