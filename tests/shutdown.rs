@@ -116,7 +116,18 @@ async fn sigint_drains_like_sigterm() {
 async fn shutdown_gives_up_on_a_stalled_stream_after_the_timeout() {
     const PAYLOAD: usize = 32 * 1024;
     let timeout = Duration::from_secs(1);
-    let mut server = Server::spawn(&["--workers", "1", "--shutdown-timeout", "1s"]);
+    // The byte bound and the write timeout would cut the stalled stream off before shutdown;
+    // this scenario needs one that is still there.
+    let mut server = Server::spawn(&[
+        "--workers",
+        "1",
+        "--shutdown-timeout",
+        "1s",
+        "--queue-bytes",
+        "64MiB",
+        "--write-timeout",
+        "1h",
+    ]);
 
     // A reader that never reads, with a tiny window; and a healthy one.
     let mut stalled = support::connect_small_window(server.addr).await;
