@@ -42,6 +42,8 @@ export interface Options {
   getToken?: () => string | Promise<string>;
   /** One stream for all tabs of this origin (Web Locks + BroadcastChannel), where available. */
   shareAcrossTabs?: boolean;
+  /** Resume from this event id (one the app kept, e.g. across a page reload). */
+  lastEventId?: string;
   /** The stream path (default `/events`). */
   path?: string;
   /** Transports to try, in order (default: every one this environment has). */

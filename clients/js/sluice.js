@@ -19,7 +19,7 @@
 
 const DEFAULT_RETRY_MS = 1000;
 const MAX_RETRY_MS = 30_000;
-/** Refresh a token this long before its `exp` at most (a third of its life if that is less). */
+/** Refresh a token this long before its `exp` at most (half its life if that is less). */
 const REFRESH_MARGIN_MS = 30_000;
 /** Consecutive failures to open before the next transport is tried. */
 const FAILURES_BEFORE_FALLBACK = 2;
@@ -158,7 +158,7 @@ export function tokenExpiry(token) {
 /** When to refresh a token that expires at `expMs`, seen at `nowMs`. */
 export function refreshAt(expMs, nowMs) {
   const life = expMs - nowMs;
-  return expMs - Math.min(REFRESH_MARGIN_MS, Math.max(life / 3, 0));
+  return expMs - Math.min(REFRESH_MARGIN_MS, Math.max(life / 2, 0));
 }
 
 /**
@@ -689,7 +689,7 @@ class Share {
     this.send({ type: "channels", tab: this.tab, channels: [...client.wanted()] });
     this.send({ type: "hello", tab: this.tab });
     this.abort = new AbortController();
-    env.locks.request(this.name, { signal: this.abort.signal }, () => this.lead()).catch(() => {
+    env.navigator.locks.request(this.name, { signal: this.abort.signal }, () => this.lead()).catch(() => {
       // Aborted by close() before this tab ever led.
     });
   }
@@ -786,14 +786,15 @@ export class Sluice {
     this.handlers = new Map(); // channel → Set(handler)
     this.listeners = new Map(); // event type → Set(fn)
     this.state = "connecting";
-    this.lastSeen = null; // the last event id this tab saw (own stream or relayed)
+    // The last event id this tab saw (own stream or relayed); where a new stream resumes.
+    this.lastSeen = options.lastEventId || null;
     this.closedForGood = false;
     this.stream = new Stream(this);
     const canShare = options.shareAcrossTabs && env.BroadcastChannel && env.navigator && env.navigator.locks;
     this.share = canShare ? new Share(this, env) : null;
     if (!this.share) {
       queueMicrotask(() => {
-        if (!this.closedForGood) this.stream.start(null);
+        if (!this.closedForGood) this.stream.start(this.lastSeen);
       });
     }
     if (this.share && typeof env.addEventListener === "function") {

@@ -64,8 +64,8 @@ test("token expiry and when to refresh", () => {
   const payload = Buffer.from(JSON.stringify({ sub: "alice", exp: 2000 })).toString("base64url");
   assert.equal(tokenExpiry(`h.${payload}.s`), 2_000_000);
   assert.equal(tokenExpiry("nope"), null);
-  // A 3 s token is refreshed a second before it runs out; a long one 30 s before.
-  assert.equal(refreshAt(3000, 0), 2000);
+  // A 3 s token is refreshed halfway; a long one 30 s before.
+  assert.equal(refreshAt(3000, 0), 1500);
   assert.equal(refreshAt(3_600_000, 0), 3_570_000);
 });
 
