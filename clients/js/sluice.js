@@ -330,7 +330,9 @@ function overPolling(client, channels, lastEventId, sink) {
   let since = lastEventId;
   let current = channels;
   (async () => {
-    let first = true;
+    // A poll is "open" once it is asked: its answer only comes with an event or the timeout.
+    await null;
+    if (!done) sink.raw({ event: "connected", data: { channels: current } }, false);
     while (!done) {
       controller = new AbortController();
       const params = current.map((c) => ["channel", c]);
@@ -355,10 +357,6 @@ function overPolling(client, channels, lastEventId, sink) {
         if (error && error.name === "AbortError") continue; // channels changed: poll again
         sink.failed(error, {});
         return;
-      }
-      if (first) {
-        first = false;
-        sink.raw({ event: "connected", data: { channels: current } }, false);
       }
       for (const event of body.events || []) sink.raw(event, false);
       if (body.next) {

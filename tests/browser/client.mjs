@@ -7,7 +7,8 @@
 //   connection, state never leaves `open`) and events keep arriving; a refreshed token without
 //   a channel ends that channel's subscription with an `unsubscribed` event;
 // - a resume position from another life of the memory store (what a restart leaves a client
-//   with) is answered with `reset`, which reaches the app.
+//   with) is answered with `reset`, which reaches the app;
+// - the same API over a WebSocket and over long polling.
 //
 // Usage: node client.mjs <base-url> <screenshot-dir>   (run by tests/browser.rs, which starts
 // the hub with --jwt-secret SECRET below)
@@ -222,6 +223,54 @@ try {
     assert(typeof reset.id === "string" && reset.id.length > 0, JSON.stringify(reset));
     await page.close();
   });
+
+  for (const transport of ["websocket", "poll"]) {
+    await t.check(`the same API over ${transport}: events in order, a channel added live`, async () => {
+      const page = await openTab(await browser.newContext());
+      const a = `${channel}-${transport}-a`;
+      const b = `${channel}-${transport}-b`;
+      await page.evaluate(
+        ({ a, transport }) => {
+          window.got = {};
+          window.client = new window.sluice.Sluice(location.origin, { transports: [transport] });
+          window.take = (m) => {
+            if (m.data.probe) return;
+            (window.got[m.channel] ??= []).push(m.data.n);
+          };
+          window.client.subscribe(a, window.take);
+        },
+        { a, transport },
+      );
+      await until("the stream open", () => page.evaluate(() => window.client.state === "open"));
+      // Wait until the hub counts the page's subscription, so no event goes before it.
+      const probeUntilSubscribed = async (name) => {
+        await until(`a subscriber on ${name}`, async () => {
+          const response = await fetch(`${base}/api/publish`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ channel: name, data: { probe: true } }),
+          });
+          return (await response.json()).clients >= 1;
+        });
+      };
+      await probeUntilSubscribed(a);
+      for (const n of seq(0, 5)) await publish(a, { n });
+      await page.evaluate((b) => window.client.subscribe(b, window.take), b);
+      await probeUntilSubscribed(b);
+      for (const n of seq(0, 3)) await publish(b, { n });
+      await publish(a, { n: 5 });
+      await until("every event", () =>
+        page.evaluate(({ a, b }) => (window.got[a] || []).length >= 6 && (window.got[b] || []).length >= 3, { a, b }),
+      );
+      const got = await page.evaluate(() => window.got);
+      assert(JSON.stringify(got[a]) === JSON.stringify(seq(0, 6)), `${a}: ${JSON.stringify(got[a])}`);
+      assert(JSON.stringify(got[b]) === JSON.stringify(seq(0, 3)), `${b}: ${JSON.stringify(got[b])}`);
+      const kind = await page.evaluate(() => window.client.stream.connection.kind);
+      assert(kind === transport, `the client used ${kind}`);
+      await page.evaluate(() => window.client.close());
+      await page.close();
+    });
+  }
 
   await t.check("no page errors", async () => {
     assert(problems.length === 0, problems.join("\n"));
