@@ -232,6 +232,7 @@ function sseOverFetch(client, channels, lastEventId, sink) {
       if (!done) sink.failed(new Error(message), { status: response.status });
       return;
     }
+    sink.opened();
     const parser = new EventStreamParser((raw) => (raw.position ? sink.position(raw.id) : sink.raw(raw, true)));
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
@@ -444,7 +445,7 @@ class Stream {
       this.connection.setChannels([...next]);
       return;
     }
-    if (!this.opened) return; // `connected` reconciles
+    if (!this.opened || (!this.connectionId && this.connection.kind !== "websocket")) return; // `connected` reconciles
     for (const c of added) this.change(c, true);
     for (const c of removed) this.change(c, false);
   }
@@ -499,6 +500,7 @@ class Stream {
         this.client.onPosition(id);
       },
       retry: (ms) => (this.retryMs = ms),
+      opened: () => current() && this.onOpened(),
       failed: (error, info) => current() && this.onFailed(error, info),
     };
     connection = open(this.client, [...this.channels], this.lastEventId, sink);
@@ -510,11 +512,9 @@ class Stream {
     const data = sse && CONTROL.has(event) ? safeJson(raw.data) : raw.data;
     switch (event) {
       case "connected":
-        this.opened = true;
-        this.failures = 0;
+        this.onOpened();
         this.connectionId = (data && data.connectionId) || null;
         this.serverChannels = new Set((data && data.channels) || []);
-        this.client.setState("open");
         this.reconcile();
         this.scheduleRefresh();
         return;
@@ -553,6 +553,13 @@ class Stream {
         this.client.onMessage(message);
       }
     }
+  }
+
+  /** The hub accepted the stream (a 200 event stream, or its `connected` event). */
+  onOpened() {
+    this.opened = true;
+    this.failures = 0;
+    this.client.setState("open");
   }
 
   /** After `connected`: make the hub's channel set the wanted one (it changed while opening). */
