@@ -46,6 +46,8 @@ export interface Options {
   lastEventId?: string;
   /** The stream path (default `/events`). */
   path?: string;
+  /** The path names the stream's channels (`/metrics`, `/chat/<room>`): send and change none. */
+  fixed?: boolean;
   /** Transports to try, in order (default: every one this environment has). */
   transports?: TransportName[];
   /** Event names an EventSource listens to besides `message` (default `["notification"]`). */
@@ -71,6 +73,8 @@ export declare class Sluice {
   on(type: "error", fn: (error: ErrorInfo) => void): () => void;
   on(type: "dropped", fn: (info: { count: number; reason: string }) => void): () => void;
   on(type: "unsubscribed", fn: (info: UnsubscribedInfo) => void): () => void;
+  /** The data of this tab's own stream's `connected` event (`connectionId`, `channels`, ...). */
+  on(type: "connected", fn: (data: Record<string, unknown>) => void): () => void;
   close(): void;
 }
 

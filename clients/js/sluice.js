@@ -410,6 +410,7 @@ class Stream {
     this.connectionId = null;
     this.connection = null;
     this.serverChannels = new Set();
+    this.requested = new Set();
     this.retryMs = DEFAULT_RETRY_MS;
     this.failures = 0;
     this.transportIndex = 0;
@@ -439,7 +440,7 @@ class Stream {
     const added = [...next].filter((c) => !this.channels.has(c));
     const removed = [...this.channels].filter((c) => !next.has(c));
     this.channels = next;
-    if (this.stopped) return;
+    if (this.stopped || this.client.fixed) return;
     if (!this.connection) return;
     if (this.connection.kind === "poll") {
       this.connection.setChannels([...next]);
@@ -503,7 +504,9 @@ class Stream {
       opened: () => current() && this.onOpened(),
       failed: (error, info) => current() && this.onFailed(error, info),
     };
-    connection = open(this.client, [...this.channels], this.lastEventId, sink);
+    this.requested = new Set(this.channels);
+    const channels = this.client.fixed ? [] : [...this.channels];
+    connection = open(this.client, channels, this.lastEventId, sink);
     this.connection = connection;
   }
 
@@ -517,6 +520,7 @@ class Stream {
         this.serverChannels = new Set((data && data.channels) || []);
         this.reconcile();
         this.scheduleRefresh();
+        this.client.emit("connected", data);
         return;
       case "reset":
         if (raw.id) this.lastEventId = raw.id;
@@ -562,10 +566,15 @@ class Stream {
     this.client.setState("open");
   }
 
-  /** After `connected`: make the hub's channel set the wanted one (it changed while opening). */
+  /**
+   * After `connected`: apply what the app changed while the stream was opening. Channels the
+   * hub added of its own (a user's or a room's channel, `broadcast` by default) are left alone.
+   */
   reconcile() {
-    for (const c of this.channels) if (!this.serverChannels.has(c)) this.change(c, true);
-    for (const c of this.serverChannels) if (!this.channels.has(c)) this.change(c, false);
+    if (this.client.fixed) return;
+    const had = new Set([...this.requested, ...this.serverChannels]);
+    for (const c of this.channels) if (!had.has(c)) this.change(c, true);
+    for (const c of this.requested) if (!this.channels.has(c)) this.change(c, false);
   }
 
   onFailed(error, { status }) {
@@ -778,6 +787,8 @@ export class Sluice {
     const base = typeof env.location === "object" && env.location ? env.location.href : undefined;
     this.url = new URL(url || "/", base).href.replace(/\/+$/, "") + "/";
     this.path = (options.path || "/events").replace(/^\/+/, "");
+    // The path names the stream's channels (/metrics, /chat/<room>): none are sent or changed.
+    this.fixed = Boolean(options.fixed);
     this.token = options.token || null;
     this.getToken = options.getToken || null;
     this.credentials = options.credentials || "same-origin";
@@ -843,7 +854,7 @@ export class Sluice {
     else this.stream.setChannels(this.wanted());
   }
 
-  /** Listens to `reset`, `state`, `error`, `dropped` or `unsubscribed`; returns a remover. */
+  /** Listens to `reset`, `state`, `error`, `dropped`, `unsubscribed` or `connected`; returns a remover. */
   on(type, fn) {
     let set = this.listeners.get(type);
     if (!set) this.listeners.set(type, (set = new Set()));
