@@ -7,7 +7,7 @@ mod support;
 
 #[tokio::test]
 async fn the_client_is_served_cacheable_with_a_strong_etag() {
-    let server = support::start(&[]);
+    let server = support::Server::spawn(&[]);
     let client = support::http();
     let response = client.get(server.url("/sluice.js")).send().await.unwrap();
     assert_eq!(response.status(), 200);

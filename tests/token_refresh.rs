@@ -8,18 +8,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod auth_support;
 mod support;
 
 use std::time::Duration;
 
-use auth_support::{
-    claims, envelope, hs256, now, tamper_signature, Cred, Server, PUBLISHER_KEY, SECRET,
-};
 use serde_json::{json, Value};
+use support::api::{envelope, Cred};
+use support::jwt::{claims, hs256, now, tamper_signature, PUBLISHER_KEY, SECRET};
+use support::Server;
 
 fn server(auth: &str) -> Server {
-    Server::start(&[
+    Server::spawn(&[
+        "--workers",
+        "2",
         "--auth",
         auth,
         "--jwt-secret",
@@ -51,7 +52,7 @@ async fn a_refreshed_stream_outlives_its_first_token_and_loses_what_is_no_longer
         .post(
             "/token",
             Cred::Bearer(&hs256(&fresh)),
-            &json!({"connectionId": sse.connection_id}),
+            &json!({"connectionId": sse.connection_id()}),
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -59,7 +60,7 @@ async fn a_refreshed_stream_outlives_its_first_token_and_loses_what_is_no_longer
         reply.json(),
         json!({
             "success": true,
-            "connectionId": sse.connection_id,
+            "connectionId": sse.connection_id(),
             "expiresAt": later,
             "unsubscribed": ["extra"],
         })
@@ -95,23 +96,23 @@ async fn refusals_have_precise_statuses() {
     let mallory = hs256(&claims("mallory", &["feed"], &[]));
 
     let cases: Vec<(&str, Cred<'_>, Value, u16)> = vec![
-        ("no token", Cred::None, body(&owned.connection_id), 401),
+        ("no token", Cred::None, body(&owned.connection_id()), 401),
         (
             "a tampered token",
             Cred::Bearer(&tampered),
-            body(&owned.connection_id),
+            body(&owned.connection_id()),
             401,
         ),
         (
             "another user's token",
             Cred::Bearer(&mallory),
-            body(&owned.connection_id),
+            body(&owned.connection_id()),
             403,
         ),
         (
             "a stream opened without a token",
             Cred::Bearer(&token),
-            body(&anonymous.connection_id),
+            body(&anonymous.connection_id()),
             403,
         ),
         (
@@ -130,7 +131,7 @@ async fn refusals_have_precise_statuses() {
         (
             "an unknown field",
             Cred::Bearer(&token),
-            json!({"connectionId": owned.connection_id, "extra": 1}),
+            json!({"connectionId": owned.connection_id(), "extra": 1}),
             400,
         ),
         ("an empty connectionId", Cred::Bearer(&token), body(""), 400),
@@ -146,7 +147,11 @@ async fn refusals_have_precise_statuses() {
     assert!(reply.status == 400 || reply.status == 415, "{}", reply.body);
     // The owner's refresh works on both streams' server.
     let reply = api
-        .post("/token", Cred::Bearer(&token), &body(&owned.connection_id))
+        .post(
+            "/token",
+            Cred::Bearer(&token),
+            &body(&owned.connection_id()),
+        )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["unsubscribed"], json!([]));
