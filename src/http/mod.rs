@@ -21,8 +21,10 @@ mod redact;
 mod request;
 mod response;
 mod route;
+mod script;
 mod stats;
 mod subscribe;
+mod token;
 mod websocket;
 
 use std::convert::Infallible;
