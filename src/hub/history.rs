@@ -35,8 +35,12 @@ pub type Seq = u64;
 pub enum Position {
     /// A valid id of this history's epoch: resume after this seq.
     After(Seq),
-    /// Well-formed, but from another epoch (an earlier run) or from the future.
+    /// Well-formed, but from another epoch (an earlier run, or a broker that lost its data):
+    /// the client cannot have seen any event of this one.
     Foreign,
+    /// Of this epoch, but past any seq handed out: the client claims events this history never
+    /// had (or lost without changing its epoch).
+    Ahead,
     /// Not an id this server could have written.
     Malformed,
 }
@@ -92,6 +96,13 @@ pub trait History: Send + Sync + 'static {
         out: &mut Vec<(Seq, Frame)>,
     ) -> Result<(), Gap>;
 
+    /// Appends to `out` every event of `topic` still retained with `seq <= upto`, in order,
+    /// whatever was evicted before them: what a client from another epoch is sent after its
+    /// `reset`, since it cannot have seen any of them.
+    fn retained(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) {
+        let _ = self.replay(topic, 0, upto, out);
+    }
+
     /// The newest retained event of `topic` with `seq <= upto`, if any.
     fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Frame)>;
 
@@ -138,8 +149,11 @@ pub trait History: Send + Sync + 'static {
         let Ok(seq) = seq.parse::<Seq>() else {
             return Position::Malformed;
         };
-        if epoch != self.epoch() || seq > self.head() {
+        if epoch != self.epoch() {
             return Position::Foreign;
+        }
+        if seq > self.head() {
+            return Position::Ahead;
         }
         Position::After(seq)
     }
@@ -396,6 +410,21 @@ impl History for MemoryHistory {
         Ok(())
     }
 
+    fn retained(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) {
+        let limits = self.limits(topic);
+        let mut stripe = lock(self.stripe(topic));
+        let Some(ring) = stripe.get_mut(topic) else {
+            return;
+        };
+        ring.evict_expired(limits.ttl, Instant::now());
+        out.extend(
+            ring.entries
+                .iter()
+                .take_while(|e| e.seq <= upto)
+                .map(|e| (e.seq, e.frame.clone())),
+        );
+    }
+
     fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Frame)> {
         let stripe = lock(self.stripe(topic));
         let ring = stripe.get(topic)?;
@@ -634,6 +663,27 @@ mod tests {
     }
 
     #[test]
+    fn retained_is_what_is_left_whatever_was_evicted() {
+        let h = history(3, None);
+        for _ in 0..5 {
+            publish(&h, "a");
+        }
+        publish(&h, "b");
+        let mut out = Vec::new();
+        h.retained(&topic("a"), h.head(), &mut out);
+        assert_eq!(
+            out.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        out.clear();
+        h.retained(&topic("a"), 4, &mut out);
+        assert_eq!(out.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
+        out.clear();
+        h.retained(&topic("never"), h.head(), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn eviction_by_age_and_sweep() {
         let h = history(10, Some(Duration::from_millis(1)));
         publish(&h, "a");
@@ -658,7 +708,7 @@ mod tests {
         assert_eq!(h.format_id(2), "k3x-2");
         assert_eq!(h.position("k3x-2"), Position::After(2));
         assert_eq!(h.position("k3x-0"), Position::After(0));
-        assert_eq!(h.position("k3x-3"), Position::Foreign);
+        assert_eq!(h.position("k3x-3"), Position::Ahead);
         assert_eq!(h.position("old-1"), Position::Foreign);
         for bad in [
             "",
