@@ -12,6 +12,8 @@
 //!
 //! - `Embedded`: [`MemoryHistory`] in this process assigns the id and keeps the event; the hub
 //!   hands it to the shards at once. A stream's catch-up is read from memory while it opens.
+//! - `Durable` (`--data-dir`): as `Embedded`, and every event is also written to the
+//!   directory's log before it is acknowledged (see `store`); a restart reads it back.
 //! - `Cluster`: Redis assigns the id and keeps the event (one Lua script); this node's reader
 //!   thread feeds it to the shards in cluster order. A stream opens held while its catch-up is
 //!   fetched from Redis (see `broker::open`).
@@ -28,6 +30,7 @@ use crate::hub::{
 };
 use crate::shutdown::Shutdown;
 use crate::sse::{EventId, EventName};
+use crate::store::{DurableHistory, Fsync};
 
 /// How often expired history is dropped. Expiry is also checked on every append and replay, so
 /// this only bounds how long the memory of a quiet channel lingers.
@@ -45,6 +48,10 @@ pub struct Options {
     pub users: Limits,
     /// `redis://host:port/db`: run as a cluster node on this broker.
     pub broker: Option<String>,
+    /// `--data-dir`: keep history and users' queues in this directory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// `--fsync`: when the durable store's writes reach the device.
+    pub fsync: Fsync,
 }
 
 /// The handle every handler publishes and opens through. Cloning is shallow.
@@ -59,6 +66,8 @@ pub struct Bus {
 enum Backend {
     /// History and user queues in this process's memory.
     Embedded,
+    /// History, user queues and ids in this process's memory and in a directory's log.
+    Durable(Arc<DurableHistory>),
     /// History, user queues and ids in Redis, shared by every node.
     Cluster(Broker),
 }
@@ -104,7 +113,29 @@ impl Bus {
             channels,
             users,
             broker,
+            data_dir,
+            fsync,
         } = options;
+        if let (None, Some(dir)) = (&broker, data_dir) {
+            settings.ordered_source = false;
+            let (history, recovered) = DurableHistory::open(&dir, channels, users, fsync)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            tracing::info!(
+                dir = %dir.display(),
+                events = recovered.events,
+                truncated = recovered.truncated,
+                took_ms = recovered.took.as_millis() as u64,
+                "event log read back"
+            );
+            let history = Arc::new(history);
+            let (hub, inboxes) = Hub::new(settings, history.clone());
+            spawn_history_sweeper(history.memory(), shutdown.clone())?;
+            let bus = Bus {
+                hub,
+                backend: Backend::Durable(history),
+            };
+            return Ok((bus, inboxes, Driver { _runtime: None }));
+        }
         match broker {
             None => {
                 settings.ordered_source = false;
@@ -161,6 +192,11 @@ impl Bus {
     ) -> Result<Receipt, HubError> {
         match &self.backend {
             Backend::Embedded => self.hub.publish_event(topic, name, data),
+            Backend::Durable(store) => {
+                let receipt = self.hub.publish_event(topic, name, data)?;
+                store.log().committed(store.log().position()).await;
+                Ok(receipt)
+            }
             Backend::Cluster(broker) => broker.publish(topic, name, data, false).await,
         }
     }
@@ -178,12 +214,19 @@ impl Bus {
         mut retain: impl FnMut(Seq, &Frame),
     ) -> Result<Receipt, HubError> {
         match &self.backend {
-            Backend::Embedded => self.hub.publish(topic, |seq, id| {
-                let json = data(Some(id));
-                let frame = Frame::event(Some(id), Some(topic), Some(name), Payload::json(&json));
-                retain(seq, &frame);
-                frame
-            }),
+            Backend::Embedded | Backend::Durable(_) => {
+                let receipt = self.hub.publish(topic, |seq, id| {
+                    let json = data(Some(id));
+                    let frame =
+                        Frame::event(Some(id), Some(topic), Some(name), Payload::json(&json));
+                    retain(seq, &frame);
+                    frame
+                })?;
+                if let Backend::Durable(store) = &self.backend {
+                    store.log().committed(store.log().position()).await;
+                }
+                Ok(receipt)
+            }
             Backend::Cluster(broker) => {
                 let json = data(None);
                 broker
@@ -198,7 +241,7 @@ impl Bus {
     /// broker) drops the event like any refused publish.
     pub fn publish_detached(&self, topic: Topic, name: EventName, data: String) {
         match &self.backend {
-            Backend::Embedded => {
+            Backend::Embedded | Backend::Durable(_) => {
                 let _ = self
                     .hub
                     .publish_event(&topic, Some(&name), Payload::json(&data));
@@ -225,7 +268,7 @@ impl Bus {
         data: &str,
     ) -> Result<(), HubError> {
         match &self.backend {
-            Backend::Embedded => self
+            Backend::Embedded | Backend::Durable(_) => self
                 .hub
                 .publish_own(topic, Some(name), Payload::json(data))
                 .map(drop),
@@ -242,7 +285,7 @@ impl Bus {
     /// is held; the returned subscription yields nothing until it is in.
     pub fn open(&self, shard: &Rc<Shard>, mut opening: Opening) -> Result<Subscription, OpenError> {
         match &self.backend {
-            Backend::Embedded => {
+            Backend::Embedded | Backend::Durable(_) => {
                 // A room's recent messages are kept by this process's rooms.
                 if let Some(recent) = opening.recent.take() {
                     opening.initial.extend(recent.local);
@@ -259,7 +302,7 @@ impl Bus {
     /// elsewhere: always false.
     pub async fn has_shared_history(&self, topic: &Topic) -> Result<bool, HubError> {
         match &self.backend {
-            Backend::Embedded => Ok(false),
+            Backend::Embedded | Backend::Durable(_) => Ok(false),
             Backend::Cluster(broker) => broker.has_history(topic).await,
         }
     }
@@ -267,7 +310,7 @@ impl Bus {
     /// The event store's health.
     pub fn health(&self) -> Health {
         match &self.backend {
-            Backend::Embedded => Health::Embedded,
+            Backend::Embedded | Backend::Durable(_) => Health::Embedded,
             Backend::Cluster(broker) if broker.is_healthy() => Health::Connected,
             Backend::Cluster(_) => Health::Unreachable,
         }
@@ -276,7 +319,7 @@ impl Bus {
     /// In a cluster: the broker's state and this node's position in the cluster log.
     pub fn cluster(&self) -> Option<ClusterState> {
         match &self.backend {
-            Backend::Embedded => None,
+            Backend::Embedded | Backend::Durable(_) => None,
             Backend::Cluster(broker) => Some(ClusterState {
                 url: broker.url().to_owned(),
                 connected: broker.is_healthy(),

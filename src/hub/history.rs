@@ -323,6 +323,40 @@ impl MemoryHistory {
         let hash = self.hasher.hash_one(topic);
         &self.stripes[(hash as usize) % STRIPES]
     }
+
+    /// Puts back an event read from a durable store at start-up, `age` old, under the same
+    /// retention rules as a publish, and moves the id sequence past it. Events come back in
+    /// about seq order; one older than the ring's newest is inserted in place.
+    pub fn restore(&self, topic: &Topic, seq: Seq, age: Duration, frame: Frame) {
+        self.next.fetch_max(seq + 1, Ordering::AcqRel);
+        let limits = self.limits(topic);
+        if limits.capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let at = now.checked_sub(age).unwrap_or(now);
+        let mut stripe = lock(self.stripe(topic));
+        let ring = stripe.entry(topic.clone()).or_default();
+        if seq <= ring.evicted_through {
+            return;
+        }
+        if limits.ttl.is_some_and(|ttl| age >= ttl) {
+            // Expired while the store was down: gone, but a resume from before it is a gap.
+            while ring.entries.front().is_some_and(|e| e.seq < seq) {
+                ring.evict_front();
+            }
+            ring.evicted_through = seq;
+            return;
+        }
+        let place = ring.entries.partition_point(|e| e.seq < seq);
+        if ring.entries.get(place).is_some_and(|e| e.seq == seq) {
+            return;
+        }
+        ring.entries.insert(place, Entry { seq, at, frame });
+        while ring.entries.len() > limits.capacity {
+            ring.evict_front();
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -505,7 +539,7 @@ impl History for MemoryHistory {
     }
 }
 
-fn base36(mut value: u64) -> String {
+pub(crate) fn base36(mut value: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
     loop {

@@ -5,9 +5,10 @@
 
 use crate::auth::{self, Auth, Verifier};
 use crate::bus;
-use crate::config::{AuthMode, ChannelPolicy, Config, ConfigError, SlowConsumer};
+use crate::config::{AuthMode, ChannelPolicy, Config, ConfigError, FsyncPolicy, SlowConsumer};
 use crate::hub::{self, Limits, Policy, Topic};
 use crate::metrics::sampler;
+use crate::store::Fsync;
 
 /// Everything the components are built from.
 #[derive(Debug)]
@@ -46,6 +47,12 @@ impl Settings {
                 ttl: Some(config.user_queue_ttl),
             },
             broker: config.broker.clone(),
+            data_dir: config.data_dir.clone(),
+            fsync: match config.fsync {
+                FsyncPolicy::Always => Fsync::Always,
+                FsyncPolicy::Interval => Fsync::Interval,
+                FsyncPolicy::Never => Fsync::Never,
+            },
         };
         let mode = match config.auth {
             AuthMode::Off => auth::Mode::Off,
