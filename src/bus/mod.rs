@@ -129,7 +129,7 @@ impl Bus {
             );
             let history = Arc::new(history);
             let (hub, inboxes) = Hub::new(settings, history.clone());
-            spawn_history_sweeper(history.memory(), shutdown.clone())?;
+            spawn_history_sweeper(history.clone(), shutdown.clone())?;
             let bus = Bus {
                 hub,
                 backend: Backend::Durable(history),
@@ -347,7 +347,7 @@ impl Bus {
 }
 
 /// Expires history on its own thread, so no worker's event loop ever walks every channel.
-fn spawn_history_sweeper(history: Arc<MemoryHistory>, shutdown: Shutdown) -> io::Result<()> {
+fn spawn_history_sweeper(history: Arc<dyn History>, shutdown: Shutdown) -> io::Result<()> {
     std::thread::Builder::new()
         .name("sluice-history".to_owned())
         .spawn(move || {

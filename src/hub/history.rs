@@ -159,6 +159,11 @@ pub trait History: Send + Sync + 'static {
     }
 }
 
+/// The visitor of [`MemoryHistory::snapshot`]: a channel, its floor, its delivered mark and its
+/// events (seq, age, frame), oldest first.
+pub type Snapshot<'a> =
+    dyn FnMut(&Topic, Seq, Seq, &mut dyn Iterator<Item = (Seq, Duration, &Frame)>) + 'a;
+
 /// What a history retains.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HistorySize {
@@ -356,6 +361,46 @@ impl MemoryHistory {
         while ring.entries.len() > limits.capacity {
             ring.evict_front();
         }
+    }
+
+    /// Puts back what a durable store's snapshot says of a channel: events up to `floor` were
+    /// evicted, events up to `delivered` reached one of the user's streams.
+    pub fn restore_marks(&self, topic: &Topic, floor: Seq, delivered: Seq) {
+        let mut stripe = lock(self.stripe(topic));
+        let ring = stripe.entry(topic.clone()).or_default();
+        while ring.entries.front().is_some_and(|e| e.seq <= floor) {
+            ring.entries.pop_front();
+        }
+        ring.evicted_through = ring.evicted_through.max(floor);
+        ring.mark_delivered(delivered);
+    }
+
+    /// Puts back the hub-wide floor of swept channels.
+    pub fn restore_swept(&self, through: Seq) {
+        self.swept_through.fetch_max(through, Ordering::AcqRel);
+    }
+
+    /// Everything retained, for a durable store's snapshot: the hub-wide swept floor, then for
+    /// each channel its floor, its delivered mark and its events with their age, one stripe
+    /// locked at a time.
+    pub fn snapshot(&self, each: &mut Snapshot<'_>) -> Seq {
+        let now = Instant::now();
+        for stripe in &self.stripes {
+            let stripe = lock(stripe);
+            for (topic, ring) in stripe.iter() {
+                let mut entries = ring
+                    .entries
+                    .iter()
+                    .map(|e| (e.seq, now.duration_since(e.at), &e.frame));
+                each(
+                    topic,
+                    ring.evicted_through,
+                    ring.delivered_through,
+                    &mut entries,
+                );
+            }
+        }
+        self.swept_through.load(Ordering::Acquire)
     }
 }
 

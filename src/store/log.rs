@@ -65,6 +65,7 @@ struct Writer {
 
 struct Shared {
     writer: Mutex<Writer>,
+    segment_bytes: u64,
     wake: Condvar,
     dir: PathBuf,
     closed: Mutex<bool>,
@@ -93,7 +94,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn segment_path(dir: &Path, index: u64) -> PathBuf {
+/// The path of segment `index` in `dir`.
+pub fn segment_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("{index:020}.log"))
 }
 
@@ -137,10 +139,26 @@ pub fn read_segment(path: &Path, each: &mut dyn FnMut(&[u8])) -> io::Result<u64>
     Ok(at as u64)
 }
 
+/// Writes one framed record to `out` (a snapshot being built).
+pub fn write_record(out: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|l| *l <= MAX_RECORD)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(&crc32(body).to_le_bytes())?;
+    out.write_all(body)
+}
+
 impl Log {
     /// Opens the log in `dir` for appending after the segment `last` (whose intact length is
     /// `intact`; it is truncated to it), and starts the committer thread `fsync` asks for.
-    pub fn open(dir: &Path, last: Option<(u64, u64)>, fsync: Fsync) -> io::Result<Log> {
+    pub fn open(
+        dir: &Path,
+        last: Option<(u64, u64)>,
+        fsync: Fsync,
+        segment_bytes: u64,
+    ) -> io::Result<Log> {
         let (index, bytes) = last.unwrap_or((1, 0));
         let path = segment_path(dir, index);
         let file = OpenOptions::new()
@@ -159,6 +177,7 @@ impl Log {
                 written: 0,
                 buf: Vec::with_capacity(4096),
             }),
+            segment_bytes,
             wake: Condvar::new(),
             dir: dir.to_owned(),
             closed: Mutex::new(false),
@@ -194,18 +213,8 @@ impl Log {
         let crc = crc32(&writer.buf[HEADER..]);
         writer.buf[..4].copy_from_slice(&len32.to_le_bytes());
         writer.buf[4..HEADER].copy_from_slice(&crc.to_le_bytes());
-        if writer.bytes > 0 && writer.bytes + writer.buf.len() as u64 > SEGMENT_BYTES {
-            // The closed segment is made durable before the committer can only see the new one.
-            if self.fsync != Fsync::Never {
-                writer.file.sync_data()?;
-            }
-            let index = writer.index + 1;
-            writer.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment_path(&self.shared.dir, index))?;
-            writer.index = index;
-            writer.bytes = 0;
+        if writer.bytes > 0 && writer.bytes + writer.buf.len() as u64 > self.shared.segment_bytes {
+            self.next_segment(writer)?;
         }
         if let Err(error) = writer.file.write_all(&writer.buf) {
             // Whatever part of the record reached the file is a torn tail: cut it off, so the
@@ -221,6 +230,34 @@ impl Log {
             self.shared.wake.notify_one();
         }
         Ok(end)
+    }
+
+    fn next_segment(&self, writer: &mut Writer) -> io::Result<()> {
+        // The closed segment is made durable before the committer can only see the new one.
+        if self.fsync != Fsync::Never {
+            writer.file.sync_data()?;
+        }
+        let index = writer.index + 1;
+        writer.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(&self.shared.dir, index))?;
+        writer.index = index;
+        writer.bytes = 0;
+        Ok(())
+    }
+
+    /// Closes the current segment (synced) and starts the next; returns the new one's index.
+    /// Every record appended before this call is in an earlier segment.
+    pub fn roll(&self) -> io::Result<u64> {
+        let mut writer = lock(&self.shared.writer);
+        self.next_segment(&mut writer)?;
+        Ok(writer.index)
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
     }
 
     /// The log position after everything written so far.
@@ -329,7 +366,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-log-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let log = Log::open(&dir, None, Fsync::Never).unwrap();
+        let log = Log::open(&dir, None, Fsync::Never, SEGMENT_BYTES).unwrap();
         for n in 0..3u8 {
             log.append(|buf| buf.extend_from_slice(&[n; 10])).unwrap();
         }

@@ -29,6 +29,16 @@ use log::Log;
 
 const EVENT: u8 = 1;
 const DELIVERED: u8 = 2;
+/// A snapshot's marks of one channel: `seq` is its floor (evicted through), `at_ms` its
+/// delivered mark.
+const MARKS: u8 = 3;
+/// A snapshot's hub-wide floor of swept channels (in `seq`).
+const SWEPT: u8 = 4;
+
+/// Closed segments that trigger a compaction: the log is rewritten as one snapshot of what
+/// memory retains, so disk use stays near what the retention rules keep (plus at most this many
+/// segments of appends) however long the process runs.
+pub const COMPACT_AFTER_SEGMENTS: usize = 2;
 
 /// Why a data directory cannot be opened.
 #[derive(Debug)]
@@ -99,6 +109,16 @@ impl DurableHistory {
         users: Limits,
         fsync: Fsync,
     ) -> Result<(DurableHistory, Recovered), StoreError> {
+        Self::open_with(dir, channels, users, fsync, log::SEGMENT_BYTES)
+    }
+
+    fn open_with(
+        dir: &Path,
+        channels: Limits,
+        users: Limits,
+        fsync: Fsync,
+        segment_bytes: u64,
+    ) -> Result<(DurableHistory, Recovered), StoreError> {
         let started = Instant::now();
         let logs = dir.join("log");
         fs::create_dir_all(&logs).map_err(io_at(&logs))?;
@@ -114,6 +134,8 @@ impl DurableHistory {
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_owned())),
             Err(fs::TryLockError::Error(error)) => return Err(StoreError::Io(lock_path, error)),
         }
+        // A compaction that crashed before its rename left a partial snapshot: never read.
+        let _ = fs::remove_file(logs.join(SNAPSHOT_TEMP));
         let epoch = read_or_create_epoch(dir)?;
         let memory = Arc::new(MemoryHistory::with_epoch(epoch, channels, users));
 
@@ -158,12 +180,14 @@ impl DurableHistory {
                         let age = Duration::from_millis(now_ms.saturating_sub(record.at_ms));
                         memory.restore(&record.topic, record.seq, age, record.frame);
                     }
+                    MARKS => memory.restore_marks(&record.topic, record.seq, record.at_ms),
+                    SWEPT => memory.restore_swept(record.seq),
                     _ => memory.mark_delivered(&record.topic, record.seq),
                 }
             }
             last = Some((index, intact));
         }
-        let log = Log::open(&logs, last, fsync).map_err(io_at(&logs))?;
+        let log = Log::open(&logs, last, fsync, segment_bytes).map_err(io_at(&logs))?;
         recovered.took = started.elapsed();
         Ok((
             DurableHistory {
@@ -185,22 +209,85 @@ impl DurableHistory {
         &self.log
     }
 
-    fn write(&self, kind: u8, topic: &Topic, seq: Seq, frame: Option<&Frame>) -> io::Result<u64> {
-        self.log.append(|buf| {
-            buf.push(kind);
-            buf.extend_from_slice(&seq.to_le_bytes());
-            buf.extend_from_slice(&now_ms().to_le_bytes());
-            let name = topic.as_str().as_bytes();
-            buf.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            buf.extend_from_slice(name);
-            if let Some(frame) = frame {
-                let sse = frame.get(crate::hub::Transport::Sse);
-                let ws = frame.get(crate::hub::Transport::WebSocket);
-                buf.extend_from_slice(&(sse.len() as u32).to_le_bytes());
-                buf.extend_from_slice(&sse);
-                buf.extend_from_slice(&ws);
+    /// Rewrites the closed segments as one snapshot of what memory retains, once there are
+    /// [`COMPACT_AFTER_SEGMENTS`] of them. Runs on the sweeper's thread. The snapshot is written
+    /// to a temporary file, synced, and renamed over the newest closed segment before the older
+    /// ones are removed: a crash at any point leaves a log that reads back the same.
+    pub fn compact(&self) -> io::Result<bool> {
+        let dir = self.log.dir().to_owned();
+        let closed = log::segments(&dir)?.len().saturating_sub(1);
+        if closed < COMPACT_AFTER_SEGMENTS {
+            return Ok(false);
+        }
+        let current = self.log.roll()?;
+        let temp = dir.join(SNAPSHOT_TEMP);
+        let mut out = io::BufWriter::new(File::create(&temp)?);
+        let now = now_ms();
+        let mut failed = None;
+        let mut put = |out: &mut io::BufWriter<File>, body: &[u8]| {
+            if failed.is_none() {
+                if let Err(error) = log::write_record(out, body) {
+                    failed = Some(error);
+                }
             }
-        })
+        };
+        let mut body = Vec::new();
+        let swept = self
+            .memory
+            .snapshot(&mut |topic, floor, delivered, entries| {
+                for (seq, age, frame) in entries {
+                    body.clear();
+                    let at = now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+                    encode(&mut body, EVENT, topic, seq, at, Some(frame));
+                    put(&mut out, &body);
+                }
+                body.clear();
+                encode(&mut body, MARKS, topic, floor, delivered, None);
+                put(&mut out, &body);
+            });
+        body.clear();
+        encode(&mut body, SWEPT, &Topic::broadcast(), swept, 0, None);
+        put(&mut out, &body);
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let snapshot = log::segment_path(&dir, current - 1);
+        fs::rename(&temp, &snapshot)?;
+        File::open(&dir)?.sync_all()?;
+        for (index, path) in log::segments(&dir)? {
+            if index < current - 1 {
+                fs::remove_file(path)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn write(&self, kind: u8, topic: &Topic, seq: Seq, frame: Option<&Frame>) -> io::Result<u64> {
+        self.log
+            .append(|buf| encode(buf, kind, topic, seq, now_ms(), frame))
+    }
+}
+
+/// The name a snapshot is written under before it replaces the segments it summarises.
+const SNAPSHOT_TEMP: &str = "snapshot.tmp";
+
+/// A record body: `kind: u8 | seq: u64 | at_ms: u64 | name_len: u16 | name`, then for an event
+/// `sse_len: u32 | sse | ws` (both encodings, so a read-back event is served as published).
+fn encode(buf: &mut Vec<u8>, kind: u8, topic: &Topic, seq: Seq, at_ms: u64, frame: Option<&Frame>) {
+    buf.push(kind);
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&at_ms.to_le_bytes());
+    let name = topic.as_str().as_bytes();
+    buf.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    buf.extend_from_slice(name);
+    if let Some(frame) = frame {
+        let sse = frame.get(crate::hub::Transport::Sse);
+        let ws = frame.get(crate::hub::Transport::WebSocket);
+        buf.extend_from_slice(&(sse.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&sse);
+        buf.extend_from_slice(&ws);
     }
 }
 
@@ -267,7 +354,7 @@ impl Record {
                 let ws = rest.get(4 + sse_len..)?;
                 Frame::from_parts(Bytes::copy_from_slice(sse), Bytes::copy_from_slice(ws))
             }
-            DELIVERED => Frame::from_parts(Bytes::new(), Bytes::new()),
+            DELIVERED | MARKS | SWEPT => Frame::from_parts(Bytes::new(), Bytes::new()),
             _ => return None,
         };
         Some(Record {
@@ -334,6 +421,9 @@ impl History for DurableHistory {
 
     fn sweep(&self) {
         self.memory.sweep();
+        if let Err(error) = self.compact() {
+            tracing::error!(%error, "cannot compact the event log");
+        }
     }
 
     fn size(&self) -> HistorySize {
@@ -342,5 +432,70 @@ impl History for DurableHistory {
 
     fn position(&self, id: &str) -> Position {
         self.memory.position(id)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn limits(capacity: usize) -> Limits {
+        Limits {
+            capacity,
+            ttl: None,
+        }
+    }
+
+    fn publish(store: &DurableHistory, name: &str) -> Seq {
+        let topic = Topic::parse(name).unwrap();
+        store
+            .append(&topic, &mut |seq| {
+                Frame::from_parts(Bytes::from(format!("id: {seq}\n\n")), Bytes::from("ws"))
+            })
+            .unwrap()
+            .0
+    }
+
+    fn seqs(store: &DurableHistory, name: &str, after: Seq) -> Result<Vec<Seq>, Gap> {
+        let mut out = Vec::new();
+        store.replay(&Topic::parse(name).unwrap(), after, store.head(), &mut out)?;
+        Ok(out.into_iter().map(|(s, _)| s).collect())
+    }
+
+    #[test]
+    fn compaction_keeps_what_is_retained_and_what_was_evicted() {
+        let dir = std::env::temp_dir().join(format!("sluice-compact-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let open = || {
+            DurableHistory::open_with(&dir, limits(10), limits(10), Fsync::Never, 512)
+                .unwrap()
+                .0
+        };
+        let store = open();
+        for _ in 0..100 {
+            publish(&store, "a");
+            publish(&store, "b");
+        }
+        let before = log::segments(&dir.join("log")).unwrap().len();
+        assert!(before > 10, "{before} segments");
+        assert!(store.compact().unwrap());
+        let after = log::segments(&dir.join("log")).unwrap().len();
+        assert_eq!(after, 2, "the snapshot and the current segment");
+        let head = store.head();
+        let a = seqs(&store, "a", head - 20).unwrap();
+        drop(store);
+
+        let store = open();
+        assert_eq!(store.head(), head);
+        assert_eq!(seqs(&store, "a", head - 20).unwrap(), a);
+        assert_eq!(
+            seqs(&store, "a", 5),
+            Err(Gap::Expired),
+            "evicted stays evicted"
+        );
+        assert_eq!(publish(&store, "a"), head + 1);
+        drop(store);
+        let _ = fs::remove_dir_all(&dir);
     }
 }
