@@ -153,6 +153,12 @@ pub struct Config {
     #[arg(long, env = "SLUICE_FSYNC", default_value = "interval", value_parser = parse_fsync)]
     pub fsync: FsyncPolicy,
 
+    /// How long a publish's `Idempotency-Key` is remembered: a repeat within it answers the
+    /// first id and publishes nothing. Longer than any publisher's retry loop, short enough
+    /// that the table of keys stays small.
+    #[arg(long, env = "SLUICE_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub idempotency_window: Duration,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -18,6 +18,10 @@
 //!   thread feeds it to the shards in cluster order. A stream opens held while its catch-up is
 //!   fetched from Redis (see `broker::open`).
 
+mod dedup;
+
+pub use dedup::{Dedup, IdempotencyKey, KeyError};
+
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -52,6 +56,8 @@ pub struct Options {
     pub data_dir: Option<std::path::PathBuf>,
     /// `--fsync`: when the durable store's writes reach the device.
     pub fsync: Fsync,
+    /// `--idempotency-window`: how long a publish's `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
 }
 
 /// The handle every handler publishes and opens through. Cloning is shallow.
@@ -59,6 +65,7 @@ pub struct Options {
 pub struct Bus {
     hub: Hub,
     backend: Backend,
+    dedup: Arc<Dedup>,
 }
 
 /// The modes, side by side.
@@ -115,7 +122,9 @@ impl Bus {
             broker,
             data_dir,
             fsync,
+            idempotency_window,
         } = options;
+        let dedup = Arc::new(Dedup::new(idempotency_window));
         if let (None, Some(dir)) = (&broker, data_dir) {
             settings.ordered_source = false;
             let (history, recovered) = DurableHistory::open(&dir, channels, users, fsync)
@@ -133,6 +142,7 @@ impl Bus {
             let bus = Bus {
                 hub,
                 backend: Backend::Durable(history),
+                dedup,
             };
             return Ok((bus, inboxes, Driver { _runtime: None }));
         }
@@ -145,6 +155,7 @@ impl Bus {
                 let bus = Bus {
                     hub,
                     backend: Backend::Embedded,
+                    dedup,
                 };
                 Ok((bus, inboxes, Driver { _runtime: None }))
             }
@@ -165,6 +176,7 @@ impl Bus {
                 let bus = Bus {
                     hub,
                     backend: Backend::Cluster(broker),
+                    dedup,
                 };
                 Ok((
                     bus,
@@ -182,22 +194,37 @@ impl Bus {
         &self.hub
     }
 
-    /// Publishes an event and answers with its id once it is retained (embedded: at once; in a
-    /// cluster: when Redis stored it).
+    /// Publishes an event and answers with its id once it is retained (embedded: at once;
+    /// durable: once written, and synced with `--fsync always`; in a cluster: when Redis stored
+    /// it). With `key`, a repeat within the idempotency window answers the first id and
+    /// publishes nothing.
     pub async fn publish(
         &self,
         topic: &Topic,
         name: Option<&EventName>,
         data: Payload<'_>,
+        key: Option<&IdempotencyKey>,
     ) -> Result<Receipt, HubError> {
+        let publish = || self.hub.publish_event(topic, name, data);
         match &self.backend {
-            Backend::Embedded => self.hub.publish_event(topic, name, data),
+            Backend::Embedded => self.dedup.run(topic, key, publish),
             Backend::Durable(store) => {
-                let receipt = self.hub.publish_event(topic, name, data)?;
+                let receipt = self.dedup.run(topic, key, publish)?;
                 store.log().committed(store.log().position()).await;
                 Ok(receipt)
             }
-            Backend::Cluster(broker) => broker.publish(topic, name, data, false).await,
+            Backend::Cluster(broker) => {
+                // Node-local: a retry after an answered publish is recognised; one after a
+                // timeout that Redis stored anyway is not (the key is not stored in Redis).
+                if let Some(receipt) = key.and_then(|k| self.dedup.answered(topic, k)) {
+                    return Ok(receipt);
+                }
+                let receipt = broker.publish(topic, name, data, false).await?;
+                if let Some(key) = key {
+                    self.dedup.remember(topic, key, &receipt);
+                }
+                Ok(receipt)
+            }
         }
     }
 

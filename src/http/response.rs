@@ -33,6 +33,8 @@ pub(crate) enum HandlerError {
     UnsupportedMediaType,
     /// The hub refused the operation.
     Hub(HubError),
+    /// The hub refused a publish: retrying with the same idempotency key is safe.
+    PublishRefused(HubError),
     /// A named resource (connection, room, user) does not exist.
     Missing(String),
     /// The request conflicts with live state (a connection id in use).
@@ -97,6 +99,10 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
             "request body must be application/json".to_owned(),
         ),
         HandlerError::Hub(hub) => (StatusCode::SERVICE_UNAVAILABLE, hub.to_string()),
+        HandlerError::PublishRefused(hub) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{hub}; retry with the same Idempotency-Key so it is published once"),
+        ),
         HandlerError::Missing(what) => (StatusCode::NOT_FOUND, what.clone()),
         HandlerError::Conflict(why) => (StatusCode::CONFLICT, why.clone()),
         HandlerError::Auth(AuthError::NotConfigured) => (
@@ -126,7 +132,7 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
                 HeaderValue::from_static("13"),
             );
         }
-        HandlerError::Hub(_) => {
+        HandlerError::Hub(_) | HandlerError::PublishRefused(_) => {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -48,6 +48,7 @@ impl Settings {
             },
             broker: config.broker.clone(),
             data_dir: config.data_dir.clone(),
+            idempotency_window: config.idempotency_window,
             fsync: match config.fsync {
                 FsyncPolicy::Always => Fsync::Always,
                 FsyncPolicy::Interval => Fsync::Interval,
