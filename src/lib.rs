@@ -23,8 +23,9 @@
 //! - [`sse`]: the SSE wire format without IO: encoding frames once.
 //! - [`ws`]: the WebSocket wire format without IO: handshake key, server frames, client frame parser.
 //!
-//! Dependencies point one way: `http → chat → bus → broker → hub → sse, ws, topic`; `config`,
-//! `topic` and `shutdown` are leaves, `auth` uses only `topic`.
+//! Dependencies point one way: `http → chat → bus → broker → hub → sse, ws, topic`, and
+//! `metrics → bus`; `runtime` builds all of them. `config`, `topic` and `shutdown` are leaves,
+//! `auth` uses only `topic`.
 //!
 //! # The data path
 //!

@@ -7,12 +7,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice::sse::parse::Message;
-use support::{connect, RawClient, Server};
+use support::sse_parse::Message;
+use support::{RawClient, Server};
 
 /// A fresh directory under the system's temp dir, removed when dropped.
 struct DataDir(PathBuf);
@@ -47,7 +46,7 @@ fn start(dir: &DataDir, extra: &[&str]) -> Server {
         dir.arg(),
     ];
     args.extend_from_slice(extra);
-    support::start(&args)
+    Server::spawn(&args)
 }
 
 async fn kill_9(server: &mut Server) {
@@ -107,15 +106,7 @@ fn seq_of(id: &str) -> u64 {
 }
 
 async fn open(server: &Server, path: &str, headers: &[(&str, &str)]) -> RawClient {
-    let client = RawClient::send(
-        connect(server.addr).await,
-        server.addr,
-        "GET",
-        path,
-        headers,
-        b"",
-    )
-    .await;
+    let client = RawClient::request(server.addr, "GET", path, headers, b"").await;
     assert_eq!(client.status, 200, "GET {path}");
     client
 }
@@ -228,7 +219,7 @@ async fn a_torn_tail_is_cut_off_logged_and_the_rest_served() {
     let dir = DataDir::new("torn");
     let mut first = start(&dir, &[]);
     let ids = publish_many(&first, "news", 10).await;
-    let stats = support::stats(&first).await;
+    let stats = first.stats().await;
     assert_eq!(
         stats["lastEventId"], ids[9],
         "the last record is the last event"
@@ -276,13 +267,8 @@ async fn a_torn_tail_is_cut_off_logged_and_the_rest_served() {
 async fn a_second_process_on_the_same_directory_is_refused() {
     let dir = DataDir::new("lock");
     let _first = start(&dir, &[]);
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir", dir.arg()])
-        .env("SLUICE_LOG", "warn")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, stderr) = Server::run_to_exit(&["--data-dir", dir.arg()]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(
         stderr.contains("is in use by another sluice process"),

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{connect, RawClient, Server};
+use support::{RawClient, Server};
 
 async fn post(server: &Server, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
     let mut request = support::http().post(server.url(path)).json(&body);
@@ -37,15 +37,7 @@ fn id(answer: &Value) -> String {
 }
 
 async fn open(server: &Server, path: &str) -> RawClient {
-    let mut client = RawClient::send(
-        connect(server.addr).await,
-        server.addr,
-        "GET",
-        path,
-        &[],
-        b"",
-    )
-    .await;
+    let mut client = RawClient::request(server.addr, "GET", path, &[], b"").await;
     assert_eq!(client.status, 200);
     assert_eq!(client.next_event().await.event, "connected");
     client
@@ -158,7 +150,7 @@ async fn repeats_publish_once(server: &Server) {
 
 #[tokio::test]
 async fn the_memory_store_publishes_a_repeated_key_once() {
-    let server = support::start(&["--workers", "2", "--metrics-interval", "1h"]);
+    let server = Server::spawn(&["--workers", "2", "--metrics-interval", "1h"]);
     repeats_publish_once(&server).await;
 }
 
@@ -166,7 +158,7 @@ async fn the_memory_store_publishes_a_repeated_key_once() {
 async fn the_durable_store_publishes_a_repeated_key_once() {
     let dir = std::env::temp_dir().join(format!("sluice-idempotency-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let server = support::start(&[
+    let server = Server::spawn(&[
         "--workers",
         "2",
         "--metrics-interval",
@@ -183,7 +175,7 @@ async fn the_durable_store_publishes_a_repeated_key_once() {
 
 #[tokio::test]
 async fn bad_keys_are_refused_with_400() {
-    let server = support::start(&["--workers", "1", "--metrics-interval", "1h"]);
+    let server = Server::spawn(&["--workers", "1", "--metrics-interval", "1h"]);
     let long = "k".repeat(256);
     for (header, body) in [
         (Some("a b"), None),

@@ -4,11 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_resume;
 mod support;
 
-use common_resume::{epoch_of, Frame, Server};
 use serde_json::json;
+use support::{epoch_of, Frame, Server};
 
 #[tokio::test]
 async fn after_a_restart_an_old_id_gets_a_reset_then_the_new_runs_events() {

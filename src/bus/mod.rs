@@ -189,7 +189,9 @@ impl Bus {
         }
     }
 
-    /// The local fan-out (counters, subscriber counts, connection limit).
+    /// The local fan-out, for what is the same in every mode: counters, subscriber counts,
+    /// live subscription changes, the connection limit. Never publish through it: that would
+    /// skip the mode (a cluster's Redis) and reach this node only.
     pub fn hub(&self) -> &Hub {
         &self.hub
     }

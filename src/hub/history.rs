@@ -793,12 +793,29 @@ mod tests {
             "",
             "7",
             "-1",
+            "abc",
+            "x-",
+            "not an id, just junk!",
+            "ep och-1",
+            "é-1",
+            "a+b-1",
             "k3x-",
             "k3x--1",
             "k3x-1a",
+            "k3x- 1",
+            "k3x-01",
             "k3x-99999999999999999999999",
         ] {
             assert_eq!(h.position(bad), Position::Malformed, "{bad}");
+        }
+        // Over 256 bytes is never an id the server handed out, however id-shaped: this epoch
+        // with seq 1 behind 10 KiB of leading zeros, a 300-byte epoch, or 10 KiB of junk.
+        for (what, bad) in [
+            ("leading zeros", format!("k3x-{}1", "0".repeat(10 * 1024))),
+            ("long epoch", format!("{}-1", "a".repeat(300))),
+            ("junk", "q".repeat(10 * 1024)),
+        ] {
+            assert_eq!(h.position(&bad), Position::Malformed, "{what}");
         }
     }
 
