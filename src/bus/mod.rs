@@ -212,7 +212,9 @@ impl Bus {
             Backend::Embedded => self.dedup.run(topic, key, publish),
             Backend::Durable(store) => {
                 let receipt = self.dedup.run(topic, key, publish)?;
-                store.log().committed(store.log().position()).await;
+                if !store.log().committed(store.log().position()).await {
+                    return Err(HubError::Unavailable);
+                }
                 Ok(receipt)
             }
             Backend::Cluster(broker) => {
@@ -252,7 +254,9 @@ impl Bus {
                     frame
                 })?;
                 if let Backend::Durable(store) = &self.backend {
-                    store.log().committed(store.log().position()).await;
+                    if !store.log().committed(store.log().position()).await {
+                        return Err(HubError::Unavailable);
+                    }
                 }
                 Ok(receipt)
             }

@@ -28,6 +28,11 @@ pub const MAX_RECORD: u32 = 16 * 1024 * 1024;
 /// How often `--fsync interval` flushes written records to the device.
 pub const FSYNC_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Longest a publish waits for its group commit with `--fsync always`. A healthy device answers
+/// in milliseconds; past this the device is failing or stalled, and the publisher gets a 503
+/// (its event is written, so a retry with the same idempotency key answers its id).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 const HEADER: usize = 8;
 
 /// When written records are forced to the device (`--fsync`).
@@ -266,13 +271,15 @@ impl Log {
     }
 
     /// Waits until the record that ended at `end` is as durable as `--fsync` promises before
-    /// an acknowledgement: on the device with `always`, at once otherwise.
-    pub async fn committed(&self, end: u64) {
+    /// an acknowledgement: on the device with `always`, at once otherwise. `false` if the
+    /// device did not confirm it within [`COMMIT_TIMEOUT`].
+    pub async fn committed(&self, end: u64) -> bool {
         if self.fsync != Fsync::Always {
-            return;
+            return true;
         }
         let mut synced = self.synced.clone();
-        let _ = synced.wait_for(|s| *s >= end).await;
+        let outcome = tokio::time::timeout(COMMIT_TIMEOUT, synced.wait_for(|s| *s >= end)).await;
+        matches!(outcome, Ok(Ok(_)))
     }
 
     /// Stops the committer after a last fsync.
