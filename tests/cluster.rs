@@ -345,3 +345,48 @@ async fn an_id_of_another_epoch_gets_a_reset_then_the_clusters_retained_events()
         support::Frame::Position(p) => panic!("a second position frame {p}"),
     }
 }
+
+#[tokio::test]
+async fn a_publish_that_timed_out_while_redis_was_frozen_is_published_once_on_retry() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let mut stream = b.stream("/events?channel=t", &[]).await;
+    stream.opening().await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &redis.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let body = json!({"channel": "t", "data": "once", "idempotencyKey": "order-42"});
+    signal("STOP");
+    let (status, answer) = a.post_json("/api/publish", &body).await;
+    signal("CONT");
+    assert_eq!(
+        status, 503,
+        "Redis was frozen past the answer timeout: {answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("same Idempotency-Key"),
+        "{answer}"
+    );
+    // The frozen script ran once Redis woke up: the retry, on either node, finds it.
+    let (status, first) = b.post_json("/api/publish", &body).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = a.post_json("/api/publish", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(first["id"], again["id"]);
+    let after = a.publish("t", json!("after")).await;
+    let got = stream.events_through(&after.id).await;
+    let ids: Vec<String> = got.iter().filter_map(|m| m.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![first["id"].as_str().unwrap().to_owned(), after.id.clone()],
+        "the event once, then the next"
+    );
+}

@@ -64,6 +64,11 @@ impl IdempotencyKey {
         }
         Ok(IdempotencyKey(text.to_owned()))
     }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Default)]
@@ -125,22 +130,9 @@ impl Dedup {
         Ok(receipt)
     }
 
-    /// The first answer to `key` on `topic` within the window, if any (for a publish that has to
-    /// await its store, which cannot hold the stripe's lock: [`Dedup::remember`] follows).
-    pub fn answered(&self, topic: &Topic, key: &IdempotencyKey) -> Option<Receipt> {
-        let entry = (topic.clone(), key.clone());
-        let mut stripe = self.stripe(&entry);
-        self.expire(&mut stripe, Instant::now());
-        stripe.answers.get(&entry).cloned()
-    }
-
-    /// Records the answer to `key` on `topic`.
-    pub fn remember(&self, topic: &Topic, key: &IdempotencyKey, receipt: &Receipt) {
-        let entry = (topic.clone(), key.clone());
-        let mut stripe = self.stripe(&entry);
-        if !stripe.answers.contains_key(&entry) {
-            Self::insert(&mut stripe, entry, receipt.clone(), Instant::now());
-        }
+    /// How long keys are remembered.
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
     fn stripe(&self, entry: &(Topic, IdempotencyKey)) -> std::sync::MutexGuard<'_, Stripe> {

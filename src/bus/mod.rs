@@ -218,16 +218,10 @@ impl Bus {
                 Ok(receipt)
             }
             Backend::Cluster(broker) => {
-                // Node-local: a retry after an answered publish is recognised; one after a
-                // timeout that Redis stored anyway is not (the key is not stored in Redis).
-                if let Some(receipt) = key.and_then(|k| self.dedup.answered(topic, k)) {
-                    return Ok(receipt);
-                }
-                let receipt = broker.publish(topic, name, data, false).await?;
-                if let Some(key) = key {
-                    self.dedup.remember(topic, key, &receipt);
-                }
-                Ok(receipt)
+                // The key is stored in Redis with the event, in the publish script: a retry
+                // is recognised on any node, even after a publish whose answer timed out.
+                let idempotency = key.map(|k| (k.as_str(), self.dedup.window()));
+                broker.publish(topic, name, data, false, idempotency).await
             }
         }
     }
@@ -263,7 +257,7 @@ impl Bus {
             Backend::Cluster(broker) => {
                 let json = data(None);
                 broker
-                    .publish(topic, Some(name), Payload::json(&json), true)
+                    .publish(topic, Some(name), Payload::json(&json), true, None)
                     .await
             }
         }
@@ -283,7 +277,7 @@ impl Bus {
                 let broker = broker.clone();
                 tokio::task::spawn_local(async move {
                     let _ = broker
-                        .publish(&topic, Some(&name), Payload::json(&data), false)
+                        .publish(&topic, Some(&name), Payload::json(&data), false, None)
                         .await;
                 });
             }
