@@ -1,5 +1,6 @@
 //! Real-browser tests of the two embedded pages, the dashboard (`GET /`) and the chat (`GET
-//! /chat`), and of the three transports (EventSource, WebSocket, long polling) from a page: each
+//! /chat`), of the three transports (EventSource, WebSocket, long polling) from a page, and of
+//! the browser client `sluice.js` (tabs sharing a stream, token refresh, reset): each
 //! test starts the real `sluice` binary and runs one Node script from
 //! `tests/browser/` against it, which drives Debian's headless Chromium with playwright-core.
 //!
@@ -27,4 +28,18 @@ fn chat_in_a_browser() {
 #[test]
 fn sse_websocket_and_long_polling_in_a_browser() {
     run_script("transports.mjs", &["--workers", "2"]);
+}
+
+#[test]
+fn sluice_js_shares_one_stream_across_tabs_and_refreshes_tokens() {
+    // The secret tests/browser/client.mjs signs its tokens with.
+    run_script(
+        "client.mjs",
+        &[
+            "--workers",
+            "2",
+            "--jwt-secret",
+            "browser-client-test-secret-0123456789",
+        ],
+    );
 }

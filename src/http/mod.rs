@@ -18,8 +18,10 @@ mod query;
 mod request;
 mod response;
 mod route;
+mod script;
 mod stats;
 mod subscribe;
+mod token;
 mod websocket;
 
 use std::convert::Infallible;

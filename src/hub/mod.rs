@@ -165,6 +165,43 @@ pub enum Change {
     TooMany,
 }
 
+/// A fresh credential for a live stream: who it names, until when, and which channels it lets
+/// the stream read. The hub knows nothing of tokens; the caller has verified one and describes
+/// it here.
+pub struct Credential {
+    /// The user the credential names; must be the stream's owner.
+    pub user: UserId,
+    /// The new deadline: the stream is closed then unless renewed again.
+    pub expires_at: std::time::SystemTime,
+    /// Whether the credential allows reading a channel.
+    pub may_read: Box<dyn Fn(&Topic) -> bool + Send>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a credential renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed; these channels were dropped because the credential does not allow them.
+    Renewed {
+        /// The channels unsubscribed, each told to the stream with an `unsubscribed` event.
+        unsubscribed: Vec<Topic>,
+    },
+    /// No such open connection.
+    NotFound,
+    /// The connection belongs to another user.
+    OtherUser,
+    /// The connection was opened without a credential; there is none to replace.
+    Anonymous,
+}
+
 /// What a publish was assigned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -195,6 +232,12 @@ pub(crate) enum Command {
         add: bool,
         caller: Option<UserId>,
         reply: oneshot::Sender<Change>,
+    },
+    /// Replace the credential of a local connection (token refresh).
+    Renew {
+        id: String,
+        credential: Credential,
+        reply: oneshot::Sender<Renewal>,
     },
 }
 
@@ -469,6 +512,34 @@ impl Hub {
             return Err(HubError::Closed);
         }
         answer.await.map_err(|_| HubError::Closed)
+    }
+
+    /// Replaces the credential of connection `id`, wherever it lives (see [`Renewal`]).
+    pub async fn renew(&self, id: &str, credential: Credential) -> Result<Renewal, HubError> {
+        let Some(handle) = self.owner_of(id) else {
+            return Ok(Renewal::NotFound);
+        };
+        let (reply, answer) = oneshot::channel();
+        handle.stats.inbox_depth.fetch_add(1, Ordering::Relaxed);
+        let command = Command::Renew {
+            id: id.to_owned(),
+            credential,
+            reply,
+        };
+        if handle.tx.send(command).is_err() {
+            handle.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(HubError::Closed);
+        }
+        answer.await.map_err(|_| HubError::Closed)
+    }
+
+    /// The shard that owns connection `id`: named in a generated id, looked up for a custom one.
+    fn owner_of(&self, id: &str) -> Option<&ShardHandle> {
+        let shard = match ConnId::shard_of(id) {
+            Some(shard) => Some(shard),
+            None => self.lock_ids().get(id).copied(),
+        };
+        shard.and_then(|s| self.inner.shards.get(s))
     }
 
     fn lock_ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {

@@ -348,6 +348,17 @@ impl Conn {
         self.allowance.set(self.allowance.get() + 1);
     }
 
+    /// Queues a per-stream notice (an `unsubscribed` after a token refresh). Outside the
+    /// capacity like the opening frames: a stream gets at most one per channel it had.
+    pub(crate) fn push_notice(&self, frame: Bytes) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        self.queue.borrow_mut().push_back((frame, None, 0));
+        self.allowance.set(self.allowance.get() + 1);
+        self.wake();
+    }
+
     /// Queues a heartbeat unless data is already waiting (which keeps the stream alive anyway).
     pub(crate) fn push_heartbeat(&self, frame: &Bytes) {
         if self.state.get() != State::Open {

@@ -139,11 +139,13 @@ impl Shard {
         conn.release();
     }
 
-    /// Ends a held stream whose catch-up could not be fetched, with a reconnection hint.
+    /// Ends a held stream whose catch-up could not be fetched, with a reconnection hint. The
+    /// delay is jittered: when the store is slow for everyone (a reconnect storm after a
+    /// restart), the streams it failed must not all come back in the same instant again.
     pub fn fail(&self, held: Held) {
         let conn = &held.conn;
         conn.failed.set(true);
-        let retry = self.hub.settings().retry;
+        let retry = self.jittered_retry();
         conn.close_with(farewell(conn.transport, Farewell::Unavailable { retry }));
     }
 
