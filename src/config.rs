@@ -194,10 +194,38 @@ pub struct Config {
     /// worth); 0 means no limit. Past it, connections are closed at once.
     #[arg(long, env = "SLUICE_CONNECTION_RATE", default_value_t = 0)]
     pub connection_rate: u32,
+    /// Keep channel history and users' queues in this directory (created if missing), so they
+    /// survive a restart and ids continue. Without it they live in memory only.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// With `--data-dir`: when written events are forced to the device. `interval` (every
+    /// 200 ms), `always` (before the publish is acknowledged, one fsync shared by every publish
+    /// waiting) or `never`. Every mode writes an event to the operating system before answering,
+    /// so an acknowledged publish survives a crash of the process; this decides about power loss.
+    #[arg(long, env = "SLUICE_FSYNC", default_value = "interval", value_parser = parse_fsync)]
+    pub fsync: FsyncPolicy,
+
+    /// How long a publish's `Idempotency-Key` is remembered: a repeat within it answers the
+    /// first id and publishes nothing. Longer than any publisher's retry loop, short enough
+    /// that the table of keys stays small.
+    #[arg(long, env = "SLUICE_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub idempotency_window: Duration,
 
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// When the durable store forces writes to the device (`--fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before acknowledging a publish (group commit).
+    Always,
+    /// Periodically.
+    Interval,
+    /// Never: left to the operating system.
+    Never,
 }
 
 /// Who needs a token (`--auth`).
@@ -268,6 +296,12 @@ impl Config {
             if !url.starts_with("redis://") {
                 return invalid("broker", "must be a redis://host:port/db URL");
             }
+        }
+        if self.broker.is_some() && self.data_dir.is_some() {
+            return invalid(
+                "data-dir",
+                "cannot be combined with --broker (Redis keeps the history)",
+            );
         }
         if self.poll_timeout.is_zero() {
             return invalid("poll-timeout", "must be more than zero");
@@ -347,6 +381,17 @@ impl Config {
 /// Workers to start: the explicit count if given, else one per available core (at least one).
 pub fn cores_to_use(available: usize, requested: Option<usize>) -> usize {
     requested.unwrap_or(available).max(1)
+}
+
+fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
+    match text.trim() {
+        "always" => Ok(FsyncPolicy::Always),
+        "interval" => Ok(FsyncPolicy::Interval),
+        "never" => Ok(FsyncPolicy::Never),
+        other => Err(format!(
+            "unknown fsync mode '{other}' (always, interval or never)"
+        )),
+    }
 }
 
 fn parse_auth_mode(text: &str) -> Result<AuthMode, String> {

@@ -315,3 +315,78 @@ async fn a_long_poll_while_redis_is_unreachable_is_a_503_not_an_empty_answer() {
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].is_string(), "{body}");
 }
+
+#[tokio::test]
+async fn an_id_of_another_epoch_gets_a_reset_then_the_clusters_retained_events() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let mut published = Vec::new();
+    for n in 0..3 {
+        published.push(a.publish("t", json!(n)).await);
+    }
+    a.publish("other", json!("not on this stream")).await;
+    let last = published.last().unwrap().clone();
+    caught_up(&a, last.seq).await;
+    let mut stream = a
+        .stream("/events?channel=t", &[("Last-Event-ID", "x0old-7")])
+        .await;
+    let opening = stream.opening().await;
+    let reset = opening.reset.expect("an id of another epoch: a reset");
+    assert_eq!(json_of(&reset)["reason"], "unknown");
+    let mut got = Vec::new();
+    while let support::Frame::Event(m) = stream.frame().await {
+        got.push(m.id.clone().unwrap());
+    }
+    let wanted: Vec<String> = published.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(got, wanted, "this epoch's events of the channel, in order");
+    let live = a.publish("t", json!("live")).await;
+    match stream.frame().await {
+        support::Frame::Event(m) => assert_eq!(m.id, Some(live.id)),
+        support::Frame::Position(p) => panic!("a second position frame {p}"),
+    }
+}
+
+#[tokio::test]
+async fn a_publish_that_timed_out_while_redis_was_frozen_is_published_once_on_retry() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let mut stream = b.stream("/events?channel=t", &[]).await;
+    stream.opening().await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &redis.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let body = json!({"channel": "t", "data": "once", "idempotencyKey": "order-42"});
+    signal("STOP");
+    let (status, answer) = a.post_json("/api/publish", &body).await;
+    signal("CONT");
+    assert_eq!(
+        status, 503,
+        "Redis was frozen past the answer timeout: {answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("same Idempotency-Key"),
+        "{answer}"
+    );
+    // The frozen script ran once Redis woke up: the retry, on either node, finds it.
+    let (status, first) = b.post_json("/api/publish", &body).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = a.post_json("/api/publish", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(first["id"], again["id"]);
+    let after = a.publish("t", json!("after")).await;
+    let got = stream.events_through(&after.id).await;
+    let ids: Vec<String> = got.iter().filter_map(|m| m.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![first["id"].as_str().unwrap().to_owned(), after.id.clone()],
+        "the event once, then the next"
+    );
+}

@@ -33,6 +33,8 @@ pub(crate) enum HandlerError {
     UnsupportedMediaType,
     /// The hub refused the operation.
     Hub(HubError),
+    /// The hub refused a publish: retrying with the same idempotency key is safe.
+    PublishRefused(HubError),
     /// A named resource (connection, room, user) does not exist.
     Missing(String),
     /// The request conflicts with live state (a connection id in use).
@@ -63,6 +65,17 @@ impl From<OpenError> for HandlerError {
             OpenError::IdTaken => HandlerError::Conflict(
                 "connection id is already in use by a live stream".to_owned(),
             ),
+        }
+    }
+}
+
+impl HandlerError {
+    /// A publish the hub refused: an event too large for the retention budget is the
+    /// publisher's to fix (413); anything else is worth retrying with the same idempotency key.
+    pub(crate) fn refused_publish(error: HubError) -> Self {
+        match error {
+            HubError::TooLarge => HandlerError::Hub(error),
+            other => HandlerError::PublishRefused(other),
         }
     }
 }
@@ -106,6 +119,10 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
             HubError::TooLarge.to_string(),
         ),
         HandlerError::Hub(hub) => (StatusCode::SERVICE_UNAVAILABLE, hub.to_string()),
+        HandlerError::PublishRefused(hub) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{hub}; retry with the same Idempotency-Key so it is published once"),
+        ),
         HandlerError::Missing(what) => (StatusCode::NOT_FOUND, what.clone()),
         HandlerError::Conflict(why) => (StatusCode::CONFLICT, why.clone()),
         HandlerError::Auth(AuthError::NotConfigured) => (
@@ -144,7 +161,7 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
         HandlerError::TooManyRequests(secs) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        HandlerError::Hub(_) => {
+        HandlerError::Hub(_) | HandlerError::PublishRefused(_) => {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),

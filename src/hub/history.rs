@@ -39,8 +39,12 @@ pub type Seq = u64;
 pub enum Position {
     /// A valid id of this history's epoch: resume after this seq.
     After(Seq),
-    /// Well-formed, but from another epoch (an earlier run) or from the future.
+    /// Well-formed, but from another epoch (an earlier run, or a broker that lost its data):
+    /// the client cannot have seen any event of this one.
     Foreign,
+    /// Of this epoch, but past any seq handed out: the client claims events this history never
+    /// had (or lost without changing its epoch).
+    Ahead,
     /// Not an id this server could have written.
     Malformed,
 }
@@ -96,6 +100,13 @@ pub trait History: Send + Sync + 'static {
         out: &mut Vec<(Seq, Frame)>,
     ) -> Result<(), Gap>;
 
+    /// Appends to `out` every event of `topic` still retained with `seq <= upto`, in order,
+    /// whatever was evicted before them: what a client from another epoch is sent after its
+    /// `reset`, since it cannot have seen any of them.
+    fn retained(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) {
+        let _ = self.replay(topic, 0, upto, out);
+    }
+
     /// The newest retained event of `topic` with `seq <= upto`, if any.
     fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Frame)>;
 
@@ -148,12 +159,20 @@ pub trait History: Send + Sync + 'static {
         let Ok(seq) = seq.parse::<Seq>() else {
             return Position::Malformed;
         };
-        if epoch != self.epoch() || seq > self.head() {
+        if epoch != self.epoch() {
             return Position::Foreign;
+        }
+        if seq > self.head() {
+            return Position::Ahead;
         }
         Position::After(seq)
     }
 }
+
+/// The visitor of [`MemoryHistory::snapshot`]: a channel, its floor, its delivered mark and its
+/// events (seq, age, frame), oldest first.
+pub type Snapshot<'a> =
+    dyn FnMut(&Topic, Seq, Seq, &mut dyn Iterator<Item = (Seq, Duration, &Frame)>) + 'a;
 
 /// What a history retains.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -437,6 +456,99 @@ impl MemoryHistory {
     fn stripe(&self, topic: &Topic) -> &Mutex<Stripe> {
         &self.stripes[self.stripe_index(topic)]
     }
+
+    /// Puts back an event read from a durable store at start-up, `age` old, under the same
+    /// retention rules (and memory budget) as a publish, and moves the id sequence past it.
+    /// Events come back in about seq order; one older than the ring's newest is inserted in
+    /// place.
+    pub fn restore(&self, topic: &Topic, seq: Seq, age: Duration, frame: Frame) {
+        self.next.fetch_max(seq + 1, Ordering::AcqRel);
+        let limits = self.limits(topic);
+        if limits.capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let at = now.checked_sub(age).unwrap_or(now);
+        let index = self.stripe_index(topic);
+        let mut stripe = lock(&self.stripes[index]);
+        let ring = stripe.rings.entry(topic.clone()).or_default();
+        if seq <= ring.evicted_through {
+            return;
+        }
+        let mut freed = Freed::default();
+        if limits.ttl.is_some_and(|ttl| age >= ttl) {
+            // Expired while the store was down: gone, but a resume from before it is a gap.
+            while ring.entries.front().is_some_and(|e| e.seq < seq) {
+                freed.add(ring.evict_front());
+            }
+            ring.evicted_through = seq;
+            stripe.forgot(freed, &self.budget);
+            self.budget.set_front(index, stripe.front());
+            return;
+        }
+        let place = ring.entries.partition_point(|e| e.seq < seq);
+        if ring.entries.get(place).is_some_and(|e| e.seq == seq) {
+            return;
+        }
+        let cost = Budget::cost(frame.retained_len());
+        ring.entries.insert(place, Entry { seq, at, frame });
+        while ring.entries.len() > limits.capacity {
+            freed.add(ring.evict_front());
+        }
+        stripe.forgot(freed, &self.budget);
+        stripe.order.push_back((seq, topic.clone()));
+        stripe.compact();
+        let over_budget = self.budget.charge(cost);
+        self.budget.set_front(index, stripe.front());
+        drop(stripe);
+        if over_budget {
+            self.enforce_budget();
+        }
+    }
+
+    /// Puts back what a durable store's snapshot says of a channel: events up to `floor` were
+    /// evicted, events up to `delivered` reached one of the user's streams.
+    pub fn restore_marks(&self, topic: &Topic, floor: Seq, delivered: Seq) {
+        let index = self.stripe_index(topic);
+        let mut stripe = lock(&self.stripes[index]);
+        let ring = stripe.rings.entry(topic.clone()).or_default();
+        let mut freed = Freed::default();
+        while ring.entries.front().is_some_and(|e| e.seq <= floor) {
+            freed.add(ring.evict_front());
+        }
+        ring.evicted_through = ring.evicted_through.max(floor);
+        ring.mark_delivered(delivered);
+        stripe.forgot(freed, &self.budget);
+        self.budget.set_front(index, stripe.front());
+    }
+
+    /// Puts back the hub-wide floor of swept channels.
+    pub fn restore_swept(&self, through: Seq) {
+        self.swept_through.fetch_max(through, Ordering::AcqRel);
+    }
+
+    /// Everything retained, for a durable store's snapshot: the hub-wide swept floor, then for
+    /// each channel its floor, its delivered mark and its events with their age, one stripe
+    /// locked at a time.
+    pub fn snapshot(&self, each: &mut Snapshot<'_>) -> Seq {
+        let now = Instant::now();
+        for stripe in &self.stripes {
+            let stripe = lock(stripe);
+            for (topic, ring) in stripe.rings.iter() {
+                let mut entries = ring
+                    .entries
+                    .iter()
+                    .map(|e| (e.seq, now.duration_since(e.at), &e.frame));
+                each(
+                    topic,
+                    ring.evicted_through,
+                    ring.delivered_through,
+                    &mut entries,
+                );
+            }
+        }
+        self.swept_through.load(Ordering::Acquire)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -539,6 +651,22 @@ impl History for MemoryHistory {
         Ok(())
     }
 
+    fn retained(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) {
+        let limits = self.limits(topic);
+        let mut stripe = lock(self.stripe(topic));
+        let Some(ring) = stripe.rings.get_mut(topic) else {
+            return;
+        };
+        let freed = ring.evict_expired(limits.ttl, Instant::now());
+        out.extend(
+            ring.entries
+                .iter()
+                .take_while(|e| e.seq <= upto)
+                .map(|e| (e.seq, e.frame.clone())),
+        );
+        stripe.forgot(freed, &self.budget);
+    }
+
     fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Frame)> {
         let stripe = lock(self.stripe(topic));
         let ring = stripe.rings.get(topic)?;
@@ -634,7 +762,7 @@ impl History for MemoryHistory {
     }
 }
 
-fn base36(mut value: u64) -> String {
+pub(crate) fn base36(mut value: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
     loop {
@@ -792,6 +920,27 @@ mod tests {
     }
 
     #[test]
+    fn retained_is_what_is_left_whatever_was_evicted() {
+        let h = history(3, None);
+        for _ in 0..5 {
+            publish(&h, "a");
+        }
+        publish(&h, "b");
+        let mut out = Vec::new();
+        h.retained(&topic("a"), h.head(), &mut out);
+        assert_eq!(
+            out.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        out.clear();
+        h.retained(&topic("a"), 4, &mut out);
+        assert_eq!(out.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
+        out.clear();
+        h.retained(&topic("never"), h.head(), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn eviction_by_age_and_sweep() {
         let h = history(10, Some(Duration::from_millis(1)));
         publish(&h, "a");
@@ -816,7 +965,7 @@ mod tests {
         assert_eq!(h.format_id(2), "k3x-2");
         assert_eq!(h.position("k3x-2"), Position::After(2));
         assert_eq!(h.position("k3x-0"), Position::After(0));
-        assert_eq!(h.position("k3x-3"), Position::Foreign);
+        assert_eq!(h.position("k3x-3"), Position::Ahead);
         assert_eq!(h.position("old-1"), Position::Foreign);
         for bad in [
             "",

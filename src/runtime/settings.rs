@@ -5,9 +5,10 @@
 
 use crate::auth::{self, Auth, Verifier};
 use crate::bus;
-use crate::config::{AuthMode, ChannelPolicy, Config, ConfigError, SlowConsumer};
+use crate::config::{AuthMode, ChannelPolicy, Config, ConfigError, FsyncPolicy, SlowConsumer};
 use crate::hub::{self, Limits, Policy, Topic};
 use crate::metrics::sampler;
+use crate::store::Fsync;
 
 /// Everything the components are built from.
 #[derive(Debug)]
@@ -53,6 +54,13 @@ impl Settings {
                 memory_budget / 100 * u64::from(config.max_event_share),
             ),
             broker: config.broker.clone(),
+            data_dir: config.data_dir.clone(),
+            idempotency_window: config.idempotency_window,
+            fsync: match config.fsync {
+                FsyncPolicy::Always => Fsync::Always,
+                FsyncPolicy::Interval => Fsync::Interval,
+                FsyncPolicy::Never => Fsync::Never,
+            },
         };
         let mode = match config.auth {
             AuthMode::Off => auth::Mode::Off,

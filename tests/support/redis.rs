@@ -61,6 +61,11 @@ impl Redis {
         }
     }
 
+    /// The process id of the running server (to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server is running").id()
+    }
+
     /// The `--broker` URL for it.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
