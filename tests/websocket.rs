@@ -120,7 +120,9 @@ async fn resume_with_last_event_id_replays_exactly_what_was_missed() {
     let live = server.publish("r", json!("live")).await;
     assert_eq!(json(&mut ws).await["id"], json!(live.id));
 
-    // A malformed id is answered in-band with a reset carrying the current position.
+    // A malformed id is answered in-band with a reset carrying the current position: that of
+    // the worker the connection lands on, so both must have applied the live event first.
+    server.settle().await;
     let mut lost = connect_ws(server.addr, "?channel=r&lastEventId=nonsense").await;
     assert_eq!(json(&mut lost).await["event"], "connected");
     let reset = json(&mut lost).await;
