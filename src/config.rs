@@ -32,6 +32,14 @@ pub const DEFAULT_HISTORY_SIZE: usize = 1_000;
 /// Default per-user offline queue, as in the connection manager Sluice replaces.
 pub const DEFAULT_USER_QUEUE_SIZE: usize = 1_000;
 
+/// Default cap on concurrent HTTP/2 streams per connection: RFC 9113 asks for at least 100, and
+/// nginx uses 128. Every stream also counts toward `--max-connections`, so this bounds how much of
+/// that budget one client connection can take, not the total.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
+/// Default ACME directory: Let's Encrypt production.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
 /// The server's configuration.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -145,6 +153,42 @@ pub struct Config {
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// PEM certificate chain (leaf first). With `--tls-key`, `--listen` serves HTTPS (HTTP/2 and
+    /// HTTP/1.1 by ALPN). Re-read on SIGHUP and when the file changes.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519) of `--tls-cert`.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Most concurrent streams on one HTTP/2 connection. Each also counts toward
+    /// `--max-connections`.
+    #[arg(long, env = "SLUICE_MAX_STREAMS_PER_CONNECTION", default_value_t = DEFAULT_MAX_STREAMS_PER_CONNECTION)]
+    pub max_streams_per_connection: u32,
+
+    /// Domain to get a certificate for with ACME (TLS-ALPN-01 on `--listen`, which must be
+    /// reachable on port 443 by that name). Repeatable or comma-separated. Needs `--acme-cache`.
+    #[arg(long, env = "SLUICE_ACME_DOMAIN", value_delimiter = ',')]
+    pub acme_domain: Vec<String>,
+
+    /// Contact for the ACME account, e.g. `mailto:ops@example.com`.
+    #[arg(long, env = "SLUICE_ACME_CONTACT")]
+    pub acme_contact: Option<String>,
+
+    /// Directory where the ACME account and certificates are kept across restarts.
+    #[arg(long, env = "SLUICE_ACME_CACHE")]
+    pub acme_cache: Option<std::path::PathBuf>,
+
+    /// ACME directory URL.
+    #[arg(long, env = "SLUICE_ACME_DIRECTORY", default_value = DEFAULT_ACME_DIRECTORY)]
+    pub acme_directory: String,
+
+    /// PEM root certificate to trust for the ACME directory's HTTPS instead of the built-in roots
+    /// (a private or test ACME server).
+    #[arg(long, env = "SLUICE_ACME_DIRECTORY_CA")]
+    pub acme_directory_ca: Option<std::path::PathBuf>,
 }
 
 /// A configuration that parsed but makes no sense.
@@ -237,6 +281,51 @@ impl Config {
         }
         if self.cors_origin.iter().any(|o| o.trim().is_empty()) {
             return invalid("cors-origin", "origins must not be empty");
+        }
+        self.validate_tls()
+    }
+
+    /// The TLS and ACME flags that only make sense together. The files themselves are read and
+    /// checked by `tls::Tls::load`.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls-key", "--tls-cert needs --tls-key"),
+            (None, Some(_)) => return invalid("tls-cert", "--tls-key needs --tls-cert"),
+            _ => {}
+        }
+        if self.max_streams_per_connection == 0 {
+            return invalid("max-streams-per-connection", "must be at least 1");
+        }
+        if self.acme_domain.is_empty() {
+            return Ok(());
+        }
+        if self.tls_cert.is_some() {
+            return invalid(
+                "acme-domain",
+                "give either --acme-domain or --tls-cert/--tls-key, not both",
+            );
+        }
+        if self.acme_cache.is_none() {
+            return invalid(
+                "acme-cache",
+                "--acme-domain needs --acme-cache to keep the account and certificates",
+            );
+        }
+        if let Some(bad) = self
+            .acme_domain
+            .iter()
+            .find(|d| d.is_empty() || d.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')))
+        {
+            return invalid("acme-domain", &format!("{bad:?} is not a DNS name"));
+        }
+        if !self.acme_directory.starts_with("https://") {
+            return invalid("acme-directory", "must be an https:// URL");
         }
         Ok(())
     }

@@ -13,6 +13,8 @@
 //! - [`sse`]: the wire format without IO: encoding frames once, and a spec-conformant parser.
 //! - [`broker`]: multi-node fan-out and shared history on Redis Streams (`--broker`).
 //! - [`ws`]: the WebSocket wire format without IO: handshake key, server frames, client frame parser.
+//! - [`tls`]: certificates for HTTPS: PEM loading and checks, the swappable resolver (reload,
+//!   ACME renewal) and the ACME client (TLS-ALPN-01).
 //!
 //! Dependencies point one way: `http → broker → hub → sse, ws`; `config` and `shutdown` are leaves.
 //!
@@ -34,4 +36,5 @@ pub mod metrics;
 pub mod runtime;
 pub mod shutdown;
 pub mod sse;
+pub mod tls;
 pub mod ws;

@@ -21,6 +21,7 @@ use crate::http::Shared;
 use crate::hub::{History, Hub, Inbox, MemoryHistory, Shard};
 use crate::metrics::Sampler;
 use crate::shutdown::{self, Shutdown, Trigger};
+use crate::tls::Tls;
 
 /// Pending-connection queue per listener. A reconnect storm after a restart arrives all at once;
 /// a deep backlog lets the kernel hold it instead of refusing connections (capped by somaxconn).
@@ -37,9 +38,15 @@ pub struct Server {
     _broker: Option<tokio::runtime::Runtime>,
 }
 
-/// Binds the listeners and starts the workers. Returns once every listener is bound, so the
-/// address is ready for connections.
+/// Binds the listeners and starts the workers, serving plain HTTP. Returns once every listener
+/// is bound, so the address is ready for connections.
 pub fn start(config: Config) -> io::Result<Server> {
+    start_with(config, None)
+}
+
+/// [`start`], serving HTTPS with `tls` when it is given (the caller loads and checks the
+/// certificate first, so a bad one is a configuration error, not a start-up failure).
+pub fn start_with(config: Config, tls: Option<Arc<Tls>>) -> io::Result<Server> {
     let available = std::thread::available_parallelism().map_or(1, usize::from);
     let count = config.workers_for(available);
     let listeners = bind_listeners(config.listen, count)?;
@@ -92,9 +99,10 @@ pub fn start(config: Config) -> io::Result<Server> {
         let shared = shared.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         let handle = std::thread::Builder::new()
             .name(format!("sluice-worker-{}", inbox.index()))
-            .spawn(move || run_worker(listener, inbox, shared, config, shutdown))?;
+            .spawn(move || run_worker(listener, inbox, shared, config, shutdown, tls))?;
         workers.push(handle);
     }
     Ok(Server {
@@ -110,6 +118,11 @@ impl Server {
     /// The address the listeners are bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The shutdown signal, for services outside the workers (the ACME client) to stop with them.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.trigger.subscribe()
     }
 
     /// The hub, for publishing from the embedding program.
@@ -158,6 +171,7 @@ fn run_worker(
     shared: Shared,
     config: Arc<Config>,
     shutdown: Shutdown,
+    tls: Option<Arc<Tls>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -181,7 +195,16 @@ fn run_worker(
         let shard = Shard::new(&shared.hub, inbox);
         tokio::task::spawn_local(shard.clone().run(shutdown.clone()));
         let (drain, guard) = shutdown::drain();
-        crate::http::serve(listener, shard, shared, config.clone(), shutdown, guard).await;
+        crate::http::serve(
+            listener,
+            shard,
+            shared,
+            config.clone(),
+            shutdown,
+            guard,
+            tls.map(|tls| tls.acceptor()),
+        )
+        .await;
         if tokio::time::timeout(config.shutdown_timeout, drain.wait())
             .await
             .is_err()
