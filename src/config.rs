@@ -317,11 +317,10 @@ impl Config {
                 "--acme-domain needs --acme-cache to keep the account and certificates",
             );
         }
-        if let Some(bad) = self
-            .acme_domain
-            .iter()
-            .find(|d| d.is_empty() || d.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')))
-        {
+        if let Some(bad) = self.acme_domain.iter().find(|d| {
+            d.is_empty()
+                || d.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        }) {
             return invalid("acme-domain", &format!("{bad:?} is not a DNS name"));
         }
         if !self.acme_directory.starts_with("https://") {

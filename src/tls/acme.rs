@@ -44,6 +44,9 @@ const CERT_FILE: &str = "certificate.pem";
 const KEY_FILE: &str = "key.pem";
 const DOMAINS_FILE: &str = "domains";
 
+/// A certificate's validity period: (`notBefore`, `notAfter`).
+type Period = (SystemTime, SystemTime);
+
 /// What ACME needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -81,7 +84,10 @@ impl fmt::Display for AcmeError {
             AcmeError::Protocol(error) => write!(f, "ACME: {error}"),
             AcmeError::Order(state) => write!(f, "ACME order failed: {state}"),
             AcmeError::NoTlsAlpnChallenge(name) => {
-                write!(f, "the ACME server offers no tls-alpn-01 challenge for {name}")
+                write!(
+                    f,
+                    "the ACME server offers no tls-alpn-01 challenge for {name}"
+                )
             }
             AcmeError::Certificate(reason) => write!(f, "ACME certificate: {reason}"),
         }
@@ -126,7 +132,7 @@ pub fn start(settings: Settings, certs: Arc<Certs>, shutdown: Shutdown) -> Resul
 async fn keep(
     settings: Settings,
     certs: Arc<Certs>,
-    mut expires: Option<(SystemTime, SystemTime)>,
+    mut expires: Option<Period>,
     mut shutdown: Shutdown,
 ) {
     let mut backoff = RETRY_FIRST;
@@ -173,9 +179,7 @@ pub fn renewal_due(issued: SystemTime, not_after: SystemTime) -> SystemTime {
 }
 
 /// The cached certificate, if it covers exactly these domains and is not due for renewal.
-fn cached(
-    settings: &Settings,
-) -> Result<Option<(CertifiedKey, (SystemTime, SystemTime))>, AcmeError> {
+fn cached(settings: &Settings) -> Result<Option<(CertifiedKey, Period)>, AcmeError> {
     let domains = settings.cache.join(DOMAINS_FILE);
     let listed = match std::fs::read_to_string(&domains) {
         Ok(listed) => listed,
@@ -198,7 +202,7 @@ fn cached(
     Ok(Some((pair, period)))
 }
 
-fn period_of(pair: &CertifiedKey) -> Result<(SystemTime, SystemTime), AcmeError> {
+fn period_of(pair: &CertifiedKey) -> Result<Period, AcmeError> {
     let leaf = pair
         .end_entity_cert()
         .map_err(|e| AcmeError::Certificate(e.to_string()))?;
@@ -238,10 +242,7 @@ async fn account(settings: &Settings) -> Result<Account, AcmeError> {
 }
 
 /// One order, from new order to an installed-ready certificate written to the cache.
-async fn order(
-    settings: &Settings,
-    certs: &Certs,
-) -> Result<(CertifiedKey, (SystemTime, SystemTime)), AcmeError> {
+async fn order(settings: &Settings, certs: &Certs) -> Result<(CertifiedKey, Period), AcmeError> {
     let account = account(settings).await?;
     let identifiers: Vec<Identifier> = settings
         .domains
@@ -262,7 +263,10 @@ async fn order(
             .challenge(ChallengeType::TlsAlpn01)
             .ok_or_else(|| AcmeError::NoTlsAlpnChallenge(name.clone()))?;
         let digest = challenge.key_authorization().digest();
-        certs.set_challenge(&name, Arc::new(challenge_certificate(&name, digest.as_ref())?));
+        certs.set_challenge(
+            &name,
+            Arc::new(challenge_certificate(&name, digest.as_ref())?),
+        );
         challenge.set_ready().await?;
     }
     let status = order.poll_ready(&RetryPolicy::default()).await?;

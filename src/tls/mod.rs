@@ -281,8 +281,12 @@ impl Tls {
 
 impl Files {
     fn modified(&self) -> Option<(SystemTime, SystemTime)> {
-        let cert = std::fs::metadata(&self.cert).and_then(|m| m.modified()).ok()?;
-        let key = std::fs::metadata(&self.key).and_then(|m| m.modified()).ok()?;
+        let cert = std::fs::metadata(&self.cert)
+            .and_then(|m| m.modified())
+            .ok()?;
+        let key = std::fs::metadata(&self.key)
+            .and_then(|m| m.modified())
+            .ok()?;
         Some((cert, key))
     }
 }
@@ -434,35 +438,53 @@ mod tests {
 
     #[test]
     fn a_valid_pair_loads() {
-        let (cert, key) = self_signed(now() - time::Duration::days(1), now() + time::Duration::days(1));
+        let (cert, key) = self_signed(
+            now() - time::Duration::days(1),
+            now() + time::Duration::days(1),
+        );
         assert!(pair_from_pem(cert.as_bytes(), key.as_bytes()).is_ok());
     }
 
     #[test]
     fn an_expired_certificate_is_refused() {
-        let (cert, key) = self_signed(now() - time::Duration::days(10), now() - time::Duration::days(1));
+        let (cert, key) = self_signed(
+            now() - time::Duration::days(10),
+            now() - time::Duration::days(1),
+        );
         let error = pair_from_pem(cert.as_bytes(), key.as_bytes()).unwrap_err();
         assert!(matches!(error, PairError::Expired(_)), "{error}");
     }
 
     #[test]
     fn a_future_certificate_is_refused() {
-        let (cert, key) = self_signed(now() + time::Duration::days(1), now() + time::Duration::days(10));
+        let (cert, key) = self_signed(
+            now() + time::Duration::days(1),
+            now() + time::Duration::days(10),
+        );
         let error = pair_from_pem(cert.as_bytes(), key.as_bytes()).unwrap_err();
         assert!(matches!(error, PairError::NotYetValid(_)), "{error}");
     }
 
     #[test]
     fn a_key_of_another_certificate_is_refused() {
-        let (cert, _) = self_signed(now() - time::Duration::days(1), now() + time::Duration::days(1));
-        let (_, other_key) = self_signed(now() - time::Duration::days(1), now() + time::Duration::days(1));
+        let (cert, _) = self_signed(
+            now() - time::Duration::days(1),
+            now() + time::Duration::days(1),
+        );
+        let (_, other_key) = self_signed(
+            now() - time::Duration::days(1),
+            now() + time::Duration::days(1),
+        );
         let error = pair_from_pem(cert.as_bytes(), other_key.as_bytes()).unwrap_err();
         assert!(matches!(error, PairError::Mismatch), "{error}");
     }
 
     #[test]
     fn missing_items_are_named() {
-        let (cert, key) = self_signed(now() - time::Duration::days(1), now() + time::Duration::days(1));
+        let (cert, key) = self_signed(
+            now() - time::Duration::days(1),
+            now() + time::Duration::days(1),
+        );
         assert!(matches!(
             pair_from_pem(b"", key.as_bytes()).unwrap_err(),
             PairError::NoCertificate
@@ -477,7 +499,10 @@ mod tests {
     fn acme_handshakes_get_only_challenge_certificates() {
         let certs = Certs::default();
         assert!(!certs.is_ready());
-        let (cert, key) = self_signed(now() - time::Duration::days(1), now() + time::Duration::days(1));
+        let (cert, key) = self_signed(
+            now() - time::Duration::days(1),
+            now() + time::Duration::days(1),
+        );
         let pair = Arc::new(pair_from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
         certs.install(pair.clone());
         assert!(certs.is_ready());
