@@ -39,18 +39,45 @@ fn sse_websocket_and_long_polling_in_a_browser() {
     run_script("transports.mjs", &["--workers", "2"]);
 }
 
+#[test]
+fn ten_event_sources_over_https_and_http2_in_a_browser() {
+    // A self-signed certificate for localhost; the script launches Chromium ignoring
+    // certificate errors, which still negotiates TLS and ALPN as for a trusted one.
+    let dir = std::env::temp_dir().join(format!("sluice-browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the certificate directory");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .and_then(|params| params.self_signed(&key))
+        .expect("a certificate");
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write the certificate");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write the key");
+    let cert = dir.join("cert.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    let server = support::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let base = format!("https://localhost:{}", server.addr.port());
+    run_script_against("h2streams.mjs", &base);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Starts `sluice --listen 127.0.0.1:0 <server_args>`, runs `node <script> <base-url>
 /// <screenshot-dir>` in `tests/browser/` and panics with the script's output unless it succeeds.
 fn run_script(script: &str, server_args: &[&str]) {
-    let dir = check_prerequisites();
-    let screenshots = screenshot_dir();
     let server = support::start(server_args);
     let base = server.url("");
+    run_script_against(script, &base);
+    drop(server);
+}
+
+/// Runs `node <script> <base> <screenshot-dir>` against a server the caller keeps running.
+fn run_script_against(script: &str, base: &str) {
+    let dir = check_prerequisites();
+    let screenshots = screenshot_dir();
 
     let started = Instant::now();
     let mut child = Command::new("node")
         .arg(script)
-        .arg(&base)
+        .arg(base)
         .arg(&screenshots)
         .current_dir(&dir)
         .stdin(Stdio::null())
@@ -80,7 +107,6 @@ fn run_script(script: &str, server_args: &[&str]) {
              --- stdout ---\n{stdout}--- stderr ---\n{stderr}"
         ),
     }
-    drop(server);
 }
 
 /// Fails with the install command for whichever prerequisite is missing; returns the scripts'

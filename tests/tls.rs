@@ -549,3 +549,59 @@ async fn evicting_one_http2_stream_leaves_the_others_on_its_connection_receiving
     let health = sender.send_request(get("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn shutdown_ends_every_http2_stream_with_a_retry_then_exits() {
+    let mut server = start(&["--retry", "2s"]);
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut bodies = Vec::new();
+    for channel in ["a", "b", "c"] {
+        let request =
+            hyper::Request::get(format!("http://{}/events?channel={channel}", server.addr))
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        bodies.push(response.into_body());
+    }
+    support::wait_stats(&server, "three streams", |s| s["totalConnections"] == 3).await;
+
+    server.signal("TERM");
+    for mut body in bodies {
+        let mut text = String::new();
+        let ended = tokio::time::timeout(TIMEOUT, async {
+            while let Some(frame) = body.frame().await {
+                if let Some(data) = frame?.data_ref() {
+                    text.push_str(&String::from_utf8_lossy(data));
+                }
+            }
+            Ok::<_, hyper::Error>(())
+        })
+        .await
+        .expect("the stream ends within the timeout");
+        ended.expect("the stream ends cleanly, not reset");
+        let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+        let retry: u64 = last
+            .strip_prefix("retry: ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("the last frame is a retry: {text:?}"));
+        assert!((2_000..=12_000).contains(&retry), "retry {retry}");
+    }
+    let status = server
+        .wait_exit(TIMEOUT)
+        .await
+        .expect("exits within the timeout");
+    assert!(status.success(), "{status:?}");
+    // The connection ends once its streams are done (GOAWAY, then close).
+    tokio::time::timeout(TIMEOUT, connection)
+        .await
+        .expect("the connection closes")
+        .unwrap()
+        .ok();
+}
