@@ -203,7 +203,9 @@ async fn publish(client: &reqwest::Client, base: &str, channel: &str, data: Valu
 }
 
 /// Every kind of request over `client`, which must speak `version`: a stream, a publish that
-/// reaches it, a resume with `Last-Event-ID`, and each error status.
+/// reaches it, a resume with `Last-Event-ID`, and each error status. The server runs with
+/// `--max-body 1KiB`, so the 413 body fits in socket buffers (an HTTP/1.1 client still writing
+/// a large body when the early 413 closes the connection sees a broken pipe instead).
 async fn exercise(client: &reqwest::Client, base: &str, version: reqwest::Version) {
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.version(), version);
@@ -248,7 +250,7 @@ async fn exercise(client: &reqwest::Client, base: &str, version: reqwest::Versio
             client
                 .post(format!("{base}/api/publish"))
                 .header("content-type", "application/json")
-                .body(vec![b' '; 200 * 1024]),
+                .body(vec![b' '; 2 * 1024]),
             413,
         ),
     ];
@@ -265,7 +267,7 @@ async fn exercise(client: &reqwest::Client, base: &str, version: reqwest::Versio
 async fn https_serves_http2_and_http1_by_alpn() {
     let pki = Pki::new("alpn");
     pki.write_leaf(1);
-    let server = start_tls(&pki, &[]);
+    let server = start_tls(&pki, &["--max-body", "1KiB"]);
     let base = format!("https://localhost:{}", server.addr.port());
     let h2 = https_client(&pki, server.addr, false);
     exercise(&h2, &base, reqwest::Version::HTTP_2).await;
@@ -275,7 +277,7 @@ async fn https_serves_http2_and_http1_by_alpn() {
 
 #[tokio::test]
 async fn a_plain_port_serves_h2c_beside_http1() {
-    let server = start(&[]);
+    let server = start(&["--max-body", "1KiB"]);
     let base = format!("http://{}", server.addr);
     exercise(&h2c_client(), &base, reqwest::Version::HTTP_2).await;
     exercise(&support::http(), &base, reqwest::Version::HTTP_11).await;
@@ -604,4 +606,88 @@ async fn shutdown_ends_every_http2_stream_with_a_retry_then_exits() {
         .expect("the connection closes")
         .unwrap()
         .ok();
+}
+
+/// An HTTP/2 connection over plain TCP (h2c) with a hyper client.
+async fn h2c_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+fn stream_request(addr: SocketAddr, channel: &str) -> hyper::Request<http_body_util::Empty<Bytes>> {
+    hyper::Request::get(format!("http://{addr}/events?channel={channel}"))
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_opens_at_most_max_streams_per_connection_at_once() {
+    let server = start(&["--max-streams-per-connection", "2"]);
+    let mut sender = h2c_connection(server.addr).await;
+    let first = sender
+        .send_request(stream_request(server.addr, "a"))
+        .await
+        .unwrap();
+    let _second = sender
+        .send_request(stream_request(server.addr, "b"))
+        .await
+        .unwrap();
+    // The third waits for a free stream slot: the server advertised two.
+    let mut third = Box::pin(sender.send_request(stream_request(server.addr, "c")));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), third.as_mut())
+            .await
+            .is_err(),
+        "a third concurrent stream was opened"
+    );
+    assert_eq!(support::stats(&server).await["totalConnections"], 2);
+    // Closing one lets it through.
+    drop(first);
+    let third = tokio::time::timeout(TIMEOUT, third)
+        .await
+        .expect("the third stream opens once a slot is free")
+        .unwrap();
+    assert_eq!(third.status(), 200);
+    support::wait_stats(&server, "two streams", |s| s["totalConnections"] == 2).await;
+}
+
+#[tokio::test]
+async fn every_http2_stream_counts_toward_max_connections() {
+    let server = start(&["--max-connections", "2", "--workers", "1"]);
+    let mut sender = h2c_connection(server.addr).await;
+    let _a = sender
+        .send_request(stream_request(server.addr, "a"))
+        .await
+        .unwrap();
+    let _b = sender
+        .send_request(stream_request(server.addr, "b"))
+        .await
+        .unwrap();
+    support::wait_stats(&server, "two streams", |s| s["totalConnections"] == 2).await;
+    // A third stream on the same connection is over the limit: a retry and an end, as on
+    // HTTP/1.1, while the first two stay open.
+    let third = sender
+        .send_request(stream_request(server.addr, "c"))
+        .await
+        .unwrap();
+    let body = tokio::time::timeout(TIMEOUT, third.into_body().collect())
+        .await
+        .expect("the refused stream ends within the timeout")
+        .expect("it ends cleanly")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.starts_with("retry: ") && text.ends_with("\n\n"),
+        "a lone retry frame: {text:?}"
+    );
+    assert_eq!(support::stats(&server).await["totalConnections"], 2);
 }
