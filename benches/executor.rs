@@ -39,6 +39,9 @@
 //! Run without `--bench` (as `cargo test --benches` does) it is a smoke test with 100
 //! subscribers.
 
+#[path = "support/hub.rs"]
+mod hub_support;
+
 use std::cell::Cell;
 use std::hint::black_box;
 use std::rc::Rc;
@@ -47,9 +50,7 @@ use std::sync::{mpsc as std_mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::Parser;
-use sluice::config::Config;
-use sluice::hub::{Hub, Inbox, MemoryHistory, Open, Recv, Shard, Subscription, Topic};
+use sluice::hub::{Hub, Open, Recv, Shard, Subscription, Topic};
 use sluice::sse::{Event, EventName};
 use tokio::sync::mpsc;
 use tokio::task::LocalSet;
@@ -190,22 +191,6 @@ fn run_round(
     end - start
 }
 
-/// A hub configured as the binary would be with these flags (defaults otherwise), so the bench
-/// follows the production translation from configuration to hub settings and history.
-fn hub_with(shards: usize, max_connections: usize) -> (Hub, Vec<Inbox>) {
-    let config = Config::try_parse_from([
-        "sluice".to_owned(),
-        format!("--max-connections={max_connections}"),
-        "--heartbeat-interval=1h".to_owned(),
-    ])
-    .expect("valid flags");
-    let (channels, users) = config.history_limits();
-    Hub::new(
-        config.hub_settings(shards),
-        Arc::new(MemoryHistory::new(channels, users)),
-    )
-}
-
 fn sample_frame() -> Bytes {
     let name = EventName::parse("notification").expect("a valid event name");
     Event {
@@ -230,7 +215,7 @@ struct Sluice {
 
 impl Sluice {
     fn start(n: usize, events: usize, frame: &Bytes) -> Sluice {
-        let (hub, inboxes) = hub_with(WORKERS, n + 1);
+        let (hub, inboxes) = hub_support::hub_with(WORKERS, n + 1);
         let (trigger, shutdown) = sluice::shutdown::channel();
         let (done_tx, done) = std_mpsc::channel();
         let finish = Arc::new(Finish {

@@ -17,19 +17,17 @@
 //! cargo bench --bench fanout
 //! ```
 
+#[path = "support/hub.rs"]
+mod hub_support;
+
 use std::cell::Cell;
 use std::hint::black_box;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use sluice::config::Config;
-use sluice::hub::{
-    Frame, Hub, Inbox, MemoryHistory, Open, Payload, Recv, Shard, Subscription, Topic,
-};
+use sluice::hub::{Frame, Hub, Open, Payload, Recv, Shard, Subscription, Topic};
 use sluice::sse::EventName;
 use tokio::sync::Notify;
 use tokio::task::LocalSet;
@@ -52,24 +50,8 @@ struct Fixture {
     _hub: Hub,
 }
 
-/// A hub configured as the binary would be with these flags (defaults otherwise), so the bench
-/// follows the production translation from configuration to hub settings and history.
-fn hub_with(shards: usize, max_connections: usize) -> (Hub, Vec<Inbox>) {
-    let config = Config::try_parse_from([
-        "sluice".to_owned(),
-        format!("--max-connections={max_connections}"),
-        "--heartbeat-interval=1h".to_owned(),
-    ])
-    .expect("valid flags");
-    let (channels, users) = config.history_limits();
-    Hub::new(
-        config.hub_settings(shards),
-        Arc::new(MemoryHistory::new(channels, users)),
-    )
-}
-
 fn fixture(n: usize) -> Fixture {
-    let (hub, mut inboxes) = hub_with(1, n + 1);
+    let (hub, mut inboxes) = hub_support::hub_with(1, n + 1);
     let shard = Shard::new(&hub, inboxes.pop().expect("one inbox per shard"));
     let topic = Topic::broadcast();
     let subscriptions = (0..n)

@@ -20,7 +20,7 @@ use http::header::{self, HeaderMap};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::hub::{Topic, UserId};
+use crate::topic::{Topic, UserId};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds. Small: a token is checked once at
 /// connect, and expiry then closes the stream on time.

@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::broker::Broker;
-use crate::hub::{Frame, Hub, Payload, Seq, Topic, UserId};
+use crate::bus::Bus;
+use crate::hub::{Frame, Payload, Seq, Topic, UserId};
 use crate::sse::EventName;
 
 /// Messages retained per room.
@@ -213,23 +213,8 @@ pub fn presence_frame(active: &[String]) -> Frame {
     Frame::event(None, None, Some(&name), Payload::json(&data))
 }
 
-/// Where presence events are published.
-#[derive(Clone, Debug)]
-pub enum Announcer {
-    /// Straight into this process's hub.
-    Hub(Hub),
-    /// Through the cluster's broker (from a task on the current worker).
-    Broker(Broker),
-}
-
 /// Publishes a `userJoined` or `userLeft` event on the room's channel.
-pub fn announce(
-    announcer: &Announcer,
-    room: &RoomId,
-    user: &UserId,
-    active: &[String],
-    joined: bool,
-) {
+pub fn announce(bus: &Bus, room: &RoomId, user: &UserId, active: &[String], joined: bool) {
     let name = EventName::parse(if joined { "userJoined" } else { "userLeft" })
         .expect("a valid event name");
     let Ok(data) = serde_json::to_string(&Presence {
@@ -241,27 +226,14 @@ pub fn announce(
     };
     // Presence is best effort: an overloaded hub (or unreachable broker) refuses it like any
     // other publish.
-    match announcer {
-        Announcer::Hub(hub) => {
-            let _ = hub.publish_event(&room.topic(), Some(&name), Payload::json(&data));
-        }
-        Announcer::Broker(broker) => {
-            let broker = broker.clone();
-            let topic = room.topic();
-            tokio::task::spawn_local(async move {
-                let _ = broker
-                    .publish(&topic, Some(&name), Payload::json(&data), false)
-                    .await;
-            });
-        }
-    }
+    bus.publish_detached(room.topic(), name, data);
 }
 
 /// One stream's membership of a room. Dropping it (the stream ended) leaves the room and
 /// announces `userLeft` when it was the user's last stream.
 pub struct Membership {
     rooms: Arc<Rooms>,
-    announcer: Announcer,
+    bus: Bus,
     room: RoomId,
     user: UserId,
 }
@@ -277,16 +249,11 @@ impl fmt::Debug for Membership {
 
 impl Membership {
     /// Joins; the caller announces the join if [`Joined::first`].
-    pub fn join(
-        rooms: &Arc<Rooms>,
-        announcer: Announcer,
-        room: RoomId,
-        user: UserId,
-    ) -> (Self, Joined) {
+    pub fn join(rooms: &Arc<Rooms>, bus: Bus, room: RoomId, user: UserId) -> (Self, Joined) {
         let joined = rooms.join(&room, &user);
         let membership = Membership {
             rooms: rooms.clone(),
-            announcer,
+            bus,
             room,
             user,
         };
@@ -308,7 +275,7 @@ impl Drop for Membership {
     fn drop(&mut self) {
         if let Some(active) = self.rooms.leave(&self.room, &self.user) {
             if !active.is_empty() {
-                announce(&self.announcer, &self.room, &self.user, &active, false);
+                announce(&self.bus, &self.room, &self.user, &active, false);
             }
         }
     }

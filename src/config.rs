@@ -1,16 +1,15 @@
 //! Every tunable of the server, read from command-line flags or `SLUICE_*` environment variables
 //! (a flag wins over its variable), validated once, with units in the types.
 //!
-//! Knows nothing of hyper or the hub; [`Config::hub_settings`] is the one translation point.
+//! A leaf: it imports nothing from the rest of the crate. It parses and checks what it can check
+//! alone; `runtime::Settings::from_config` turns it into each component's settings (and reads
+//! the files it names) in one place.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-
-use crate::auth;
-use crate::hub;
 
 /// Default per-connection queue length. At one frame per event, 256 pending frames is several
 /// seconds of a busy channel: enough to ride out a GC pause or a congested link, small enough
@@ -109,7 +108,7 @@ pub struct Config {
     /// Slow-consumer policy of a channel, `NAME=disconnect|drop-oldest|latest`; NAME may end in
     /// `*` to match a prefix. Repeatable, or comma-separated. Default for all: disconnect.
     #[arg(long, env = "SLUICE_CHANNEL_POLICY", value_delimiter = ',', value_parser = parse_policy)]
-    pub channel_policy: Vec<(String, hub::Policy)>,
+    pub channel_policy: Vec<ChannelPolicy>,
 
     /// Period of the system metrics sample published on the `metrics` channel (`GET /metrics`).
     #[arg(long, env = "SLUICE_METRICS_INTERVAL", default_value = "2s", value_parser = parse_duration)]
@@ -118,7 +117,7 @@ pub struct Config {
     /// `off`: only `/secure-events` needs a token. `required`: every stream, subscription,
     /// publish and chat route needs one.
     #[arg(long, env = "SLUICE_AUTH", default_value = "off", value_parser = parse_auth_mode)]
-    pub auth: auth::Mode,
+    pub auth: AuthMode,
 
     /// HS256 secret for verifying tokens.
     #[arg(long, env = "SLUICE_JWT_SECRET", hide_env_values = true)]
@@ -189,6 +188,36 @@ pub struct Config {
     /// (a private or test ACME server).
     #[arg(long, env = "SLUICE_ACME_DIRECTORY_CA")]
     pub acme_directory_ca: Option<std::path::PathBuf>,
+}
+
+/// Who needs a token (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Only `/secure-events` needs one.
+    #[default]
+    Off,
+    /// Every stream, subscription, publish and chat route needs one.
+    Required,
+}
+
+/// What happens to a stream of a channel that falls behind (`--channel-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// `disconnect`: cut it off; it resumes from history.
+    Disconnect,
+    /// `drop-oldest`: shed its oldest pending frame and tell it how many it missed.
+    DropOldest,
+    /// `latest`: keep only the newest pending event of the channel.
+    Latest,
+}
+
+/// One `--channel-policy NAME=POLICY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPolicy {
+    /// A channel name, or a prefix ending in `*`.
+    pub pattern: String,
+    /// The policy.
+    pub policy: SlowConsumer,
 }
 
 /// A configuration that parsed but makes no sense.
@@ -266,13 +295,12 @@ impl Config {
         if self.publisher_key.as_deref().is_some_and(|k| k.len() < 16) {
             return invalid("publisher-key", "must be at least 16 bytes");
         }
-        if self.auth == auth::Mode::Required
+        if self.auth == AuthMode::Required
             && self.jwt_secret.is_none()
             && self.jwt_public_key.is_none()
         {
             return invalid("auth", "required needs --jwt-secret or --jwt-public-key");
         }
-        self.verifier()?;
         if self.user_queue_ttl.is_zero() {
             return invalid("user-queue-ttl", "must be greater than zero");
         }
@@ -333,86 +361,6 @@ impl Config {
     pub fn workers_for(&self, available: usize) -> usize {
         cores_to_use(available, self.workers)
     }
-
-    /// The hub's share of the configuration.
-    pub fn hub_settings(&self, shards: usize) -> hub::Settings {
-        hub::Settings {
-            shards,
-            channel_capacity: self.channel_capacity,
-            heartbeat: self.heartbeat_interval,
-            idle_timeout: self.idle_timeout,
-            max_connections: self.max_connections,
-            retry: self.retry,
-            policies: self.policies(),
-            ordered_source: self.broker.is_some(),
-        }
-    }
-
-    /// The configured slow-consumer policies, plus `metrics=latest` unless the configuration says
-    /// otherwise for that channel: a dashboard that falls behind wants the newest sample, not a
-    /// disconnect.
-    pub fn policies(&self) -> Vec<(String, hub::Policy)> {
-        let mut policies = self.channel_policy.clone();
-        let metrics = hub::Topic::parse(crate::metrics::sampler::CHANNEL).expect("a valid channel");
-        let covered = policies
-            .iter()
-            .any(|(pattern, _)| match pattern.strip_suffix('*') {
-                Some(prefix) => metrics.as_str().starts_with(prefix),
-                None => pattern == metrics.as_str(),
-            });
-        if !covered {
-            policies.push((metrics.as_str().to_owned(), hub::Policy::Latest));
-        }
-        policies
-    }
-
-    /// The token verifier, if a key is configured. Reads the public key file.
-    pub fn verifier(&self) -> Result<Option<auth::Verifier>, ConfigError> {
-        let mut verifier = match (&self.jwt_secret, &self.jwt_public_key) {
-            (Some(secret), _) => auth::Verifier::hs256(secret.as_bytes()),
-            (None, Some(path)) => {
-                let pem = std::fs::read(path).map_err(|e| ConfigError::Invalid {
-                    key: "jwt-public-key",
-                    reason: format!("cannot read {}: {e}", path.display()),
-                })?;
-                auth::Verifier::from_public_pem(&pem).map_err(|reason| ConfigError::Invalid {
-                    key: "jwt-public-key",
-                    reason,
-                })?
-            }
-            (None, None) => return Ok(None),
-        };
-        if !self.jwt_audience.is_empty() {
-            verifier.require_audience(&self.jwt_audience);
-        }
-        if !self.jwt_issuer.is_empty() {
-            verifier.require_issuer(&self.jwt_issuer);
-        }
-        Ok(Some(verifier))
-    }
-
-    /// The authentication settings.
-    pub fn auth(&self) -> Result<auth::Auth, ConfigError> {
-        Ok(auth::Auth::new(
-            self.auth,
-            self.verifier()?,
-            self.publisher_key.clone(),
-        ))
-    }
-
-    /// Retention of channel history and of users' offline queues.
-    pub fn history_limits(&self) -> (hub::Limits, hub::Limits) {
-        (
-            hub::Limits {
-                capacity: self.history_size,
-                ttl: Some(self.history_ttl),
-            },
-            hub::Limits {
-                capacity: self.user_queue_size,
-                ttl: Some(self.user_queue_ttl),
-            },
-        )
-    }
 }
 
 /// Workers to start: the explicit count if given, else one per available core (at least one).
@@ -420,26 +368,32 @@ pub fn cores_to_use(available: usize, requested: Option<usize>) -> usize {
     requested.unwrap_or(available).max(1)
 }
 
-fn parse_auth_mode(text: &str) -> Result<auth::Mode, String> {
+fn parse_auth_mode(text: &str) -> Result<AuthMode, String> {
     match text.trim() {
-        "off" => Ok(auth::Mode::Off),
-        "required" => Ok(auth::Mode::Required),
+        "off" => Ok(AuthMode::Off),
+        "required" => Ok(AuthMode::Required),
         other => Err(format!("unknown auth mode '{other}' (off or required)")),
     }
 }
 
-fn parse_policy(text: &str) -> Result<(String, hub::Policy), String> {
+fn parse_policy(text: &str) -> Result<ChannelPolicy, String> {
     let (name, policy) = text
         .split_once('=')
         .ok_or_else(|| format!("'{text}' is not NAME=POLICY"))?;
-    let policy = hub::Policy::parse(policy.trim())
-        .ok_or_else(|| format!("unknown policy '{policy}' (disconnect, drop-oldest or latest)"))?;
-    let name = name.trim();
-    let bare = name.strip_suffix('*').unwrap_or(name);
-    if !bare.is_empty() {
-        hub::Topic::parse(bare).map_err(|e| format!("'{name}': {e}"))?;
-    }
-    Ok((name.to_owned(), policy))
+    let policy = match policy.trim() {
+        "disconnect" => SlowConsumer::Disconnect,
+        "drop-oldest" => SlowConsumer::DropOldest,
+        "latest" => SlowConsumer::Latest,
+        other => {
+            return Err(format!(
+                "unknown policy '{other}' (disconnect, drop-oldest or latest)"
+            ))
+        }
+    };
+    Ok(ChannelPolicy {
+        pattern: name.trim().to_owned(),
+        policy,
+    })
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -515,31 +469,20 @@ mod tests {
             "feed*=drop-oldest,alerts=disconnect",
         ])
         .unwrap();
+        let policy = |pattern: &str, policy| ChannelPolicy {
+            pattern: pattern.to_owned(),
+            policy,
+        };
         assert_eq!(
             cfg.channel_policy,
             vec![
-                ("metrics".to_owned(), hub::Policy::Latest),
-                ("feed*".to_owned(), hub::Policy::DropOldest),
-                ("alerts".to_owned(), hub::Policy::Disconnect),
+                policy("metrics", SlowConsumer::Latest),
+                policy("feed*", SlowConsumer::DropOldest),
+                policy("alerts", SlowConsumer::Disconnect),
             ]
-        );
-        let topic = |n| hub::Topic::parse(n).unwrap();
-        let policies = &cfg.channel_policy;
-        assert_eq!(
-            hub::policy_for(policies, &topic("metrics")),
-            hub::Policy::Latest
-        );
-        assert_eq!(
-            hub::policy_for(policies, &topic("feed/1")),
-            hub::Policy::DropOldest
-        );
-        assert_eq!(
-            hub::policy_for(policies, &topic("other")),
-            hub::Policy::Disconnect
         );
         assert!(parse(&["--channel-policy=metrics"]).is_err());
         assert!(parse(&["--channel-policy=metrics=fastest"]).is_err());
-        assert!(parse(&["--channel-policy=bad name=latest"]).is_err());
     }
 
     #[test]
@@ -562,16 +505,13 @@ mod tests {
 
     #[test]
     fn auth_settings() {
-        assert_eq!(parse(&[]).unwrap().auth, auth::Mode::Off);
+        assert_eq!(parse(&[]).unwrap().auth, AuthMode::Off);
         let required = parse(&["--auth=required"]).unwrap();
         assert!(required.validate().is_err(), "required without a key");
         let ok = parse(&["--auth=required", "--jwt-secret=0123456789abcdef"]).unwrap();
         ok.validate().unwrap();
-        assert!(ok.verifier().unwrap().is_some());
         assert!(parse(&["--jwt-secret=short"]).unwrap().validate().is_err());
         assert!(parse(&["--auth=maybe"]).is_err());
-        let missing = parse(&["--jwt-public-key=/nonexistent/key.pem"]).unwrap();
-        assert!(missing.validate().is_err());
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! certificate. Exit code 64 (EX_USAGE) for configuration errors, 1 for start-up failures.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use sluice::config::Config;
+use sluice::runtime::Settings;
 use sluice::tls::Tls;
 
 #[global_allocator]
@@ -28,27 +28,30 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Err(error) = config.validate() {
-        eprintln!("sluice: {error}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    // One crypto provider for every TLS object of the process (server and ACME client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let settings = match config
+        .validate()
+        .and_then(|()| Settings::from_config(&config, sluice::runtime::available_cores()))
+    {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("sluice: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    // One crypto provider for every TLS object of the process (server and ACME client).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = match load_tls(&config) {
-        Ok(tls) => tls,
-        Err(error) => {
-            eprintln!("sluice: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    // The ACME client shares the certificate resolver the workers read.
+    let tls = settings.tls.clone();
 
     // Signal handlers go in before the workers start serving: a SIGTERM that arrives right after
     // the listening line must drain, not kill the process with the default action.
@@ -59,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match sluice::runtime::start_with(config.clone(), tls.clone()) {
+    let server = match sluice::runtime::start(config.clone(), settings) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("sluice: cannot listen on {}: {error}", config.listen);
@@ -96,17 +99,6 @@ fn main() -> ExitCode {
     server.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// The TLS settings: a certificate from files, ACME, or none (plain HTTP).
-fn load_tls(config: &Config) -> Result<Option<Arc<Tls>>, sluice::tls::TlsError> {
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        return Ok(Some(Arc::new(Tls::from_files(cert, key)?)));
-    }
-    if !config.acme_domain.is_empty() {
-        return Ok(Some(Arc::new(Tls::for_acme()?)));
-    }
-    Ok(None)
 }
 
 /// Re-reads the certificate files; a bad pair is logged and the current one kept.

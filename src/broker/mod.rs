@@ -14,7 +14,7 @@
 //! [`Frame`](crate::hub::Frame), one inbox message per shard, applied in seq order. So a node's
 //! shards have the same *position* semantics as in the embedded hub, and the resume argument
 //! carries over: a stream that opens at position `P` is caught up by replaying `(Last-Event-ID,
-//! P]`, now read from the channel streams in Redis (see [`open`]), and every later event reaches
+//! P]`, now read from the channel streams in Redis (see `Broker::open`), and every later event reaches
 //! it live. Ids are `<cluster epoch>-<seq>`, so an id seen on one node resumes on any other.
 //!
 //! The reader follows one log rather than one stream per subscribed channel: a single cursor
@@ -51,7 +51,6 @@ use crate::hub::{Frame, Hub, HubError, Payload, Receipt, Seq, Topic};
 use crate::sse::EventName;
 
 pub use history::BrokerHistory;
-pub use open::{open, Opening};
 
 /// Key prefix of everything Sluice keeps in Redis.
 const PREFIX: &str = "sluice:";
@@ -134,20 +133,6 @@ impl fmt::Debug for Broker {
     }
 }
 
-/// What `/stats` shows of the broker.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BrokerSnapshot {
-    /// The Redis URL (without password).
-    pub url: String,
-    /// Whether Redis is answering.
-    pub connected: bool,
-    /// The cluster epoch.
-    pub epoch: String,
-    /// Last seq this node's reader delivered.
-    pub node_position: Seq,
-}
-
 impl Broker {
     /// Connects (on the calling thread, with a runtime of its own for the connection's driver)
     /// and reads or creates the cluster epoch. Fails if Redis does not answer: a node that
@@ -224,14 +209,9 @@ impl Broker {
         self.inner.cursor.load(Ordering::Acquire)
     }
 
-    /// What `/stats` shows.
-    pub fn snapshot(&self) -> BrokerSnapshot {
-        BrokerSnapshot {
-            url: self.inner.url.clone(),
-            connected: self.is_healthy(),
-            epoch: self.inner.epoch.clone(),
-            node_position: self.position(),
-        }
+    /// The Redis URL, without its password.
+    pub fn url(&self) -> &str {
+        &self.inner.url
     }
 
     /// Starts the reader thread, which follows the cluster log into `hub`'s shards until

@@ -1,5 +1,4 @@
-//! Opening a stream, embedded or with a broker. Embedded, the shard replays from its in-memory
-//! history at once. With a broker the catch-up lives in Redis: the stream is registered held
+//! Opening a stream on a cluster node. The catch-up lives in Redis: the stream is registered held
 //! (live events queue behind it), the catch-up up to the shard's position at registration is
 //! fetched, and the stream is released with it in front, so nothing falls in between.
 
@@ -10,75 +9,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::scripts::{decode_fetch, Fetched};
 use super::{frame_of, key_delivered, key_history, key_lost, key_seq, Broker, CHAT_CAP};
 use crate::hub::history::{Gap, HistoryError, HistorySize, Position};
-use crate::hub::{
-    Frame, History, HubError, Open, OpenError, Seq, Shard, Subscription, Topic, Transport,
-    Tripwire, UserId,
-};
+use crate::hub::{Frame, History, HubError, OpenError, Opening, Seq, Shard, Subscription, Topic};
 
-/// Everything a stream opens with, owned, because with a broker it crosses an await.
-#[derive(Debug, Default)]
-pub struct Opening {
-    /// Channels.
-    pub topics: Vec<Topic>,
-    /// A client-chosen connection id.
-    pub id: Option<String>,
-    /// Where the client resumes from.
-    pub last_event_id: Option<String>,
-    /// The authenticated user.
-    pub owner: Option<UserId>,
-    /// When the credential expires.
-    pub expires_at: Option<SystemTime>,
-    /// Start with each channel's newest event (metrics).
-    pub latest: bool,
-    /// Frames to start with (a chat room's presence snapshot).
-    pub initial: Vec<(Seq, Frame)>,
-    /// A chat room's channel whose last messages follow `initial` (with a broker they are read
-    /// from Redis; embedded, the caller put them in `initial`).
-    pub recent: Option<(Topic, usize)>,
-    /// The connection's tripwire.
-    pub tripwire: Option<Rc<Tripwire>>,
-    /// The transport.
-    pub transport: Transport,
-}
-
-impl Opening {
-    fn as_open<'a>(&'a self, initial: &'a [(Seq, Frame)]) -> Open<'a> {
-        Open {
-            topics: &self.topics,
-            id: self.id.as_deref(),
-            last_event_id: self.last_event_id.as_deref(),
-            owner: self.owner.as_ref(),
-            expires_at: self.expires_at,
-            latest: self.latest,
-            initial,
-            tripwire: self.tripwire.as_ref(),
-            transport: self.transport,
-        }
+impl Broker {
+    /// Opens a stream on `shard` held: its catch-up is fetched on a task of this worker and the
+    /// stream starts when it is in (or closes with a reconnection hint if Redis is unreachable).
+    pub fn open(&self, shard: &Rc<Shard>, opening: Opening) -> Result<Subscription, OpenError> {
+        let (subscription, held) = shard.open_held(&opening.as_open(&[]))?;
+        let broker = self.clone();
+        let shard = shard.clone();
+        tokio::task::spawn_local(async move {
+            let upto = held.position();
+            match broker.prefetch(&opening, upto, &shard).await {
+                Ok((fetched, initial)) => shard.release(held, opening.as_open(&initial), &fetched),
+                Err(_) => shard.fail(held),
+            }
+        });
+        Ok(subscription)
     }
-}
-
-/// Opens a stream on `shard`. With a broker, the catch-up is fetched on a task of this worker
-/// and the stream starts when it is in (or closes with a reconnection hint if Redis is
-/// unreachable).
-pub fn open(
-    shard: &Rc<Shard>,
-    broker: Option<&Broker>,
-    opening: Opening,
-) -> Result<Subscription, OpenError> {
-    let Some(broker) = broker else {
-        return shard.open(opening.as_open(&opening.initial));
-    };
-    let (subscription, held) = shard.open_held(&opening.as_open(&[]))?;
-    let broker = broker.clone();
-    let shard = shard.clone();
-    tokio::task::spawn_local(async move {
-        let upto = held.position();
-        match broker.prefetch(&opening, upto, &shard).await {
-            Ok((fetched, initial)) => shard.release(held, opening.as_open(&initial), &fetched),
-            Err(_) => shard.fail(held),
-        }
-    });
-    Ok(subscription)
 }
 
 /// A catch-up fetched from Redis, answering the history questions of one stream's opening.
@@ -148,14 +96,14 @@ impl Broker {
                     let frames = self.frames(topic, &taken);
                     fetched.queued.insert(topic.clone(), (frames, taken.lost));
                 }
-                if let Some((room, count)) = &opening.recent {
+                if let Some(room) = &opening.recent {
                     // The room's stream also holds presence events; newcomers get messages.
-                    let mut recent = self.fetch("recent", room, 0, upto, CHAT_CAP).await?;
+                    let mut recent = self.fetch("recent", &room.topic, 0, upto, CHAT_CAP).await?;
                     recent
                         .entries
                         .retain(|(_, fields)| fields.name == "message");
-                    recent.entries.truncate(*count);
-                    let mut frames = self.frames(room, &recent);
+                    recent.entries.truncate(room.count);
+                    let mut frames = self.frames(&room.topic, &recent);
                     frames.reverse();
                     initial.extend(frames);
                 }

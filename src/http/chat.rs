@@ -19,8 +19,8 @@ use super::response::{json, HandlerError};
 use super::{Body, Ctx};
 use crate::auth::{token_from, AuthError, Publisher};
 use crate::chat::{RoomId, MAX_MESSAGE_CHARS};
-use crate::hub::{Frame, Payload};
-use crate::sse::EventName;
+use crate::hub::Frame;
+use crate::sse::{EventId, EventName};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -32,8 +32,8 @@ struct Post {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Message<'a> {
-    /// The event id; in a cluster it is put in by each node when the event is read back
-    /// (the id is taken inside Redis).
+    /// The event id; left out when the store puts it in as it assigns it (in a cluster, each
+    /// node when the event is read back: the id is taken inside Redis).
     #[serde(skip_serializing_if = "str::is_empty")]
     id: &'a str,
     room_id: &'a str,
@@ -92,11 +92,9 @@ pub(crate) async fn post(
             max: MAX_MESSAGE_CHARS,
         });
     }
-    let exists = match &ctx.broker {
-        // Members may be on other nodes: a room exists once anyone joined it anywhere.
-        Some(broker) => ctx.rooms.exists(room) || broker.has_history(&room.topic()).await?,
-        None => ctx.rooms.exists(room),
-    };
+    // Members may be on other nodes of a cluster: a room exists once anyone joined it anywhere.
+    let topic = room.topic();
+    let exists = ctx.rooms.exists(room) || ctx.bus.has_shared_history(&topic).await?;
     if !exists {
         return Err(HandlerError::Missing(format!(
             "room '{}' does not exist (nobody is in it)",
@@ -105,42 +103,20 @@ pub(crate) async fn post(
     }
     let name = EventName::parse("message").expect("a valid event name");
     let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    if let Some(broker) = &ctx.broker {
-        let data = serde_json::to_string(&Message {
-            id: "",
-            room_id: room.as_str(),
-            user_id: user.as_str(),
-            message: &post.message,
-            timestamp: &timestamp,
-        })
-        .unwrap_or_default();
-        let receipt = broker
-            .publish(&room.topic(), Some(&name), Payload::json(&data), true)
-            .await?;
-        return Ok(json(
-            StatusCode::OK,
-            &Posted {
-                success: true,
-                id: &receipt.id,
-            },
-        ));
-    }
     let rooms = &ctx.rooms;
-    let topic = room.topic();
-    let receipt = ctx.hub.publish(&topic, |seq, id| {
-        let data = serde_json::to_string(&Message {
-            id: id.as_str(),
+    let data = |id: Option<&EventId>| {
+        serde_json::to_string(&Message {
+            id: id.map_or("", EventId::as_str),
             room_id: room.as_str(),
             user_id: user.as_str(),
             message: &post.message,
             timestamp: &timestamp,
         })
-        .unwrap_or_default();
-        let frame = Frame::event(Some(id), Some(&topic), Some(&name), Payload::json(&data));
-        // Recorded while the id is taken, so the room's history is in id order.
-        rooms.record(room, seq, frame.clone());
-        frame
-    })?;
+        .unwrap_or_default()
+    };
+    // Recorded while the id is taken, so the room's history is in id order.
+    let retain = |seq, frame: &Frame| rooms.record(room, seq, frame.clone());
+    let receipt = ctx.bus.publish_stamped(&topic, &name, data, retain).await?;
     Ok(json(
         StatusCode::OK,
         &Posted {

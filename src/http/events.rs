@@ -13,9 +13,8 @@ use super::query::StreamQuery;
 use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
 use crate::auth::{AuthError, Principal};
-use crate::broker::{self, Opening};
 use crate::chat::{self, Membership, RoomId};
-use crate::hub::{HubError, OpenError, Topic, Transport, Tripwire, UserId};
+use crate::hub::{HubError, OpenError, Opening, Recent, Topic, Transport, Tripwire, UserId};
 use crate::sse;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -207,37 +206,29 @@ fn open_stream(
     let (membership, joined) = match (kind, member) {
         (Kind::Chat(room), Some(user)) => {
             let (membership, joined) =
-                Membership::join(&ctx.rooms, ctx.announcer(), room.clone(), user);
+                Membership::join(&ctx.rooms, ctx.bus.clone(), room.clone(), user);
             (Some(membership), Some(joined))
         }
         _ => (None, None),
     };
-    // A chat stream starts with who is in the room, then the room's recent messages (kept by
-    // this node, or in a cluster read from the room's stream in Redis).
-    let mut recent = None;
-    let initial: Vec<(crate::hub::Seq, crate::hub::Frame)> = match (&joined, kind) {
-        (Some(joined), Kind::Chat(room)) => {
-            let presence = std::iter::once((0, chat::presence_frame(&joined.active)));
-            if ctx.broker.is_some() {
-                recent = Some((room.topic(), chat::ON_JOIN));
-                presence.collect()
-            } else {
-                presence.chain(joined.recent.iter().cloned()).collect()
-            }
-        }
-        _ => Vec::new(),
-    };
+    // A chat stream starts with who is in the room, then the room's recent messages.
+    if let (Some(joined), Kind::Chat(room)) = (&joined, kind) {
+        opening.initial = vec![(0, chat::presence_frame(&joined.active))];
+        opening.recent = Some(Recent {
+            topic: room.topic(),
+            count: chat::ON_JOIN,
+            local: joined.recent.clone(),
+        });
+    }
     opening.latest = matches!(kind, Kind::Metrics);
-    opening.initial = initial;
-    opening.recent = recent;
     opening.tripwire = Some(tripwire.clone());
-    let opened = broker::open(&ctx.shard, ctx.broker.as_ref(), opening);
+    let opened = ctx.bus.open(&ctx.shard, opening);
     match opened {
         Ok(subscription) => {
             if let (Some(membership), Some(joined)) = (&membership, &joined) {
                 if joined.first {
                     chat::announce(
-                        &ctx.announcer(),
+                        &ctx.bus,
                         membership.room(),
                         membership.user(),
                         &joined.active,

@@ -7,9 +7,10 @@ use serde::Serialize;
 
 use super::response::json;
 use super::{Body, Ctx};
+use crate::bus::Health;
 
 #[derive(Serialize)]
-struct Health {
+struct Report {
     status: &'static str,
     workers: usize,
     connections: usize,
@@ -21,7 +22,8 @@ struct Health {
 /// Reports liveness and readiness.
 pub(crate) fn check(ctx: &Ctx) -> Response<Body> {
     let draining = ctx.shutdown.is_fired();
-    let broker_down = ctx.broker.as_ref().is_some_and(|b| !b.is_healthy());
+    let store = ctx.bus.health();
+    let broker_down = store == Health::Unreachable;
     let status = if draining || broker_down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -29,7 +31,7 @@ pub(crate) fn check(ctx: &Ctx) -> Response<Body> {
     };
     json(
         status,
-        &Health {
+        &Report {
             status: if draining {
                 "draining"
             } else if broker_down {
@@ -37,15 +39,13 @@ pub(crate) fn check(ctx: &Ctx) -> Response<Body> {
             } else {
                 "ok"
             },
-            workers: ctx.hub.shard_count(),
-            connections: ctx.hub.connections(),
-            broker: ctx.broker.as_ref().map(|b| {
-                if b.is_healthy() {
-                    "connected"
-                } else {
-                    "unreachable"
-                }
-            }),
+            workers: ctx.bus.hub().shard_count(),
+            connections: ctx.bus.hub().connections(),
+            broker: match store {
+                Health::Embedded => None,
+                Health::Connected => Some("connected"),
+                Health::Unreachable => Some("unreachable"),
+            },
         },
     )
 }

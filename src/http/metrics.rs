@@ -10,23 +10,11 @@ use crate::metrics::prometheus;
 /// Renders the scrape.
 pub(crate) fn scrape(ctx: &Ctx) -> Response<Body> {
     let mut text = prometheus::render(
-        &ctx.hub.snapshot(),
+        &ctx.bus.hub().snapshot(),
         ctx.auth.failures(),
         ctx.sampler.latest().as_ref(),
     );
-    if let Some(broker) = &ctx.broker {
-        let snapshot = broker.snapshot();
-        text.push_str(&format!(
-            "# HELP sluice_broker_connected Whether Redis is answering (1) or not (0).\n\
-             # TYPE sluice_broker_connected gauge\n\
-             sluice_broker_connected {}\n\
-             # HELP sluice_broker_position Seq of the last cluster event this node delivered.\n\
-             # TYPE sluice_broker_position counter\n\
-             sluice_broker_position {}\n",
-            u8::from(snapshot.connected),
-            snapshot.node_position
-        ));
-    }
+    ctx.bus.render_prometheus(&mut text);
     let mut response = Response::new(Body::full(text));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(

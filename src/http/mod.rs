@@ -39,10 +39,10 @@ use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
 use crate::auth::Auth;
-use crate::broker::Broker;
+use crate::bus::Bus;
 use crate::chat::Rooms;
 use crate::config::Config;
-use crate::hub::{Hub, Shard, Topic, Tripwire};
+use crate::hub::{Shard, Topic, Tripwire};
 use crate::metrics::Sampler;
 use crate::shutdown::{DrainGuard, Shutdown};
 use crate::sse::EventName;
@@ -59,21 +59,19 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// What all workers share, handed to each worker's [`serve`].
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub(crate) hub: Hub,
+    pub(crate) bus: Bus,
     pub(crate) auth: Arc<Auth>,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) sampler: Arc<Sampler>,
-    pub(crate) broker: Option<Broker>,
 }
 
 /// What every handler on one worker shares. Lives on that worker's thread only.
 pub(crate) struct Ctx {
-    pub(crate) hub: Hub,
+    /// Where events are published and streams opened, embedded or on a cluster.
+    pub(crate) bus: Bus,
     pub(crate) auth: Arc<Auth>,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) sampler: Arc<Sampler>,
-    /// The Redis broker, when the node is part of a cluster.
-    pub(crate) broker: Option<Broker>,
     pub(crate) shard: Rc<Shard>,
     pub(crate) config: Arc<Config>,
     pub(crate) cors: cors::Cors,
@@ -83,29 +81,6 @@ pub(crate) struct Ctx {
     /// Held by connections that outlive their HTTP exchange (WebSockets), so shutdown waits for
     /// their close handshake.
     pub(crate) drain: DrainGuard,
-}
-
-impl Ctx {
-    /// Where chat presence events go: the hub, or the broker in a cluster.
-    pub(crate) fn announcer(&self) -> crate::chat::Announcer {
-        match &self.broker {
-            Some(broker) => crate::chat::Announcer::Broker(broker.clone()),
-            None => crate::chat::Announcer::Hub(self.hub.clone()),
-        }
-    }
-
-    /// Publishes an event: through the broker in a cluster, else straight into the hub.
-    pub(crate) async fn publish(
-        &self,
-        topic: &Topic,
-        name: Option<&EventName>,
-        data: crate::hub::Payload<'_>,
-    ) -> Result<crate::hub::Receipt, crate::hub::HubError> {
-        match &self.broker {
-            Some(broker) => broker.publish(topic, name, data, false).await,
-            None => self.hub.publish_event(topic, name, data),
-        }
-    }
 }
 
 /// Accepts connections until shutdown and serves each on this worker.
@@ -119,18 +94,16 @@ pub(crate) async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let Shared {
-        hub,
+        bus,
         auth,
         rooms,
         sampler,
-        broker,
     } = shared;
     let ctx = Rc::new(Ctx {
-        hub,
+        bus,
         auth,
         rooms,
         sampler,
-        broker,
         shard,
         cors: cors::Cors::new(&config.cors_origin),
         config,

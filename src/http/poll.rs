@@ -19,7 +19,6 @@ use hyper::body::Incoming;
 use super::events::{prepare, Kind};
 use super::response::HandlerError;
 use super::{Body, Ctx};
-use crate::broker;
 use crate::hub::{json_id, HubError, Transport};
 
 /// Most events in one answer. A client far behind gets the rest on its next poll (from history),
@@ -37,7 +36,7 @@ pub(crate) async fn poll(
     // A poll is a moment, not a connection: it takes no client-chosen id (that would collide
     // with the client's next poll).
     opening.id = None;
-    let mut subscription = broker::open(&ctx.shard, ctx.broker.as_ref(), opening)?;
+    let mut subscription = ctx.bus.open(&ctx.shard, opening)?;
     let mut events = Vec::new();
     // Shutdown ends the stream (the shard closes it), which answers the poll at once.
     let _ = tokio::time::timeout(

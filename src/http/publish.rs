@@ -99,7 +99,7 @@ async fn publish_text(
     send(ctx, &topic, name.as_ref(), Payload::text(&text)).await
 }
 
-/// Encodes once (with the id the hub assigns) and publishes; in a cluster, through the broker.
+/// Encodes once (with the id the bus assigns) and publishes.
 /// `clients` counts this node's subscribers.
 pub(crate) async fn send(
     ctx: &Ctx,
@@ -107,7 +107,7 @@ pub(crate) async fn send(
     name: Option<&EventName>,
     data: Payload<'_>,
 ) -> Result<Response<Body>, HandlerError> {
-    let receipt = ctx.publish(topic, name, data).await?;
+    let receipt = ctx.bus.publish(topic, name, data).await?;
     Ok(json(
         StatusCode::OK,
         &Published {
@@ -118,7 +118,7 @@ pub(crate) async fn send(
             } else {
                 Some(topic.as_str())
             },
-            clients: ctx.hub.subscribers(topic),
+            clients: ctx.bus.hub().subscribers(topic),
         },
     ))
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::response::json;
 use super::{Body, Ctx};
-use crate::broker::BrokerSnapshot;
+use crate::bus::ClusterState;
 use crate::hub::HubSnapshot;
 
 #[derive(Serialize)]
@@ -16,7 +16,7 @@ struct Stats {
     auth_failures: u64,
     /// In a cluster: the broker's state and this node's position in the cluster log.
     #[serde(skip_serializing_if = "Option::is_none")]
-    broker: Option<BrokerSnapshot>,
+    broker: Option<ClusterState>,
 }
 
 /// Renders a snapshot of the hub.
@@ -24,9 +24,9 @@ pub(crate) fn render(ctx: &Ctx) -> Response<Body> {
     json(
         StatusCode::OK,
         &Stats {
-            hub: ctx.hub.snapshot(),
+            hub: ctx.bus.hub().snapshot(),
             auth_failures: ctx.auth.failures(),
-            broker: ctx.broker.as_ref().map(|b| b.snapshot()),
+            broker: ctx.bus.cluster(),
         },
     )
 }

@@ -64,7 +64,8 @@ pub(crate) async fn change(
     }
     let caller = principal.as_ref().map(|p| &p.user);
     match ctx
-        .hub
+        .bus
+        .hub()
         .subscribe(&change.connection_id, &topic, add, caller)
         .await?
     {

@@ -25,7 +25,6 @@ use super::events::{prepare, Kind};
 use super::response::{error_response, HandlerError};
 use super::{Body, Ctx};
 use crate::auth::Principal;
-use crate::broker;
 use crate::hub::{Change, HubError, Recv, Subscription, Topic, Transport, Tripwire};
 use crate::shutdown::DrainGuard;
 use crate::ws::{self, CloseCode, Message, Parser};
@@ -66,7 +65,7 @@ fn upgrade(ctx: &Rc<Ctx>, mut request: Request<Incoming>) -> Result<Response<Bod
     let tripwire = Rc::new(Tripwire::default());
     let mut opening = prepared.opening(Transport::WebSocket);
     opening.tripwire = Some(tripwire.clone());
-    let subscription = broker::open(&ctx.shard, ctx.broker.as_ref(), opening)?;
+    let subscription = ctx.bus.open(&ctx.shard, opening)?;
     let principal = prepared.principal;
     let session = Session {
         ctx: ctx.clone(),

@@ -147,6 +147,89 @@ pub(crate) fn control(
     }
 }
 
+/// Why the hub ends a stream on its own. [`farewell`] turns it into the transport's last bytes,
+/// so the shard's logic never builds transport-specific frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Farewell {
+    /// Shutdown, or every stream told to reconnect: come back after `retry`.
+    Reconnect {
+        /// The (jittered) reconnection delay.
+        retry: Duration,
+    },
+    /// The stream's catch-up could not be read: come back after `retry`.
+    Unavailable {
+        /// The reconnection delay.
+        retry: Duration,
+    },
+    /// No event for `--idle-timeout`.
+    Idle,
+    /// The stream's credential expired.
+    TokenExpired,
+}
+
+/// The last bytes a stream of `transport` gets when the hub ends it for `why` (empty: none). A
+/// long poll answers with what it has, so it never gets any. Built per closing stream, never
+/// on the fan-out path.
+pub(crate) fn farewell(transport: Transport, why: Farewell) -> Bytes {
+    use crate::ws::CloseCode;
+    match (transport, why) {
+        (Transport::Poll, _) => Bytes::new(),
+        (Transport::Sse, Farewell::Reconnect { retry } | Farewell::Unavailable { retry }) => {
+            sse::retry(retry)
+        }
+        (Transport::WebSocket, Farewell::Reconnect { .. }) => {
+            ws::close(CloseCode::GoingAway, "server shutting down")
+        }
+        (Transport::WebSocket, Farewell::Unavailable { .. }) => {
+            ws::close(CloseCode::GoingAway, "event store unavailable")
+        }
+        (Transport::Sse, Farewell::Idle) => sse::comment("idle timeout"),
+        (Transport::WebSocket, Farewell::Idle) => ws::close(CloseCode::Normal, "idle timeout"),
+        (Transport::Sse | Transport::WebSocket, Farewell::TokenExpired) => {
+            let name = EventName::parse("closed").expect("a valid event name");
+            let closed = control(
+                transport,
+                &name,
+                None,
+                None,
+                r#"{"reason":"token-expired"}"#,
+            );
+            if transport == Transport::Sse {
+                return closed;
+            }
+            let mut both = closed.to_vec();
+            both.extend_from_slice(&ws::close(CloseCode::Policy, "token expired"));
+            Bytes::from(both)
+        }
+    }
+}
+
+/// The keep-alive of an idle stream in each transport, encoded once per shard: an SSE comment,
+/// a WebSocket ping. A long poll ends within its timeout, long before any proxy would cut it.
+#[derive(Debug, Clone)]
+pub(crate) struct Keepalive {
+    sse: Bytes,
+    ws: Bytes,
+}
+
+impl Keepalive {
+    pub(crate) fn new() -> Self {
+        Keepalive {
+            sse: sse::comment("heartbeat"),
+            ws: ws::ping(),
+        }
+    }
+
+    /// The keep-alive frame of `transport`, if it has one.
+    pub(crate) fn get(&self, transport: Transport) -> Option<&Bytes> {
+        match transport {
+            Transport::Sse => Some(&self.sse),
+            Transport::WebSocket => Some(&self.ws),
+            Transport::Poll => None,
+        }
+    }
+}
+
 /// The frame that moves a client's resume position to `id` without delivering an event: an
 /// id-only SSE frame, a `position` message on a WebSocket. Long polls answer with `next`.
 pub(crate) fn position(transport: Transport, id: &EventId) -> Option<Bytes> {
@@ -311,5 +394,49 @@ mod tests {
             b"id: k1-9\n\n"
         );
         assert!(position(Transport::Poll, &id("k1-9")).is_none());
+    }
+
+    #[test]
+    fn farewells_per_transport() {
+        let retry = Duration::from_millis(4500);
+        assert_eq!(
+            &farewell(Transport::Sse, Farewell::Reconnect { retry })[..],
+            b"retry: 4500\n\n"
+        );
+        assert_eq!(
+            &farewell(Transport::Sse, Farewell::Idle)[..],
+            b": idle timeout\n\n"
+        );
+        assert_eq!(
+            &farewell(Transport::Sse, Farewell::TokenExpired)[..],
+            b"event: closed\ndata: {\"reason\":\"token-expired\"}\n\n"
+        );
+        let expired = farewell(Transport::WebSocket, Farewell::TokenExpired);
+        let close = ws::close(ws::CloseCode::Policy, "token expired");
+        assert!(
+            expired.ends_with(&close),
+            "a closed message, then the close frame"
+        );
+        assert_eq!(expired[0], 0x81, "starting with a text frame");
+        for why in [
+            Farewell::Reconnect { retry },
+            Farewell::Unavailable { retry },
+            Farewell::Idle,
+            Farewell::TokenExpired,
+        ] {
+            assert!(farewell(Transport::Poll, why).is_empty());
+            let first = farewell(Transport::WebSocket, why)[0];
+            assert!(
+                first == 0x81 || first == 0x88,
+                "a text or close frame: {first:#x}"
+            );
+        }
+        let keepalive = Keepalive::new();
+        assert_eq!(
+            &keepalive.get(Transport::Sse).unwrap()[..],
+            b": heartbeat\n\n"
+        );
+        assert_eq!(keepalive.get(Transport::WebSocket).unwrap(), &ws::ping());
+        assert!(keepalive.get(Transport::Poll).is_none());
     }
 }

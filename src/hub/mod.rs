@@ -10,13 +10,11 @@
 //! shard receives it, so a stalled worker turns into back-pressure on publishers (503) instead of
 //! unbounded memory.
 
-mod conn;
 mod counts;
 mod frame;
 pub mod history;
 mod shard;
 mod stats;
-mod topic;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,12 +24,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-pub use conn::{ConnId, Recv, Subscription, Tripwire, MAX_BATCH_BYTES, MAX_CONN_ID_LEN};
+pub use crate::topic::{
+    Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX,
+};
 pub use frame::{json_id, Frame, Payload, Transport};
 pub use history::{History, HistorySize, Limits, MemoryHistory, Seq};
-pub use shard::{Held, Open, Shard, MAX_TOPICS_PER_STREAM};
+pub use shard::{
+    ConnId, Held, Open, Opening, Recent, Recv, Shard, Subscription, Tripwire, MAX_BATCH_BYTES,
+    MAX_CONN_ID_LEN, MAX_TOPICS_PER_STREAM,
+};
 pub use stats::{HubSnapshot, ShardSnapshot};
-pub use topic::{Topic, TopicError, UserId, BROADCAST, CHAT_PREFIX, MAX_TOPIC_LEN, USER_PREFIX};
 
 use counts::SubscriberCounts;
 use stats::ShardStats;

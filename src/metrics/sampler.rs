@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use crate::hub::{Frame, Hub, Payload, Topic};
+use crate::bus::Bus;
+use crate::hub::{Hub, Topic};
 use crate::shutdown::Shutdown;
 use crate::sse::EventName;
 
@@ -84,12 +85,11 @@ impl Sampler {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sample);
     }
 
-    /// Starts the sampler thread. It takes its first sample at once and stops on shutdown. With
-    /// `node_local` (a broker) samples go to this node's subscribers only, without ids.
+    /// Starts the sampler thread. It takes its first sample at once and stops on shutdown.
+    /// Samples are published with [`Bus::publish_sample`].
     pub fn spawn(
-        hub: Hub,
+        bus: Bus,
         interval: Duration,
-        node_local: bool,
         mut shutdown: Shutdown,
     ) -> std::io::Result<Arc<Sampler>> {
         let sampler = Arc::new(Sampler::default());
@@ -109,6 +109,7 @@ impl Sampler {
                     }
                 };
                 system.refresh_cpu_usage();
+                let hub = bus.hub();
                 let mut last = (Instant::now(), hub.snapshot());
                 // A short first wait gives the CPU figure a real interval to measure.
                 let mut wait = sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(100));
@@ -117,19 +118,12 @@ impl Sampler {
                         return;
                     }
                     wait = interval;
-                    let sample = take(&mut system, pid, &hub, &mut last, started);
+                    let sample = take(&mut system, pid, hub, &mut last, started);
                     let Ok(data) = serde_json::to_string(&sample) else {
                         continue;
                     };
                     // Failure means overload or shutdown; the next sample tries again.
-                    if node_local {
-                        // With a broker each node's samples describe that node: they stay on it.
-                        let frame =
-                            Frame::event(None, Some(&topic), Some(&name), Payload::json(&data));
-                        let _ = hub.publish_local(&topic, frame);
-                    } else {
-                        let _ = hub.publish_event(&topic, Some(&name), Payload::json(&data));
-                    }
+                    let _ = bus.publish_sample(&topic, &name, &data);
                     shared.store(sample);
                 }
             })?;

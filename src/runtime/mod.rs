@@ -4,7 +4,12 @@
 //! The kernel spreads incoming connections across the workers' listeners, so there is no shared
 //! accept queue and no work stealing: a connection, its shard entry and every frame written to it
 //! stay on one core. This file only builds sockets and threads; what runs on them lives in `http`
-//! and `hub`.
+//! and `hub`. [`Settings`] (in `settings.rs`) is the one translation from the configuration to
+//! each component's settings.
+
+mod settings;
+
+pub use settings::Settings;
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,11 +19,11 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::task::LocalSet;
 
-use crate::broker::{Broker, BrokerHistory, Caps};
+use crate::bus::{Bus, Driver};
 use crate::chat::Rooms;
 use crate::config::Config;
 use crate::http::Shared;
-use crate::hub::{History, Hub, Inbox, MemoryHistory, Shard};
+use crate::hub::{Hub, Inbox, Shard};
 use crate::metrics::Sampler;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::tls::Tls;
@@ -34,64 +39,36 @@ pub struct Server {
     hub: Hub,
     trigger: Trigger,
     workers: Vec<JoinHandle<()>>,
-    /// The runtime that drives the broker's Redis connection, when there is a broker.
-    _broker: Option<tokio::runtime::Runtime>,
+    /// The bus's background machinery; dropped after the workers stopped.
+    _driver: Driver,
 }
 
-/// Binds the listeners and starts the workers, serving plain HTTP. Returns once every listener
-/// is bound, so the address is ready for connections.
-pub fn start(config: Config) -> io::Result<Server> {
-    start_with(config, None)
+/// The cores this machine offers (1 if it cannot tell).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// [`start`], serving HTTPS with `tls` when it is given (the caller loads and checks the
-/// certificate first, so a bad one is a configuration error, not a start-up failure).
-pub fn start_with(config: Config, tls: Option<Arc<Tls>>) -> io::Result<Server> {
-    let available = std::thread::available_parallelism().map_or(1, usize::from);
-    let count = config.workers_for(available);
+/// Binds the listeners and starts the workers. Returns once every listener is bound, so the
+/// address is ready for connections.
+pub fn start(config: Config, settings: Settings) -> io::Result<Server> {
+    let Settings {
+        workers: count,
+        bus,
+        auth,
+        tls,
+    } = settings;
     let listeners = bind_listeners(config.listen, count)?;
     let local_addr = listeners[0].local_addr()?;
-    let (channel_limits, user_limits) = config.history_limits();
     let (trigger, shutdown) = shutdown::channel();
-    let (hub, inboxes, broker) = match &config.broker {
-        None => {
-            let history = Arc::new(MemoryHistory::new(channel_limits, user_limits));
-            let (hub, inboxes) = Hub::new(config.hub_settings(count), history.clone());
-            spawn_history_sweeper(history, shutdown.clone())?;
-            (hub, inboxes, None)
-        }
-        Some(url) => {
-            let caps = Caps {
-                channel: channel_limits.capacity,
-                channel_ttl: channel_limits.ttl,
-                user: user_limits.capacity,
-                user_ttl: user_limits.ttl,
-            };
-            let (broker, runtime) = Broker::connect(url, caps)
-                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
-            let history = Arc::new(BrokerHistory::new(broker.clone()));
-            let (hub, inboxes) = Hub::new(config.hub_settings(count), history);
-            broker.spawn_reader(hub.clone(), shutdown.clone())?;
-            (hub, inboxes, Some((broker, runtime)))
-        }
-    };
-    let auth = Arc::new(
-        config
-            .auth()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
-    );
-    let sampler = Sampler::spawn(
-        hub.clone(),
-        config.metrics_interval,
-        broker.is_some(),
-        shutdown.clone(),
-    )?;
+    let (bus, inboxes, driver) = Bus::start(bus, &shutdown)?;
+    let hub = bus.hub().clone();
+    let auth = Arc::new(auth);
+    let sampler = Sampler::spawn(bus.clone(), config.metrics_interval, shutdown.clone())?;
     let shared = Shared {
-        hub: hub.clone(),
+        bus,
         auth,
         rooms: Arc::new(Rooms::new()),
         sampler,
-        broker: broker.as_ref().map(|(broker, _)| broker.clone()),
     };
     let config = Arc::new(config);
     let mut workers = Vec::with_capacity(count);
@@ -110,7 +87,7 @@ pub fn start_with(config: Config, tls: Option<Arc<Tls>>) -> io::Result<Server> {
         hub,
         trigger,
         workers,
-        _broker: broker.map(|(_, runtime)| runtime),
+        _driver: driver,
     })
 }
 
@@ -142,29 +119,6 @@ impl Server {
     }
 }
 
-/// How often expired history is dropped. Expiry is also checked on every append and replay, so
-/// this only bounds how long the memory of a quiet channel lingers.
-pub const HISTORY_SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Expires history on its own thread, so no worker's event loop ever walks every channel.
-fn spawn_history_sweeper(history: Arc<MemoryHistory>, shutdown: Shutdown) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("sluice-history".to_owned())
-        .spawn(move || {
-            let tick = std::time::Duration::from_millis(100);
-            let mut waited = std::time::Duration::ZERO;
-            while !shutdown.is_fired() {
-                std::thread::sleep(tick);
-                waited += tick;
-                if waited >= HISTORY_SWEEP_PERIOD {
-                    history.sweep();
-                    waited = std::time::Duration::ZERO;
-                }
-            }
-        })?;
-    Ok(())
-}
-
 fn run_worker(
     listener: std::net::TcpListener,
     inbox: Inbox,
@@ -192,7 +146,7 @@ fn run_worker(
                 return;
             }
         };
-        let shard = Shard::new(&shared.hub, inbox);
+        let shard = Shard::new(shared.bus.hub(), inbox);
         tokio::task::spawn_local(shard.clone().run(shutdown.clone()));
         let (drain, guard) = shutdown::drain();
         crate::http::serve(

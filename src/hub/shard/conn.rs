@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::frame::{self, Frame, Transport};
-use super::history::Seq;
-use super::shard::Shard;
-use super::{ConnPermit, Topic, UserId};
+use super::Shard;
+use crate::hub::frame::{self, Frame, Transport};
+use crate::hub::history::Seq;
+use crate::hub::{ConnPermit, Topic, UserId};
 
 /// Most bytes joined into one body chunk when several frames are ready. Bigger batches save
 /// syscalls but hold a larger copy; 256 KiB already amortizes a loopback write over hundreds of

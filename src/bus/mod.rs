@@ -1,0 +1,322 @@
+//! Where events go: the one place that knows whether this process is a self-contained hub
+//! (`Embedded`, the default) or one node of a cluster sharing a Redis broker (`Cluster`,
+//! `--broker`).
+//!
+//! Handlers, chat and the metrics sampler talk to a [`Bus`] and never see the broker: it answers
+//! publish, open (with resume), the history questions they ask, health and stats for every mode.
+//! Each question is one `match` over `Backend` in this file, so a new mode (a durable embedded
+//! store) is one more variant here plus its arm in [`Bus::start`], and nothing else changes.
+//!
+//! In every mode the local fan-out is the same [`Hub`] with one shard per worker; what differs is
+//! where an event gets its id and is retained before it reaches the shards:
+//!
+//! - `Embedded`: [`MemoryHistory`] in this process assigns the id and keeps the event; the hub
+//!   hands it to the shards at once. A stream's catch-up is read from memory while it opens.
+//! - `Cluster`: Redis assigns the id and keeps the event (one Lua script); this node's reader
+//!   thread feeds it to the shards in cluster order. A stream opens held while its catch-up is
+//!   fetched from Redis (see `broker::open`).
+
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::{Broker, BrokerHistory, Caps};
+use crate::hub::{
+    Frame, History, Hub, HubError, Inbox, Limits, MemoryHistory, OpenError, Opening, Payload,
+    Receipt, Seq, Settings, Shard, Subscription, Topic,
+};
+use crate::shutdown::Shutdown;
+use crate::sse::{EventId, EventName};
+
+/// How often expired history is dropped. Expiry is also checked on every append and replay, so
+/// this only bounds how long the memory of a quiet channel lingers.
+pub const HISTORY_SWEEP_PERIOD: Duration = Duration::from_secs(5);
+
+/// What the bus is built from: the hub's settings and the retention limits, plus the broker URL
+/// that makes this process a cluster node.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The hub's settings (`ordered_source` is set by the bus from its mode).
+    pub hub: Settings,
+    /// Retention of channel history.
+    pub channels: Limits,
+    /// Retention of users' offline queues.
+    pub users: Limits,
+    /// `redis://host:port/db`: run as a cluster node on this broker.
+    pub broker: Option<String>,
+}
+
+/// The handle every handler publishes and opens through. Cloning is shallow.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    hub: Hub,
+    backend: Backend,
+}
+
+/// The modes, side by side.
+#[derive(Clone, Debug)]
+enum Backend {
+    /// History and user queues in this process's memory.
+    Embedded,
+    /// History, user queues and ids in Redis, shared by every node.
+    Cluster(Broker),
+}
+
+/// What keeps a bus's background machinery alive (the broker connection's runtime). Held by
+/// the server and dropped after its workers stopped.
+#[derive(Debug)]
+pub struct Driver {
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// What `/stats` shows of a cluster node's broker.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// The Redis URL (without password).
+    pub url: String,
+    /// Whether Redis is answering.
+    pub connected: bool,
+    /// The cluster epoch.
+    pub epoch: String,
+    /// Last seq this node's reader delivered.
+    pub node_position: Seq,
+}
+
+/// The health of the event store, for `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Embedded: nothing outside the process to be unhealthy.
+    Embedded,
+    /// A cluster node whose broker answers.
+    Connected,
+    /// A cluster node whose broker does not answer (publishes are refused).
+    Unreachable,
+}
+
+impl Bus {
+    /// Builds the hub and its mode's store, and starts the mode's background thread (the history
+    /// sweeper, or the broker's reader). Returns one inbox per shard for the workers.
+    pub fn start(options: Options, shutdown: &Shutdown) -> io::Result<(Bus, Vec<Inbox>, Driver)> {
+        let Options {
+            hub: mut settings,
+            channels,
+            users,
+            broker,
+        } = options;
+        match broker {
+            None => {
+                settings.ordered_source = false;
+                let history = Arc::new(MemoryHistory::new(channels, users));
+                let (hub, inboxes) = Hub::new(settings, history.clone());
+                spawn_history_sweeper(history, shutdown.clone())?;
+                let bus = Bus {
+                    hub,
+                    backend: Backend::Embedded,
+                };
+                Ok((bus, inboxes, Driver { _runtime: None }))
+            }
+            Some(url) => {
+                // The cluster log is read in seq order: a missing seq never arrives later.
+                settings.ordered_source = true;
+                let caps = Caps {
+                    channel: channels.capacity,
+                    channel_ttl: channels.ttl,
+                    user: users.capacity,
+                    user_ttl: users.ttl,
+                };
+                let (broker, runtime) = Broker::connect(&url, caps)
+                    .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
+                let history = Arc::new(BrokerHistory::new(broker.clone()));
+                let (hub, inboxes) = Hub::new(settings, history);
+                broker.spawn_reader(hub.clone(), shutdown.clone())?;
+                let bus = Bus {
+                    hub,
+                    backend: Backend::Cluster(broker),
+                };
+                Ok((
+                    bus,
+                    inboxes,
+                    Driver {
+                        _runtime: Some(runtime),
+                    },
+                ))
+            }
+        }
+    }
+
+    /// The local fan-out (counters, subscriber counts, connection limit).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Publishes an event and answers with its id once it is retained (embedded: at once; in a
+    /// cluster: when Redis stored it).
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        name: Option<&EventName>,
+        data: Payload<'_>,
+    ) -> Result<Receipt, HubError> {
+        match &self.backend {
+            Backend::Embedded => self.hub.publish_event(topic, name, data),
+            Backend::Cluster(broker) => broker.publish(topic, name, data, false).await,
+        }
+    }
+
+    /// Publishes an event whose JSON object carries its own id as first member (a chat
+    /// message). `data(Some(id))` builds the object with the id; `data(None)` without it, for a
+    /// store that inserts the id itself when it assigns it. `retain` sees each event this
+    /// process assigns an id to, in id order (embedded chat rooms keep their recent messages
+    /// with it; in a cluster Redis keeps them and it is not called).
+    pub async fn publish_stamped(
+        &self,
+        topic: &Topic,
+        name: &EventName,
+        data: impl Fn(Option<&EventId>) -> String,
+        mut retain: impl FnMut(Seq, &Frame),
+    ) -> Result<Receipt, HubError> {
+        match &self.backend {
+            Backend::Embedded => self.hub.publish(topic, |seq, id| {
+                let json = data(Some(id));
+                let frame = Frame::event(Some(id), Some(topic), Some(name), Payload::json(&json));
+                retain(seq, &frame);
+                frame
+            }),
+            Backend::Cluster(broker) => {
+                let json = data(None);
+                broker
+                    .publish(topic, Some(name), Payload::json(&json), true)
+                    .await
+            }
+        }
+    }
+
+    /// Publishes without waiting for the answer, best effort (chat presence): from a task of the
+    /// current worker in a cluster, at once when embedded. A refusal (overload, unreachable
+    /// broker) drops the event like any refused publish.
+    pub fn publish_detached(&self, topic: Topic, name: EventName, data: String) {
+        match &self.backend {
+            Backend::Embedded => {
+                let _ = self
+                    .hub
+                    .publish_event(&topic, Some(&name), Payload::json(&data));
+            }
+            Backend::Cluster(broker) => {
+                let broker = broker.clone();
+                tokio::task::spawn_local(async move {
+                    let _ = broker
+                        .publish(&topic, Some(&name), Payload::json(&data), false)
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Publishes a sample of this process's own metrics. Embedded it is an ordinary event (with
+    /// an id, retained as the channel's latest). In a cluster each node's samples describe that
+    /// node, so they go to this node's subscribers only, without an id. Callable from any thread.
+    pub fn publish_sample(
+        &self,
+        topic: &Topic,
+        name: &EventName,
+        data: &str,
+    ) -> Result<(), HubError> {
+        match &self.backend {
+            Backend::Embedded => self
+                .hub
+                .publish_event(topic, Some(name), Payload::json(data))
+                .map(drop),
+            Backend::Cluster(_) => {
+                let frame = Frame::event(None, Some(topic), Some(name), Payload::json(data));
+                self.hub.publish_local(topic, frame)
+            }
+        }
+    }
+
+    /// Opens a stream on `shard` (this worker's): the opening frames, the catch-up when resuming
+    /// (or a user's queue, or a room's recent messages), then live events, with no gap and no
+    /// duplicate between them. In a cluster the catch-up is fetched from Redis while the stream
+    /// is held; the returned subscription yields nothing until it is in.
+    pub fn open(&self, shard: &Rc<Shard>, mut opening: Opening) -> Result<Subscription, OpenError> {
+        match &self.backend {
+            Backend::Embedded => {
+                // A room's recent messages are kept by this process's rooms.
+                if let Some(recent) = opening.recent.take() {
+                    opening.initial.extend(recent.local);
+                }
+                let initial = std::mem::take(&mut opening.initial);
+                shard.open(opening.as_open(&initial))
+            }
+            Backend::Cluster(broker) => broker.open(shard, opening),
+        }
+    }
+
+    /// Whether events of `topic` were ever published where other nodes could have published
+    /// them: a chat room joined on another node exists here too. Embedded there is no
+    /// elsewhere: always false.
+    pub async fn has_shared_history(&self, topic: &Topic) -> Result<bool, HubError> {
+        match &self.backend {
+            Backend::Embedded => Ok(false),
+            Backend::Cluster(broker) => broker.has_history(topic).await,
+        }
+    }
+
+    /// The event store's health.
+    pub fn health(&self) -> Health {
+        match &self.backend {
+            Backend::Embedded => Health::Embedded,
+            Backend::Cluster(broker) if broker.is_healthy() => Health::Connected,
+            Backend::Cluster(_) => Health::Unreachable,
+        }
+    }
+
+    /// In a cluster: the broker's state and this node's position in the cluster log.
+    pub fn cluster(&self) -> Option<ClusterState> {
+        match &self.backend {
+            Backend::Embedded => None,
+            Backend::Cluster(broker) => Some(ClusterState {
+                url: broker.url().to_owned(),
+                connected: broker.is_healthy(),
+                epoch: broker.epoch().to_owned(),
+                node_position: broker.position(),
+            }),
+        }
+    }
+
+    /// Appends the mode's own Prometheus series to `out`.
+    pub fn render_prometheus(&self, out: &mut String) {
+        if let Some(cluster) = self.cluster() {
+            out.push_str(&format!(
+                "# HELP sluice_broker_connected Whether Redis is answering (1) or not (0).\n\
+                 # TYPE sluice_broker_connected gauge\n\
+                 sluice_broker_connected {}\n\
+                 # HELP sluice_broker_position Seq of the last cluster event this node delivered.\n\
+                 # TYPE sluice_broker_position counter\n\
+                 sluice_broker_position {}\n",
+                u8::from(cluster.connected),
+                cluster.node_position
+            ));
+        }
+    }
+}
+
+/// Expires history on its own thread, so no worker's event loop ever walks every channel.
+fn spawn_history_sweeper(history: Arc<MemoryHistory>, shutdown: Shutdown) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("sluice-history".to_owned())
+        .spawn(move || {
+            let tick = Duration::from_millis(100);
+            let mut waited = Duration::ZERO;
+            while !shutdown.is_fired() {
+                std::thread::sleep(tick);
+                waited += tick;
+                if waited >= HISTORY_SWEEP_PERIOD {
+                    history.sweep();
+                    waited = Duration::ZERO;
+                }
+            }
+        })?;
+    Ok(())
+}
