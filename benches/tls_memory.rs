@@ -36,7 +36,9 @@ use tokio_rustls::client::TlsStream;
 /// connection on each worker, the first TLS session) are not charged to streams.
 const WARMUP: usize = 50;
 
-/// What a client holds open for one idle stream (or one shared connection).
+/// What a client holds open for one idle stream (or one shared connection). Held only for its
+/// `Drop`, which closes the streams.
+#[allow(dead_code)]
 enum Held {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),

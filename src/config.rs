@@ -432,6 +432,54 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_acme_flags_must_fit_together() {
+        let invalid = |args: &[&str]| match parse(args).unwrap().validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            Ok(()) => panic!("{args:?} was accepted"),
+        };
+        assert_eq!(invalid(&["--tls-cert=c.pem"]), "tls-key");
+        assert_eq!(invalid(&["--tls-key=k.pem"]), "tls-cert");
+        assert_eq!(
+            invalid(&["--max-streams-per-connection=0"]),
+            "max-streams-per-connection"
+        );
+        assert_eq!(invalid(&["--acme-domain=example.com"]), "acme-cache");
+        assert_eq!(
+            invalid(&[
+                "--acme-domain=example.com",
+                "--acme-cache=/tmp/acme",
+                "--tls-cert=c.pem",
+                "--tls-key=k.pem"
+            ]),
+            "acme-domain"
+        );
+        assert_eq!(
+            invalid(&["--acme-domain=bad name", "--acme-cache=/tmp/acme"]),
+            "acme-domain"
+        );
+        assert_eq!(
+            invalid(&[
+                "--acme-domain=example.com",
+                "--acme-cache=/tmp/acme",
+                "--acme-directory=http://insecure/dir"
+            ]),
+            "acme-directory"
+        );
+        let ok = parse(&[
+            "--acme-domain=example.com,www.example.com",
+            "--acme-cache=/tmp/acme",
+        ])
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.acme_domain, ["example.com", "www.example.com"]);
+        assert_eq!(ok.acme_directory, DEFAULT_ACME_DIRECTORY);
+        assert_eq!(
+            ok.max_streams_per_connection,
+            DEFAULT_MAX_STREAMS_PER_CONNECTION
+        );
+    }
+
+    #[test]
     fn defaults() {
         let cfg = parse(&[]).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:3000".parse().unwrap());

@@ -94,15 +94,21 @@ pub(super) async fn serve(
             version = tokio::time::timeout(super::HEADER_READ_TIMEOUT, sniff(&stream)) => version,
             _ = shutdown.recv() => return,
         };
+        // Each branch is boxed: this task's future is as large as its largest state, and every
+        // idle connection would otherwise pay for the HTTP/2 and TLS states it never uses.
         match version {
-            Ok(Some(Version::Http2)) => serve_h2(stream, ctx, shutdown).await,
-            Ok(Some(Version::Http1)) => serve_h1(stream, ctx, &h1, shutdown).await,
+            Ok(Some(Version::Http2)) => Box::pin(serve_h2(stream, ctx, shutdown)).await,
+            Ok(Some(Version::Http1)) => Box::pin(serve_h1(stream, ctx, &h1, shutdown)).await,
             Ok(None) | Err(_) => {}
         }
         return;
     };
+    let accepting = Box::pin(tokio::time::timeout(
+        TLS_HANDSHAKE_TIMEOUT,
+        acceptor.accept(stream),
+    ));
     let handshake = tokio::select! {
-        handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
+        handshake = accepting => handshake,
         _ = shutdown.recv() => return,
     };
     let mut stream = match handshake {
@@ -121,9 +127,9 @@ pub(super) async fn serve(
         // A TLS-ALPN-01 validation: the handshake itself was the answer.
         let _ = stream.shutdown().await;
     } else if alpn == Some(ALPN_H2) {
-        serve_h2(stream, ctx, shutdown).await;
+        Box::pin(serve_h2(stream, ctx, shutdown)).await;
     } else {
-        serve_h1(stream, ctx, &h1, shutdown).await;
+        Box::pin(serve_h1(stream, ctx, &h1, shutdown)).await;
     }
 }
 
@@ -146,9 +152,17 @@ async fn sniff(stream: &TcpStream) -> Option<Version> {
     }
 }
 
-async fn serve_h1<S: Socket>(io: S, ctx: Rc<Ctx>, builder: &http1::Builder, shutdown: Shutdown) {
+/// Runs an HTTP/1.1 connection to its end: normally, through a graceful shutdown, or torn down
+/// at once when its stream is evicted as a slow consumer. One function, so the connection
+/// occupies one slot of this task's future, not one per nested call.
+async fn serve_h1<S: Socket>(
+    io: S,
+    ctx: Rc<Ctx>,
+    builder: &http1::Builder,
+    mut shutdown: Shutdown,
+) {
     let tripwire = Rc::new(Tripwire::default());
-    let connection = builder
+    let mut connection = builder
         .serve_connection(
             TokioIo::new(io),
             Service {
@@ -157,16 +171,6 @@ async fn serve_h1<S: Socket>(io: S, ctx: Rc<Ctx>, builder: &http1::Builder, shut
             },
         )
         .with_upgrades();
-    drive_h1(connection, tripwire, shutdown).await;
-}
-
-/// Runs an HTTP/1.1 connection to its end: normally, through a graceful shutdown, or torn down
-/// at once when its stream is evicted as a slow consumer.
-async fn drive_h1<S: Socket>(
-    mut connection: http1::UpgradeableConnection<TokioIo<S>, Service>,
-    tripwire: Rc<Tripwire>,
-    mut shutdown: Shutdown,
-) {
     let result = tokio::select! {
         result = &mut connection => Some(result),
         _ = tripwire.tripped() => None,
