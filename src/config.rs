@@ -31,6 +31,20 @@ pub const DEFAULT_HISTORY_SIZE: usize = 1_000;
 /// Default per-user offline queue, as in the connection manager Sluice replaces.
 pub const DEFAULT_USER_QUEUE_SIZE: usize = 1_000;
 
+/// Default byte budget of everything retained for clients that are not connected (history and
+/// user queues). Well below any server's memory, and enough for a thousand busy channels' full
+/// histories of small events; past it the oldest events go first, across channels.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Default share of the memory budget (percent) one event may take. An event bigger than that
+/// would evict a large part of everyone's history on its own.
+pub const DEFAULT_MAX_EVENT_SHARE: u8 = 5;
+
+/// Default `SO_SNDBUF` of stream sockets. The kernel doubles what is set (bookkeeping), so a
+/// stalled reader pins at most about 128 KiB of kernel memory instead of the several MiB that
+/// send-buffer auto-tuning grows to; 64 KiB still holds hundreds of typical events.
+pub const DEFAULT_SEND_BUFFER: usize = 64 * 1024;
+
 /// Default cap on concurrent HTTP/2 streams per connection: RFC 9113 asks for at least 100, and
 /// nginx uses 128. Every stream also counts toward `--max-connections`, so this bounds how much of
 /// that budget one client connection can take, not the total.
@@ -149,6 +163,63 @@ pub struct Config {
     #[arg(long, env = "SLUICE_BROKER")]
     pub broker: Option<String>,
 
+    /// Byte budget of everything retained for clients that are not connected (channel history
+    /// and users' offline queues, counted in bytes of frames held). Oldest events go first.
+    #[arg(long, env = "SLUICE_MEMORY_BUDGET", default_value = "256MiB", value_parser = parse_size)]
+    pub memory_budget: usize,
+
+    /// Largest share of `--memory-budget` one event may take, in percent; a larger event is
+    /// refused with 413.
+    #[arg(long, env = "SLUICE_MAX_EVENT_SHARE", default_value_t = DEFAULT_MAX_EVENT_SHARE)]
+    pub max_event_share: u8,
+
+    /// `SO_SNDBUF` of each accepted socket (bytes, or `64KiB`); 0 leaves the kernel's
+    /// auto-tuning. Bounds the kernel memory a reader that stopped reading can pin.
+    #[arg(long, env = "SLUICE_SEND_BUFFER", default_value = "64KiB", value_parser = parse_size)]
+    pub send_buffer: usize,
+
+    /// Bytes that may wait for one stream before it is disconnected as a slow consumer (with
+    /// `--channel-capacity`, whichever is reached first).
+    #[arg(long, env = "SLUICE_QUEUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub queue_bytes: usize,
+
+    /// A stream whose socket accepts no bytes for this long is cut off (it resumes from
+    /// history when it reads again).
+    #[arg(long, env = "SLUICE_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Publishes per second allowed to one publisher (token subject, publisher key, or client
+    /// address when anonymous); 0 means no limit. Over it: 429 with `Retry-After`.
+    #[arg(long, env = "SLUICE_PUBLISH_RATE", default_value_t = 0)]
+    pub publish_rate: u32,
+
+    /// Publishes one publisher may send in a burst above `--publish-rate` (default: one
+    /// second's worth).
+    #[arg(long, env = "SLUICE_PUBLISH_BURST")]
+    pub publish_burst: Option<u32>,
+
+    /// New connections per second accepted from one client address (burst: one second's
+    /// worth); 0 means no limit. Past it, connections are closed at once.
+    #[arg(long, env = "SLUICE_CONNECTION_RATE", default_value_t = 0)]
+    pub connection_rate: u32,
+    /// Keep channel history and users' queues in this directory (created if missing), so they
+    /// survive a restart and ids continue. Without it they live in memory only.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// With `--data-dir`: when written events are forced to the device. `interval` (every
+    /// 200 ms), `always` (before the publish is acknowledged, one fsync shared by every publish
+    /// waiting) or `never`. Every mode writes an event to the operating system before answering,
+    /// so an acknowledged publish survives a crash of the process; this decides about power loss.
+    #[arg(long, env = "SLUICE_FSYNC", default_value = "interval", value_parser = parse_fsync)]
+    pub fsync: FsyncPolicy,
+
+    /// How long a publish's `Idempotency-Key` is remembered: a repeat within it answers the
+    /// first id and publishes nothing. Longer than any publisher's retry loop, short enough
+    /// that the table of keys stays small.
+    #[arg(long, env = "SLUICE_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub idempotency_window: Duration,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -188,6 +259,17 @@ pub struct Config {
     /// (a private or test ACME server).
     #[arg(long, env = "SLUICE_ACME_DIRECTORY_CA")]
     pub acme_directory_ca: Option<std::path::PathBuf>,
+}
+
+/// When the durable store forces writes to the device (`--fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before acknowledging a publish (group commit).
+    Always,
+    /// Periodically.
+    Interval,
+    /// Never: left to the operating system.
+    Never,
 }
 
 /// Who needs a token (`--auth`).
@@ -259,6 +341,12 @@ impl Config {
                 return invalid("broker", "must be a redis://host:port/db URL");
             }
         }
+        if self.broker.is_some() && self.data_dir.is_some() {
+            return invalid(
+                "data-dir",
+                "cannot be combined with --broker (Redis keeps the history)",
+            );
+        }
         if self.poll_timeout.is_zero() {
             return invalid("poll-timeout", "must be more than zero");
         }
@@ -307,6 +395,21 @@ impl Config {
         if self.history_ttl.is_zero() {
             return invalid("history-ttl", "must be greater than zero");
         }
+        if self.memory_budget < 64 * 1024 {
+            return invalid("memory-budget", "must be at least 64KiB");
+        }
+        if !(1..=100).contains(&self.max_event_share) {
+            return invalid("max-event-share", "must be a percentage from 1 to 100");
+        }
+        if self.queue_bytes < self.max_body {
+            return invalid("queue-bytes", "must be at least --max-body");
+        }
+        if self.write_timeout.is_zero() {
+            return invalid("write-timeout", "must be greater than zero");
+        }
+        if self.publish_burst == Some(0) {
+            return invalid("publish-burst", "must be at least 1");
+        }
         if self.cors_origin.iter().any(|o| o.trim().is_empty()) {
             return invalid("cors-origin", "origins must not be empty");
         }
@@ -314,7 +417,7 @@ impl Config {
     }
 
     /// The TLS and ACME flags that only make sense together. The files themselves are read and
-    /// checked by `tls::Tls::load`.
+    /// checked by `runtime::Settings::from_config`.
     fn validate_tls(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
@@ -368,6 +471,17 @@ pub fn cores_to_use(available: usize, requested: Option<usize>) -> usize {
     requested.unwrap_or(available).max(1)
 }
 
+fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
+    match text.trim() {
+        "always" => Ok(FsyncPolicy::Always),
+        "interval" => Ok(FsyncPolicy::Interval),
+        "never" => Ok(FsyncPolicy::Never),
+        other => Err(format!(
+            "unknown fsync mode '{other}' (always, interval or never)"
+        )),
+    }
+}
+
 fn parse_auth_mode(text: &str) -> Result<AuthMode, String> {
     match text.trim() {
         "off" => Ok(AuthMode::Off),
@@ -415,6 +529,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         other => return Err(format!("unknown size unit '{other}' (use KiB or MiB)")),
     };
     number
@@ -576,6 +691,27 @@ mod tests {
     }
 
     #[test]
+    fn abuse_limits() {
+        let cfg = parse(&[]).unwrap();
+        assert_eq!(cfg.memory_budget, DEFAULT_MEMORY_BUDGET);
+        assert_eq!(cfg.send_buffer, DEFAULT_SEND_BUFFER);
+        assert_eq!(cfg.write_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.queue_bytes, 1 << 20);
+        assert_eq!((cfg.publish_rate, cfg.connection_rate), (0, 0));
+        assert!(cfg.validate().is_ok());
+        for bad in [
+            &["--memory-budget", "1KiB"][..],
+            &["--max-event-share", "0"],
+            &["--max-event-share", "101"],
+            &["--write-timeout", "0s"],
+            &["--publish-burst", "0"],
+            &["--queue-bytes", "1KiB"],
+        ] {
+            assert!(parse(bad).unwrap().validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("65536"), Ok(65536));
         assert_eq!(parse_size("64KiB"), Ok(65536));
@@ -583,6 +719,7 @@ mod tests {
         assert_eq!(parse_size("2 MiB"), Ok(2 * 1024 * 1024));
         assert!(parse_size("").is_err());
         assert!(parse_size("KiB").is_err());
-        assert!(parse_size("1GiB").is_err());
+        assert_eq!(parse_size("1GiB"), Ok(1024 * 1024 * 1024));
+        assert!(parse_size("1TiB").is_err());
     }
 }

@@ -12,6 +12,7 @@
 //! - [`chat`]: rooms, presence and recent messages.
 //! - [`bus`]: the one seam between the embedded hub and a Redis cluster. [`bus::Bus`] answers
 //!   publish, open (with resume), history questions, health and stats for every mode.
+//! - [`store`]: the durable embedded store (`--data-dir`): an append-only log read back at start.
 //! - [`broker`]: the cluster mode's Redis side (scripts, reader, held opening). Only `bus` uses it.
 //! - [`hub`]: fan-out without HTTP. [`hub::Hub`] is the cheap-clone handle publishers use;
 //!   each [`hub::Shard`] (a folder: run loop, opening, housekeeping, per-stream queue) owns one
@@ -24,8 +25,9 @@
 //! - [`tls`]: certificates for HTTPS: PEM loading and checks, the swappable resolver (reload,
 //!   ACME renewal) and the ACME client (TLS-ALPN-01).
 //!
-//! Dependencies point one way: `http → chat → bus → broker → hub → sse, ws, topic`; `config`,
-//! `topic` and `shutdown` are leaves, `auth` uses only `topic`.
+//! Dependencies point one way: `http → chat → bus → broker → hub → sse, ws, topic`, and
+//! `metrics → bus`; `runtime` builds all of them. `config`, `topic` and `shutdown` are leaves,
+//! `auth` uses only `topic`.
 //!
 //! # The data path
 //!
@@ -46,6 +48,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod shutdown;
 pub mod sse;
+pub mod store;
 pub mod tls;
 pub mod topic;
 pub mod ws;

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     let server = match sluice::runtime::start(config.clone(), settings) {
         Ok(server) => server,
         Err(error) => {
-            eprintln!("sluice: cannot listen on {}: {error}", config.listen);
+            eprintln!("sluice: cannot start on {}: {error}", config.listen);
             return ExitCode::FAILURE;
         }
     };

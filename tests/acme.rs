@@ -13,7 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{start, TIMEOUT};
+use support::{Server, TIMEOUT};
+
+fn start(args: &[&str]) -> Server {
+    Server::spawn(args)
+}
 
 /// How long the first certificate may take: account, order, validation, finalize, download.
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -8,8 +8,8 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
-use sluice::sse::parse::{Item, Message};
-use support::{open_stream, start, subscribe, RawClient, Server};
+use support::sse_parse::{Item, Message};
+use support::{open_stream, subscribe, RawClient, Server};
 
 /// The data of a notification event: `{"message": ..., "timestamp": "<RFC 3339>"}`, plus the
 /// channel it was published on (always `broadcast` here) when the server names it.
@@ -58,7 +58,7 @@ fn assert_recent(when: SystemTime) {
 
 #[tokio::test]
 async fn stream_starts_with_headers_and_connected_event() {
-    let server = start(&["--workers", "2"]);
+    let server = Server::spawn(&["--workers", "2"]);
     let mut client = open_stream(server.addr, &[("Accept", "text/event-stream")]).await;
     assert_eq!(client.status, 200);
     assert_eq!(client.header("content-type"), Some("text/event-stream"));
@@ -104,7 +104,7 @@ async fn stream_starts_with_headers_and_connected_event() {
         connected.data
     );
 
-    let custom = start(&["--retry", "1500ms"]);
+    let custom = Server::spawn(&["--retry", "1500ms"]);
     let mut client = open_stream(custom.addr, &[]).await;
     client.next_event().await;
     assert!(
@@ -118,13 +118,13 @@ async fn stream_starts_with_headers_and_connected_event() {
 
 #[tokio::test]
 async fn publish_reaches_every_client_with_exact_data() {
-    let server = start(&["--workers", "2"]);
+    let server = Server::spawn(&["--workers", "2"]);
     let mut clients = Vec::new();
     for _ in 0..6 {
         clients.push(subscribe(server.addr).await.0);
     }
     let message = json!({"text": "héllo wörld 🦀", "n": 42, "nested": {"list": [1, null, true]}});
-    let reached = support::notify(&server, json!({ "message": message })).await;
+    let reached = server.notify(json!({ "message": message })).await;
     assert_eq!(reached, 6, "the answer counts every open stream");
 
     let mut frames = Vec::new();
@@ -148,7 +148,7 @@ async fn publish_reaches_every_client_with_exact_data() {
 
     // Events arrive in publish order.
     for n in 0..5 {
-        support::notify(&server, json!({ "message": n })).await;
+        server.notify(json!({ "message": n })).await;
     }
     for client in &mut clients {
         for n in 0..5 {
@@ -160,28 +160,28 @@ async fn publish_reaches_every_client_with_exact_data() {
 
 #[tokio::test]
 async fn custom_event_type_names_the_event() {
-    let server = start(&[]);
+    let server = Server::spawn(&[]);
     let (mut client, _) = subscribe(server.addr).await;
-    support::notify(
-        &server,
-        json!({"message": {"orderId": 42}, "type": "order.created"}),
-    )
-    .await;
+    server
+        .notify(json!({"message": {"orderId": 42}, "type": "order.created"}))
+        .await;
     let event = client.next_event().await;
     assert_eq!(event.event, "order.created");
     assert_eq!(notification_data(&event).0, json!({"orderId": 42}));
 
     // Unicode and spaces are allowed in a name; only CR, LF and NUL are not.
-    support::notify(&server, json!({"message": "x", "type": "état changé"})).await;
+    server
+        .notify(json!({"message": "x", "type": "état changé"}))
+        .await;
     assert_eq!(client.next_event().await.event, "état changé");
 }
 
 #[tokio::test]
 async fn multi_line_message_round_trips() {
-    let server = start(&[]);
+    let server = Server::spawn(&[]);
     let (mut client, _) = subscribe(server.addr).await;
     let text = "line one\nline two\r\nline three\rline four\n\n  indented\n";
-    support::notify(&server, json!({ "message": text })).await;
+    server.notify(json!({ "message": text })).await;
     let event = client.next_event().await;
     // The message travels as a JSON string, so its line breaks are escaped and the event is one
     // `data:` line; the parser hands back exactly what was published.
@@ -190,7 +190,7 @@ async fn multi_line_message_round_trips() {
 
     // A message that is itself an object whose strings hold every kind of line break.
     let object = json!({"a": "x\ny", "b": ["\r", "\r\n", ""], "c": " lead"});
-    support::notify(&server, json!({ "message": object })).await;
+    server.notify(json!({ "message": object })).await;
     assert_eq!(notification_data(&client.next_event().await).0, object);
 }
 
@@ -394,21 +394,26 @@ async fn check_bad(server: &Server, case: &Bad) {
 
 #[tokio::test]
 async fn every_bad_request_gets_its_status_and_json_error() {
-    let server = start(&[]);
+    let server = Server::spawn(&[]);
     for case in bad_requests() {
         check_bad(&server, &case).await;
     }
     // Nothing was published by any of them.
-    assert_eq!(support::stats(&server).await["eventsPublished"], 0);
+    assert_eq!(server.stats().await["eventsPublished"], 0);
 }
 
 #[tokio::test]
 async fn body_limits_follow_max_body() {
-    let server = start(&["--max-body", "1KiB"]);
+    let server = Server::spawn(&["--max-body", "1KiB"]);
     let fits = format!(r#"{{"message":"{}"}}"#, "x".repeat(900));
-    let (status, _) =
-        support::post_json(&server, &serde_json::from_str(&fits).expect("valid JSON")).await;
+    let (status, answer) = server
+        .post_json(
+            "/api/notify",
+            &serde_json::from_str(&fits).expect("valid JSON"),
+        )
+        .await;
     assert_eq!(status, 200);
+    assert!(answer.is_object(), "a JSON answer: {answer}");
 
     // Declared too large: refused from the head alone, before any body byte is read.
     let stream = support::connect(server.addr).await;
@@ -447,7 +452,7 @@ async fn body_limits_follow_max_body() {
 
 #[tokio::test]
 async fn bad_requests_do_not_disturb_open_streams() {
-    let server = start(&["--workers", "2"]);
+    let server = Server::spawn(&["--workers", "2"]);
     let mut streams = Vec::new();
     for _ in 0..3 {
         streams.push(subscribe(server.addr).await.0);
@@ -458,11 +463,11 @@ async fn bad_requests_do_not_disturb_open_streams() {
     for case in first {
         check_bad(&server, case).await;
     }
-    support::notify(&server, json!({"message": "between"})).await;
+    server.notify(json!({"message": "between"})).await;
     for case in second {
         check_bad(&server, case).await;
     }
-    support::notify(&server, json!({"message": "after"})).await;
+    server.notify(json!({"message": "after"})).await;
 
     for stream in &mut streams {
         for expected in ["between", "after"] {
@@ -476,14 +481,14 @@ async fn bad_requests_do_not_disturb_open_streams() {
         }
         assert_eq!(stream.end(), None, "the stream is still open");
     }
-    let stats = support::stats(&server).await;
+    let stats = server.stats().await;
     assert_eq!(stats["totalConnections"], 3, "{stats}");
     assert_eq!(stats["eventsPublished"], 2, "{stats}");
 }
 
 #[tokio::test]
 async fn cors_wildcard_by_default() {
-    let server = start(&[]);
+    let server = Server::spawn(&[]);
     let client = support::http();
     let response = client
         .get(server.url("/stats"))
@@ -515,7 +520,7 @@ async fn cors_wildcard_by_default() {
 
 #[tokio::test]
 async fn cors_preflight_allows_the_sse_headers() {
-    let server = start(&["--cors-origin=https://a.example"]);
+    let server = Server::spawn(&["--cors-origin=https://a.example"]);
     let client = support::http();
     for (path, method) in [
         ("/events", "GET"),
@@ -580,7 +585,7 @@ async fn cors_preflight_allows_the_sse_headers() {
 
 #[tokio::test]
 async fn cors_origin_list_echoes_listed_origins_only() {
-    let server = start(&["--cors-origin=https://a.example"]);
+    let server = Server::spawn(&["--cors-origin=https://a.example"]);
     let client = support::http();
 
     // Listed origin: echoed, with Vary: Origin so caches keep answers per origin.
@@ -646,7 +651,7 @@ async fn cors_origin_list_echoes_listed_origins_only() {
 
 #[tokio::test]
 async fn healthz_reports_ok() {
-    let server = start(&["--workers", "3"]);
+    let server = Server::spawn(&["--workers", "3"]);
     let response = support::http()
         .get(server.url("/healthz"))
         .send()
@@ -662,8 +667,8 @@ async fn healthz_reports_ok() {
 
 #[tokio::test]
 async fn stats_report_every_field() {
-    let server = start(&["--workers", "2", "--max-connections", "50"]);
-    let fresh = support::stats(&server).await;
+    let server = Server::spawn(&["--workers", "2", "--max-connections", "50"]);
+    let fresh = server.stats().await;
     for field in [
         "totalConnections",
         "averageAge",
@@ -701,14 +706,14 @@ async fn stats_report_every_field() {
     for _ in 0..3 {
         clients.push(subscribe(server.addr).await.0);
     }
-    let opened = support::stats(&server).await;
+    let opened = server.stats().await;
     let opening_frames = opened["framesDelivered"].as_u64().expect("framesDelivered");
     assert!(
         opening_frames >= 3,
         "at least each connected event: {opened}"
     );
     for n in 0..2 {
-        assert_eq!(support::notify(&server, json!({ "message": n })).await, 3);
+        assert_eq!(server.notify(json!({ "message": n })).await, 3);
     }
     for client in &mut clients {
         client.next_event().await;
@@ -716,12 +721,7 @@ async fn stats_report_every_field() {
     }
     // A worker with no subscriber of the channel may apply the last publish a moment after the
     // streams on the other worker received it.
-    let stats = support::wait_stats(&server, "every inbox drained", |s| {
-        s["workers"]
-            .as_array()
-            .is_some_and(|w| w.iter().all(|w| w["inboxDepth"] == 0))
-    })
-    .await;
+    let stats = server.settle().await;
     assert_eq!(stats["totalConnections"], 3, "{stats}");
     assert_eq!(stats["peakConnections"], 3, "{stats}");
     assert_eq!(stats["eventsPublished"], 2, "{stats}");
@@ -744,10 +744,9 @@ async fn stats_report_every_field() {
     );
 
     drop(clients);
-    let after = support::wait_stats(&server, "every stream closed", |s| {
-        s["totalConnections"] == 0
-    })
-    .await;
+    let after = server
+        .wait_stats("every stream closed", |s| s["totalConnections"] == 0)
+        .await;
     assert_eq!(
         after["peakConnections"], 3,
         "peak is a high-water mark: {after}"
@@ -757,7 +756,7 @@ async fn stats_report_every_field() {
 
 #[tokio::test]
 async fn average_age_tracks_open_streams() {
-    let server = start(&["--workers", "2"]);
+    let server = Server::spawn(&["--workers", "2"]);
     let before_connect = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..2 {
@@ -766,17 +765,18 @@ async fn average_age_tracks_open_streams() {
     let connected = Instant::now();
 
     // Let the streams age; averageAge is in milliseconds.
-    let aged = support::wait_stats(&server, "averageAge >= 300", |s| {
-        s["averageAge"].as_u64().is_some_and(|age| age >= 300)
-    })
-    .await;
+    let aged = server
+        .wait_stats("averageAge >= 300", |s| {
+            s["averageAge"].as_u64().is_some_and(|age| age >= 300)
+        })
+        .await;
     assert!(
         aged["averageAge"].as_u64() <= aged["uptime"].as_u64(),
         "{aged}"
     );
 
     let asked = Instant::now();
-    let stats = support::stats(&server).await;
+    let stats = server.stats().await;
     let answered = Instant::now();
     let age = stats["averageAge"].as_u64().expect("averageAge");
     let millis = |d: Duration| u64::try_from(d.as_millis()).expect("a short test");
@@ -791,7 +791,7 @@ async fn average_age_tracks_open_streams() {
 
     // A brand-new stream pulls the average down to roughly two thirds.
     let fresh = subscribe(server.addr).await.0;
-    let stats = support::stats(&server).await;
+    let stats = server.stats().await;
     let mixed = stats["averageAge"].as_u64().expect("averageAge");
     assert_eq!(stats["totalConnections"], 3, "{stats}");
     assert!(

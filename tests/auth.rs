@@ -9,26 +9,36 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod auth_support;
 mod support;
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use auth_support::{
-    claims, envelope, hmac_sha256, hmac_sha384, hs256, hs256_with, jws, now, swap_payload,
-    tamper_signature, unsigned, Api, Cred, EcKey, Outcome, Problems, Reply, RsaKey, Server, Sse,
-    PUBLISHER_KEY, SECRET,
-};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{json, Value};
-use sluice::sse::parse::Message;
+use support::api::{envelope, Api, Cred, Outcome, Problems, Reply};
+use support::jwt::{
+    claims, hmac_sha256, hmac_sha384, hs256, hs256_with, jws, now, swap_payload, tamper_signature,
+    unsigned, EcKey, RsaKey, PUBLISHER_KEY, SECRET,
+};
+use support::sse_parse::Message;
+use support::{RawClient, Server};
+
+/// A server with two workers, so that `/subscribe` and publishes also cross shards.
+fn server_with(args: &[&str]) -> Server {
+    Server::spawn(&[&["--workers", "2"], args].concat())
+}
+
+/// `--auth required` with a public key (ES256 or RS256) and two workers.
+fn key_server(pem: &str) -> Server {
+    Server::spawn_with_public_key(pem, &["--workers", "2", "--auth", "required"])
+}
 
 /// `--auth required` with the HS256 test secret and the operator key.
 fn required_server() -> Server {
-    Server::start(&[
+    server_with(&[
         "--auth",
         "required",
         "--jwt-secret",
@@ -40,7 +50,7 @@ fn required_server() -> Server {
 
 /// `--auth off` (the default) with the HS256 test secret and the operator key.
 fn off_server() -> Server {
-    Server::start(&["--jwt-secret", SECRET, "--publisher-key", PUBLISHER_KEY])
+    server_with(&["--jwt-secret", SECRET, "--publisher-key", PUBLISHER_KEY])
 }
 
 /// Bound for waits on stream expiry: a token lives at most 2 s here and the shard checks every
@@ -82,12 +92,12 @@ async fn valid_hs256_token_opens_every_stream_route_and_receives_events() {
     let mut news = api
         .stream("/events?channel=news", Cred::Bearer(&token))
         .await;
-    assert_eq!(news.channels, ["news"]);
+    assert_eq!(news.channels(), ["news"]);
     // Without `channel`, /secure-events takes every exact channel of the `subscribe` claim.
     let mut secure = api.stream("/secure-events", Cred::Bearer(&token)).await;
-    assert_eq!(secure.channels, ["news", "sport"]);
+    assert_eq!(secure.channels(), ["news", "sport"]);
     let mut own = api.stream("/events/alice", Cred::Bearer(&token)).await;
-    assert_eq!(own.channels, ["~user/alice"]);
+    assert_eq!(own.channels(), ["~user/alice"]);
 
     let id = api.publish_ok("news", json!({"n": 1})).await;
     let (epoch, seq) = id.rsplit_once('-').expect("ids are <epoch>-<seq>");
@@ -118,7 +128,7 @@ async fn es256_server_accepts_only_es256_tokens_from_its_key() {
     let key = EcKey::from_seed("sluice auth test: the server's key");
     let other = EcKey::from_seed("sluice auth test: somebody else's key");
     let pem = key.public_pem();
-    let server = Server::start_with_public_key(&pem, &["--auth", "required"]);
+    let server = key_server(&pem);
     let api = server.api();
     let c = claims("alice", &["news"], &[]);
     let es_header = json!({"alg": "ES256", "typ": "JWT"});
@@ -173,7 +183,7 @@ async fn es256_server_accepts_only_es256_tokens_from_its_key() {
 async fn rs256_server_accepts_only_rs256_tokens_from_its_key() {
     let key = RsaKey::generate();
     let pem = key.public_pem();
-    let server = Server::start_with_public_key(&pem, &["--auth", "required"]);
+    let server = key_server(&pem);
     let api = server.api();
     let c = claims("alice", &["news"], &[]);
     let ec = EcKey::from_seed("sluice auth test: an EC key");
@@ -291,9 +301,9 @@ async fn refused_tokens_get_401_with_invalid_token_challenge() {
             "payload is not JSON",
             format!(
                 "{}.{}.{}",
-                auth_support::b64(hs_header.to_string().as_bytes()),
-                auth_support::b64(b"not json"),
-                auth_support::b64(&hmac_sha256(SECRET.as_bytes(), b"x"))
+                support::jwt::b64(hs_header.to_string().as_bytes()),
+                support::jwt::b64(b"not json"),
+                support::jwt::b64(&hmac_sha256(SECRET.as_bytes(), b"x"))
             ),
             "",
         ),
@@ -361,7 +371,7 @@ async fn missing_token_gets_401_with_bare_challenge_on_every_guarded_route() {
 
 #[tokio::test]
 async fn audience_and_issuer_are_checked_when_configured() {
-    let server = Server::start(&[
+    let server = server_with(&[
         "--auth",
         "required",
         "--jwt-secret",
@@ -421,7 +431,7 @@ async fn audience_and_issuer_are_checked_when_configured() {
 /// names no audience (or no issuer) at all must not pass.
 #[tokio::test]
 async fn audience_and_issuer_are_required_when_configured() {
-    let server = Server::start(&[
+    let server = server_with(&[
         "--auth",
         "required",
         "--jwt-secret",
@@ -451,7 +461,7 @@ async fn audience_and_issuer_are_required_when_configured() {
 
 #[tokio::test]
 async fn no_key_configured_is_501() {
-    let server = Server::start(&[]);
+    let server = server_with(&[]);
     let api = server.api();
     let token = hs256(&claims("alice", &["news"], &["news"]));
     let mut problems = Problems::default();
@@ -581,7 +591,7 @@ async fn token_is_read_from_header_query_or_cookie() {
 #[tokio::test]
 async fn cookie_token_works_for_a_credentialed_cross_origin_event_source() {
     let origin = "https://app.example.test";
-    let server = Server::start(&[
+    let server = server_with(&[
         "--auth",
         "required",
         "--jwt-secret",
@@ -657,7 +667,7 @@ async fn subscribe_permissions_exact_prefix_and_own_channel() {
     let mut sse = api
         .stream("/events?channel=news", Cred::Bearer(&token))
         .await;
-    let id = sse.connection_id.clone();
+    let id = sse.connection_id();
     let reply = api.change(Cred::Bearer(&token), &id, "room/x", true).await;
     problems.check("subscribe room/x", &reply, Outcome::Ok);
     let reply = api.change(Cred::Bearer(&token), &id, "sport", true).await;
@@ -961,7 +971,7 @@ async fn impersonation_attempts_are_refused_with_auth_required() {
     let mut alice_stream = api
         .stream("/secure-events?channel=news", Cred::Bearer(&alice))
         .await;
-    let id = alice_stream.connection_id.clone();
+    let id = alice_stream.connection_id();
     let reply = api.change(Cred::Bearer(&bob), &id, "sport", true).await;
     problems.check("bob subscribes alice's stream", &reply, Outcome::Forbidden);
     let reply = api.change(Cred::Bearer(&bob), &id, "news", false).await;
@@ -1012,7 +1022,7 @@ async fn a_token_opened_stream_is_changed_only_by_its_owner_with_auth_off() {
     let mut stream = api
         .stream("/secure-events?channel=news", Cred::Bearer(&alice))
         .await;
-    let id = stream.connection_id.clone();
+    let id = stream.connection_id();
     let mut problems = Problems::default();
     for (what, cred, add) in [
         ("bob subscribes", Cred::Bearer(&bob), true),
@@ -1030,7 +1040,7 @@ async fn a_token_opened_stream_is_changed_only_by_its_owner_with_auth_off() {
     // A stream opened without a token has no owner: anyone may change it (auth is off).
     let open = api.stream("/events?channel=news", Cred::None).await;
     let reply = api
-        .change(Cred::None, &open.connection_id, "sport", true)
+        .change(Cred::None, &open.connection_id(), "sport", true)
         .await;
     problems.check(
         "no token subscribes an anonymous stream",
@@ -1075,16 +1085,16 @@ async fn expiry_closes_the_stream_and_a_fresh_token_resumes_without_loss() {
     }
 
     // The token runs out: a final `closed` event, then the body ends.
-    let rest = sse.read_to_end(EXPIRY_BOUND).await;
+    let rest = sse.events_to_end(EXPIRY_BOUND).await;
     assert!(
-        sse.ended(),
+        sse.end().is_some(),
         "the stream did not end within {EXPIRY_BOUND:?}: {rest:?}"
     );
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert!(is_token_expired(&rest[0]), "{rest:?}");
     // What a browser's `closed` handler reads as `event.lastEventId`: where to resume.
     assert_eq!(rest[0].last_event_id, ids[2]);
-    let resume_from = sse.last_event_id();
+    let resume_from = sse.last_event_id().to_owned();
     assert_eq!(resume_from, ids[2]);
 
     // Missed while away.
@@ -1125,8 +1135,8 @@ async fn token_within_the_connect_leeway_is_accepted_then_closed_at_once() {
     let mut sse = api
         .stream("/events?channel=feed", Cred::Bearer(&hs256(&c)))
         .await;
-    let rest = sse.read_to_end(EXPIRY_BOUND).await;
-    assert!(sse.ended());
+    let rest = sse.events_to_end(EXPIRY_BOUND).await;
+    assert!(sse.end().is_some());
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert!(is_token_expired(&rest[0]), "{rest:?}");
     // Past the leeway it is refused outright.
@@ -1134,7 +1144,7 @@ async fn token_within_the_connect_leeway_is_accepted_then_closed_at_once() {
     let reply = api
         .probe("/events?channel=feed", Cred::Bearer(&hs256(&c)))
         .await;
-    if let Some(problem) = auth_support::expect(&reply, Outcome::BadToken) {
+    if let Some(problem) = support::api::expect(&reply, Outcome::BadToken) {
         panic!("{problem}");
     }
 }
@@ -1156,7 +1166,7 @@ async fn auth_failures_counts_each_refusal_once() {
     let stream = api
         .stream("/events?channel=news", Cred::Bearer(&alice))
         .await;
-    let id = stream.connection_id.clone();
+    let id = stream.connection_id();
     let mut failures = 0;
     let mut problems = Problems::default();
 
@@ -1354,7 +1364,7 @@ struct Client {
     subscribe: Vec<String>,
     publish: Vec<String>,
     token: String,
-    stream: Option<Sse>,
+    stream: Option<RawClient>,
     /// The stream's channels now.
     channels: BTreeSet<String>,
 }
@@ -1370,7 +1380,7 @@ impl Client {
     }
 }
 
-fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), TestCaseError> {
+fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), TestCaseError> {
     if condition {
         Ok(())
     } else {
@@ -1451,13 +1461,13 @@ async fn run_case(
         let allowed = wanted.iter().all(|c| client.may_read(c));
         match api.open(&path, Cred::Bearer(&client.token)).await {
             Ok(sse) => {
-                check(allowed, || {
+                ensure(allowed, || {
                     format!("GET {path} accepted for {:?}", client.subscribe)
                 })?;
-                check(sse.channels == wanted, || {
+                ensure(sse.channels() == wanted, || {
                     format!(
                         "GET {path}: channels {:?}, expected {wanted:?}",
-                        sse.channels
+                        sse.channels()
                     )
                 })?;
                 client.channels = wanted.into_iter().collect();
@@ -1465,7 +1475,7 @@ async fn run_case(
             }
             Err(reply) => {
                 tally.count(|t| &t.refused);
-                check(!allowed && reply.status == 403, || {
+                ensure(!allowed && reply.status == 403, || {
                     format!(
                         "GET {path} for {:?}: {} {}",
                         client.subscribe, reply.status, reply.body
@@ -1490,13 +1500,13 @@ async fn run_case(
                 let Some(target_stream) = &clients[target].stream else {
                     continue;
                 };
-                let id = target_stream.connection_id.clone();
+                let id = target_stream.connection_id();
                 let channel = CHANNELS[channel];
                 let reply = api
                     .change(Cred::Bearer(&clients[actor].token), &id, channel, add)
                     .await;
                 let ok = (!add || clients[actor].may_read(channel)) && actor == target;
-                check(reply.status == if ok { 200 } else { 403 }, || {
+                ensure(reply.status == if ok { 200 } else { 403 }, || {
                     format!("{action:?}: {} {}", reply.status, reply.body)
                 })?;
                 if !ok {
@@ -1527,7 +1537,7 @@ async fn run_case(
                         .await;
                     (reply, clients[by].may_publish(channel))
                 };
-                check(reply.status == if ok { 200 } else { 403 }, || {
+                ensure(reply.status == if ok { 200 } else { 403 }, || {
                     format!("{action:?}: {} {}", reply.status, reply.body)
                 })?;
                 if !ok {
@@ -1556,7 +1566,7 @@ async fn run_case(
                 let reply = api
                     .post(&path, cred, &json!({"message": {"case": label}}))
                     .await;
-                check(reply.status == if ok { 200 } else { 403 }, || {
+                ensure(reply.status == if ok { 200 } else { 403 }, || {
                     format!("{action:?}: {} {}", reply.status, reply.body)
                 })?;
                 if !ok {
@@ -1592,7 +1602,7 @@ async fn run_case(
             // The property: whatever reaches the stream is on a channel its token may read.
             let reads = client.subscribe.clone();
             let user = client.user.clone();
-            check(
+            ensure(
                 channel == format!("~user/{user}")
                     || reads.iter().any(|p| pattern_allows(p, &channel)),
                 || {
@@ -1604,10 +1614,10 @@ async fn run_case(
                 continue; // queued for the user in an earlier case: checked above, no more
             }
             tally.count(|t| &t.delivered);
-            check(seen.insert(label.clone()), || {
+            ensure(seen.insert(label.clone()), || {
                 format!("client {i} got {label} twice")
             })?;
-            check(expected.get(&label).is_some_and(|r| r.contains(&i)), || {
+            ensure(expected.get(&label).is_some_and(|r| r.contains(&i)), || {
                 format!(
                     "client {i} got {label}, not expected: {:?}",
                     expected.get(&label)
@@ -1615,7 +1625,7 @@ async fn run_case(
             })?;
         }
         for (label, receivers) in &expected {
-            check(!receivers.contains(&i) || seen.contains(label), || {
+            ensure(!receivers.contains(&i) || seen.contains(label), || {
                 format!("client {i} missed {label}")
             })?;
         }

@@ -5,18 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_resume;
 mod support;
 
 use std::time::Duration;
 
-use common_resume::{json_of, post_json_with, Frame, Opening, Server, SseClient, FRAME_TIMEOUT};
 use serde_json::{json, Value};
+use support::{ids, json_of, post_json_with, Frame, Opening, RawClient, Server, TIMEOUT};
 use tokio::time::Instant;
-
-fn ids(messages: &[sluice::sse::parse::Message]) -> Vec<String> {
-    messages.iter().map(|m| m.id.clone().unwrap()).collect()
-}
 
 #[tokio::test]
 async fn streams_only_receive_their_channels_and_multiplexed_ones_see_the_channel() {
@@ -104,7 +99,8 @@ async fn invalid_channel_names_are_refused_with_400_json() {
         let (status, body) = server
             .open(&format!("/events?{query}"), &[])
             .await
-            .refused();
+            .refused()
+            .await;
         assert_eq!(status, 400, "{query}: {body}");
         assert!(
             body["error"].as_str().is_some_and(|e| !e.is_empty()),
@@ -204,7 +200,7 @@ async fn publish_sends_a_json_envelope_or_raw_text() {
 }
 
 /// Opens streams (on channel `home`) until one lives on `worker`; closes the others.
-async fn stream_on_worker(server: &Server, worker: u64, channel: &str) -> (SseClient, Opening) {
+async fn stream_on_worker(server: &Server, worker: u64, channel: &str) -> (RawClient, Opening) {
     for _ in 0..200 {
         let mut stream = server
             .stream(&format!("/events?channel={channel}"), &[])
@@ -345,7 +341,8 @@ async fn a_custom_id_is_409_while_in_use_and_free_again_after() {
         let (status, body) = server
             .open("/events?channel=b&id=tab-1", &[])
             .await
-            .refused();
+            .refused()
+            .await;
         assert_eq!(status, 409, "{body}");
         assert!(body["error"].is_string(), "{body}");
     }
@@ -368,21 +365,21 @@ async fn a_custom_id_is_409_while_in_use_and_free_again_after() {
         let (status, body) = server
             .open(&format!("/events?id={bad}"), &[])
             .await
-            .refused();
+            .refused()
+            .await;
         assert_eq!(status, 400, "id {bad:?}: {body}");
     }
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut second = loop {
-        match server.open("/events?channel=b&id=tab-1", &[]).await {
-            common_resume::Opened::Stream(stream) => break *stream,
-            refused => {
-                let (status, body) = refused.refused();
-                assert_eq!(status, 409, "{body}");
-                assert!(Instant::now() < deadline, "tab-1 never freed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        let opened = server.open("/events?channel=b&id=tab-1", &[]).await;
+        if opened.is_stream() {
+            break opened.stream();
         }
+        let (status, body) = opened.refused().await;
+        assert_eq!(status, 409, "{body}");
+        assert!(Instant::now() < deadline, "tab-1 never freed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let opening = second.opening().await;
     assert_eq!(opening.connection_id(), "tab-1");
@@ -418,7 +415,7 @@ async fn stats_count_channels_with_subscribers_and_retained_history() {
     assert_eq!(server.stats().await["channels"], 3);
     drop(ab);
     server
-        .wait_for_stats(Duration::from_secs(10), "channels 2", |s| {
+        .wait_stats_within(Duration::from_secs(10), "channels 2", |s| {
             s["channels"] == 2
         })
         .await;
@@ -441,15 +438,15 @@ async fn stats_count_channels_with_subscribers_and_retained_history() {
     assert_eq!(count(&stats, "eventsPublished"), published + 4);
     drop(bc);
     server
-        .wait_for_stats(Duration::from_secs(10), "channels 0", |s| {
+        .wait_stats_within(Duration::from_secs(10), "channels 0", |s| {
             s["channels"] == 0 && s["totalConnections"] == 0
         })
         .await;
 }
 
 /// Opens a stream with a tiny receive buffer, reads its opening and then stops reading.
-async fn stalled_reader(server: &Server, channel: &str) -> (SseClient, Opening) {
-    let mut stream = SseClient::open(
+async fn stalled_reader(server: &Server, channel: &str) -> (RawClient, Opening) {
+    let mut stream = RawClient::open(
         server.addr,
         &format!("/events?channel={channel}"),
         &[],
@@ -591,13 +588,13 @@ async fn disconnect_policy_cuts_off_a_stalled_reader_which_then_resumes_lossless
     let (mut stream, _) = stalled_reader(&server, "plain").await;
     let published = publish_big(&server, "plain", 600).await;
     server
-        .wait_for_stats(Duration::from_secs(10), "a slow-consumer cut-off", |s| {
+        .wait_stats_within(Duration::from_secs(10), "a slow-consumer cut-off", |s| {
             slow_dropped(s) == 1
         })
         .await;
     // Reading again: whatever was in flight, then the stream is aborted (not ended cleanly).
     let mut received = Vec::new();
-    let deadline = Instant::now() + FRAME_TIMEOUT;
+    let deadline = Instant::now() + TIMEOUT;
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Ok(Some(Frame::Event(m)))) => received.push(m.id.unwrap()),

@@ -6,89 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_resume;
 mod support;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common_resume::{json_of, Server, FRAME_TIMEOUT};
 use serde_json::{json, Value};
-
-/// A `redis-server` on a free loopback port, in its own directory, stopped (by PID) on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("sluice-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Redis {
-            child: None,
-            port,
-            dir,
-        };
-        redis.launch();
-        redis
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); install it: apt-get install redis-server")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + FRAME_TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Kills the server at once (SIGKILL: no shutdown save; the append-only file is all it has).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use support::redis::Redis;
+use support::server::free_port;
+use support::{epoch_of, json_of, seq_of, Server, TIMEOUT};
 
 async fn node(redis: &Redis, args: &[&str]) -> Server {
     let url = redis.url();
@@ -97,23 +22,10 @@ async fn node(redis: &Redis, args: &[&str]) -> Server {
     Server::start(&all).await
 }
 
-async fn health(server: &Server) -> (u16, Value) {
-    let response = server
-        .http
-        .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 /// Waits until `node` has read the cluster log through `seq` and its workers applied it.
 async fn caught_up(node: &Server, seq: u64) {
-    node.wait_for_stats(FRAME_TIMEOUT, "the node applied the event", |s| {
+    node.settle_and("the node applied the event", |s| {
         s["broker"]["nodePosition"].as_u64() >= Some(seq)
-            && s["workers"]
-                .as_array()
-                .is_some_and(|w| w.iter().all(|w| w["inboxDepth"] == 0))
     })
     .await;
 }
@@ -136,14 +48,11 @@ async fn an_event_published_on_one_node_reaches_streams_on_both() {
         assert_eq!(json_of(&got[0])["data"], json!({"n": 1}));
     }
     // Both nodes hand out ids of one sequence.
-    assert!(common_resume::seq_of(&second.id) > common_resume::seq_of(&first.id));
-    assert_eq!(
-        common_resume::epoch_of(&first.id),
-        common_resume::epoch_of(&second.id)
-    );
+    assert!(seq_of(&second.id) > seq_of(&first.id));
+    assert_eq!(epoch_of(&first.id), epoch_of(&second.id));
     let stats = b.stats().await;
     assert_eq!(stats["broker"]["connected"], true, "{stats}");
-    assert_eq!(health(&b).await.1["broker"], "connected");
+    assert_eq!(b.health().await.1["broker"], "connected");
 }
 
 #[tokio::test]
@@ -261,7 +170,7 @@ async fn users_queues_and_chat_history_are_shared() {
             break;
         }
     }
-    caught_up(&a, common_resume::seq_of(id)).await;
+    caught_up(&a, seq_of(id)).await;
     let mut dave = a.stream("/chat/lobby?userId=dave", &[]).await;
     let opening = dave.opening().await;
     let history: Vec<_> = opening
@@ -285,7 +194,7 @@ async fn redis_going_away_keeps_streams_up_and_loses_nothing_acknowledged() {
 
     redis.kill();
     // Publishes are refused with a JSON error, never silently dropped.
-    let deadline = Instant::now() + FRAME_TIMEOUT;
+    let deadline = Instant::now() + TIMEOUT;
     loop {
         let (status, answer) = a
             .post_json(
@@ -305,9 +214,9 @@ async fn redis_going_away_keeps_streams_up_and_loses_nothing_acknowledged() {
         acknowledged.push(answer["id"].as_str().unwrap().to_owned());
         assert!(Instant::now() < deadline, "publishes never failed");
     }
-    let deadline = Instant::now() + FRAME_TIMEOUT;
+    let deadline = Instant::now() + TIMEOUT;
     loop {
-        let (status, body) = health(&a).await;
+        let (status, body) = a.health().await;
         if status == 503 {
             assert_eq!(body["status"], "broker-unreachable", "{body}");
             break;
@@ -319,13 +228,13 @@ async fn redis_going_away_keeps_streams_up_and_loses_nothing_acknowledged() {
     redis.launch();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if health(&a).await.0 == 200 && health(&b).await.0 == 200 {
+        if a.health().await.0 == 200 && b.health().await.0 == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "the nodes did not reconnect");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deadline = Instant::now() + FRAME_TIMEOUT;
+    let deadline = Instant::now() + TIMEOUT;
     let after = loop {
         let (status, answer) = a
             .post_json("/api/publish", &json!({"channel": "news", "data": "after"}))
@@ -348,26 +257,13 @@ async fn redis_going_away_keeps_streams_up_and_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn a_broker_that_is_not_there_or_not_redis_is_a_clear_error() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let binary = env!("CARGO_BIN_EXE_sluice");
-    let unreachable = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--broker"])
-        .arg(format!("redis://127.0.0.1:{port}/0"))
-        .output()
-        .unwrap();
-    assert!(!unreachable.status.success());
-    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    let nobody = format!("redis://127.0.0.1:{}/0", free_port());
+    let (status, stderr) = Server::run_to_exit(&["--broker", &nobody]);
+    assert!(!status.success());
     assert!(stderr.contains("cannot reach the broker"), "{stderr}");
-    let bad = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--broker", "http://example"])
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--broker"));
+    let (status, stderr) = Server::run_to_exit(&["--broker", "http://example"]);
+    assert_eq!(status.code(), Some(64));
+    assert!(stderr.contains("--broker"), "{stderr}");
 }
 
 #[tokio::test]
@@ -418,4 +314,79 @@ async fn a_long_poll_while_redis_is_unreachable_is_a_503_not_an_empty_answer() {
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn an_id_of_another_epoch_gets_a_reset_then_the_clusters_retained_events() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let mut published = Vec::new();
+    for n in 0..3 {
+        published.push(a.publish("t", json!(n)).await);
+    }
+    a.publish("other", json!("not on this stream")).await;
+    let last = published.last().unwrap().clone();
+    caught_up(&a, last.seq).await;
+    let mut stream = a
+        .stream("/events?channel=t", &[("Last-Event-ID", "x0old-7")])
+        .await;
+    let opening = stream.opening().await;
+    let reset = opening.reset.expect("an id of another epoch: a reset");
+    assert_eq!(json_of(&reset)["reason"], "unknown");
+    let mut got = Vec::new();
+    while let support::Frame::Event(m) = stream.frame().await {
+        got.push(m.id.clone().unwrap());
+    }
+    let wanted: Vec<String> = published.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(got, wanted, "this epoch's events of the channel, in order");
+    let live = a.publish("t", json!("live")).await;
+    match stream.frame().await {
+        support::Frame::Event(m) => assert_eq!(m.id, Some(live.id)),
+        support::Frame::Position(p) => panic!("a second position frame {p}"),
+    }
+}
+
+#[tokio::test]
+async fn a_publish_that_timed_out_while_redis_was_frozen_is_published_once_on_retry() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let mut stream = b.stream("/events?channel=t", &[]).await;
+    stream.opening().await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &redis.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let body = json!({"channel": "t", "data": "once", "idempotencyKey": "order-42"});
+    signal("STOP");
+    let (status, answer) = a.post_json("/api/publish", &body).await;
+    signal("CONT");
+    assert_eq!(
+        status, 503,
+        "Redis was frozen past the answer timeout: {answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("same Idempotency-Key"),
+        "{answer}"
+    );
+    // The frozen script ran once Redis woke up: the retry, on either node, finds it.
+    let (status, first) = b.post_json("/api/publish", &body).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = a.post_json("/api/publish", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(first["id"], again["id"]);
+    let after = a.publish("t", json!("after")).await;
+    let got = stream.events_through(&after.id).await;
+    let ids: Vec<String> = got.iter().filter_map(|m| m.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![first["id"].as_str().unwrap().to_owned(), after.id.clone()],
+        "the event once, then the next"
+    );
 }

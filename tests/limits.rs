@@ -9,13 +9,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice::sse::parse::Item;
-use support::{open_stream, start, subscribe, total_connections, End, RawClient};
+use support::sse_parse::Item;
+use support::{open_stream, subscribe, total_connections, End, RawClient, Server};
 use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn connection_limit_answers_eventsource_with_retry_and_others_with_503() {
-    let server = start(&["--workers", "2", "--max-connections", "2"]);
+    let server = Server::spawn(&["--workers", "2", "--max-connections", "2"]);
     let (first, _) = subscribe(server.addr).await;
     let (_second, _) = subscribe(server.addr).await;
 
@@ -50,7 +50,7 @@ async fn connection_limit_answers_eventsource_with_retry_and_others_with_503() {
         );
     }
 
-    let stats = support::stats(&server).await;
+    let stats = server.stats().await;
     assert_eq!(
         stats["totalConnections"], 2,
         "refusals hold no slot: {stats}"
@@ -59,17 +59,15 @@ async fn connection_limit_answers_eventsource_with_retry_and_others_with_503() {
 
     // A client leaving frees its slot for the next one.
     drop(first);
-    support::wait_stats(&server, "the closed stream to be released", |s| {
-        total_connections(s) == 1
-    })
-    .await;
+    server
+        .wait_stats("the closed stream to be released", |s| {
+            total_connections(s) == 1
+        })
+        .await;
     let (mut third, connected) = subscribe(server.addr).await;
     assert_eq!(connected.event, "connected");
     assert_eq!(third.end(), None);
-    assert_eq!(
-        support::notify(&server, json!({"message": "full"})).await,
-        2
-    );
+    assert_eq!(server.notify(json!({"message": "full"})).await, 2);
     assert_eq!(third.next_event().await.event, "notification");
 }
 
@@ -77,7 +75,7 @@ async fn connection_limit_answers_eventsource_with_retry_and_others_with_503() {
 async fn hundreds_of_connect_disconnect_cycles_leave_nothing_behind() {
     const ROUNDS: usize = 30;
     const PER_ROUND: usize = 10;
-    let server = start(&["--workers", "2"]);
+    let server = Server::spawn(&["--workers", "2"]);
     let mut workers_seen = [0usize; 2];
     for _ in 0..ROUNDS {
         let opened = futures_util::future::join_all(
@@ -95,10 +93,9 @@ async fn hundreds_of_connect_disconnect_cycles_leave_nothing_behind() {
         workers_seen.iter().all(|&n| n > 0),
         "both workers took connections: {workers_seen:?}"
     );
-    let stats = support::wait_stats(&server, "every stream released", |s| {
-        total_connections(s) == 0
-    })
-    .await;
+    let stats = server
+        .wait_stats("every stream released", |s| total_connections(s) == 0)
+        .await;
     for worker in stats["workers"].as_array().expect("workers") {
         assert_eq!(worker["connections"], 0, "{stats}");
     }
@@ -111,13 +108,13 @@ async fn hundreds_of_connect_disconnect_cycles_leave_nothing_behind() {
 
     // The server still works normally afterwards.
     let (mut client, _) = subscribe(server.addr).await;
-    assert_eq!(support::notify(&server, json!({"message": 1})).await, 1);
+    assert_eq!(server.notify(json!({"message": 1})).await, 1);
     assert_eq!(client.next_event().await.event, "notification");
 }
 
 #[tokio::test]
 async fn idle_streams_get_heartbeats() {
-    let server = start(&["--heartbeat-interval", "200ms"]);
+    let server = Server::spawn(&["--heartbeat-interval", "200ms"]);
     let (mut client, _) = subscribe(server.addr).await;
     let mut beats = Vec::new();
     while beats.len() < 3 {
@@ -143,13 +140,13 @@ async fn idle_streams_get_heartbeats() {
         client.body_text()
     );
     // Heartbeats are comments: they dispatch no event, and real events still flow in between.
-    support::notify(&server, json!({"message": "between beats"})).await;
+    server.notify(json!({"message": "between beats"})).await;
     assert_eq!(client.next_event().await.event, "notification");
 }
 
 /// Everything the slow-consumer tests need, after the flood.
 struct Flooded {
-    server: support::Server,
+    server: Server,
     /// The stalled connection (its request sent, nothing ever read).
     slow: TcpStream,
     /// The fast reader, still open.
@@ -168,7 +165,7 @@ async fn flood_with_a_slow_consumer() -> Flooded {
     const PAYLOAD: usize = 32 * 1024;
     const MAX_EVENTS: u64 = 2_000;
     const AFTER_DROP: u64 = 20;
-    let server = start(&[
+    let server = Server::spawn(&[
         "--workers",
         "1",
         "--channel-capacity",
@@ -180,7 +177,9 @@ async fn flood_with_a_slow_consumer() -> Flooded {
     let mut slow = support::connect_small_window(server.addr).await;
     support::write_request(&mut slow, server.addr, "GET", "/events", &[], b"").await;
     let (mut fast, _) = subscribe(server.addr).await;
-    support::wait_stats(&server, "both streams open", |s| total_connections(s) == 2).await;
+    server
+        .wait_stats("both streams open", |s| total_connections(s) == 2)
+        .await;
 
     let fast_reader = tokio::spawn(async move {
         let mut received = Vec::new();
@@ -206,11 +205,9 @@ async fn flood_with_a_slow_consumer() -> Flooded {
     let mut dropped_at = None;
     while published < MAX_EVENTS {
         let last = dropped_at.is_some_and(|at| published >= at + AFTER_DROP);
-        support::notify(
-            &server,
-            json!({"message": {"n": published, "last": last, "filler": filler}}),
-        )
-        .await;
+        server
+            .notify(json!({"message": {"n": published, "last": last, "filler": filler}}))
+            .await;
         published += 1;
         if last {
             break;
@@ -218,7 +215,7 @@ async fn flood_with_a_slow_consumer() -> Flooded {
         if published.is_multiple_of(16) {
             peak_rss_kib = peak_rss_kib.max(server.rss_kib());
             if dropped_at.is_none() {
-                let stats = support::stats(&server).await;
+                let stats = server.stats().await;
                 if stats["slowConsumersDropped"].as_u64() >= Some(1) {
                     dropped_at = Some(published);
                 }
@@ -236,7 +233,7 @@ async fn flood_with_a_slow_consumer() -> Flooded {
         .expect("the fast reader did not panic");
     assert_eq!(fast.end(), None, "the fast stream is still open");
     peak_rss_kib = peak_rss_kib.max(server.rss_kib());
-    let stats = support::stats(&server).await;
+    let stats = server.stats().await;
     Flooded {
         server,
         slow,
@@ -291,16 +288,16 @@ async fn slow_consumer_connection_is_closed_without_it_reading() {
     // The stalled reader never reads again, yet the server must let go of it: its stream slot,
     // its buffers and its socket. Only the fast reader remains.
     // It is released as soon as it is evicted; the bound is only for a loaded machine.
-    support::wait_stats_within(
-        server,
-        "the evicted stream to be released",
-        Duration::from_secs(3),
-        |s| total_connections(s) == 1,
-    )
-    .await;
+    server
+        .wait_stats_within(
+            Duration::from_secs(3),
+            "the evicted stream to be released",
+            |s| total_connections(s) == 1,
+        )
+        .await;
     // ... and the one left is the fast reader, which still receives.
     let mut fast = flooded.fast;
-    support::notify(server, json!({"message": {"n": -1}})).await;
+    server.notify(json!({"message": {"n": -1}})).await;
     assert_eq!(fast.next_event().await.event, "notification");
 
     // What the stalled reader finds when it finally reads: whatever was already in flight, then

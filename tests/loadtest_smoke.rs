@@ -58,7 +58,10 @@ fn long_polling_delivers_every_event_exactly_once() {
 /// Slow consumers: a fifth of the connections stop reading once ready. The server (with a
 /// 16-frame queue per stream) must cut each of them off, while every healthy connection still
 /// gets every event exactly once. The events are ~60 KB so that a stalled socket's kernel
-/// buffers (a few MB on loopback) fill within a second or two.
+/// buffers (a few MB on loopback) fill within a second or two. A healthy reader that a busy
+/// machine slows down may be cut off too and resume: the drain waits (up to 30 s, ending as
+/// soon as everything arrived) for it to catch up, because what is checked is that nothing is
+/// lost, not how fast it arrives.
 #[test]
 fn stalled_sse_readers_are_cut_off_and_nobody_else_loses_anything() {
     let plan = Plan {
@@ -67,7 +70,7 @@ fn stalled_sse_readers_are_cut_off_and_nobody_else_loses_anything() {
         connections: 20,
         rate: Rate::PerSecond(100.0),
         duration: Duration::from_secs(2),
-        drain: Duration::from_secs(5),
+        drain: Duration::from_secs(30),
         payload_bytes: 60_000,
         stall: Stall::from_fraction(0.2).expect("a valid share"),
         ..Plan::default()

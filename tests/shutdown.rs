@@ -8,8 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice::sse::parse::Item;
-use support::{start, subscribe, total_connections, End, RawClient, Server};
+use support::sse_parse::Item;
+use support::{subscribe, total_connections, End, RawClient, Server};
 
 /// Reads one stream to its end after shutdown began; returns the `retry:` it was sent.
 async fn expect_retry_then_end(client: &mut RawClient, base_retry_ms: u64) -> u64 {
@@ -57,7 +57,7 @@ async fn expect_not_healthy(server: &Server) {
 #[tokio::test]
 async fn sigterm_sends_retry_ends_streams_and_exits_zero() {
     let timeout = Duration::from_secs(5);
-    let mut server = start(&["--workers", "2", "--shutdown-timeout", "5s"]);
+    let mut server = Server::spawn(&["--workers", "2", "--shutdown-timeout", "5s"]);
     let mut streams = Vec::new();
     for _ in 0..6 {
         streams.push(subscribe(server.addr).await.0);
@@ -67,7 +67,7 @@ async fn sigterm_sends_retry_ends_streams_and_exits_zero() {
     let mut idle = RawClient::send(stream, server.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(idle.status, 200);
     idle.read_to_end().await;
-    support::notify(&server, json!({"message": "before shutdown"})).await;
+    server.notify(json!({"message": "before shutdown"})).await;
     for stream in &mut streams {
         assert_eq!(stream.next_event().await.event, "notification");
     }
@@ -99,9 +99,9 @@ async fn sigterm_sends_retry_ends_streams_and_exits_zero() {
 
 #[tokio::test]
 async fn sigint_drains_like_sigterm() {
-    let mut server = start(&["--retry", "1s", "--shutdown-timeout", "5s"]);
+    let mut server = Server::spawn(&["--retry", "1s", "--shutdown-timeout", "5s"]);
     let (mut stream, _) = subscribe(server.addr).await;
-    support::notify(&server, json!({"message": "before SIGINT"})).await;
+    server.notify(json!({"message": "before SIGINT"})).await;
     assert_eq!(stream.next_event().await.event, "notification");
     server.signal("INT");
     expect_retry_then_end(&mut stream, 1_000).await;
@@ -116,29 +116,40 @@ async fn sigint_drains_like_sigterm() {
 async fn shutdown_gives_up_on_a_stalled_stream_after_the_timeout() {
     const PAYLOAD: usize = 32 * 1024;
     let timeout = Duration::from_secs(1);
-    let mut server = start(&["--workers", "1", "--shutdown-timeout", "1s"]);
+    // The byte bound and the write timeout would cut the stalled stream off before shutdown;
+    // this scenario needs one that is still there.
+    let mut server = Server::spawn(&[
+        "--workers",
+        "1",
+        "--shutdown-timeout",
+        "1s",
+        "--queue-bytes",
+        "64MiB",
+        "--write-timeout",
+        "1h",
+    ]);
 
     // A reader that never reads, with a tiny window; and a healthy one.
     let mut stalled = support::connect_small_window(server.addr).await;
     support::write_request(&mut stalled, server.addr, "GET", "/events", &[], b"").await;
     let (mut healthy, _) = subscribe(server.addr).await;
-    support::wait_stats(&server, "both streams open", |s| total_connections(s) == 2).await;
+    server
+        .wait_stats("both streams open", |s| total_connections(s) == 2)
+        .await;
 
     // Fill the stalled stream's socket and the server's write buffer, staying under the queue
     // capacity (256) so it is not evicted: its response can then never finish on its own.
     let filler = "x".repeat(PAYLOAD);
     let mut published = 0u64;
     while published < 200 {
-        support::notify(
-            &server,
-            json!({"message": {"n": published, "filler": filler}}),
-        )
-        .await;
+        server
+            .notify(json!({"message": {"n": published, "filler": filler}}))
+            .await;
         published += 1;
         let event = healthy.next_event().await;
         assert_eq!(event.event, "notification");
     }
-    let stats = support::stats(&server).await;
+    let stats = server.stats().await;
     let delivered = stats["framesDelivered"].as_u64().expect("framesDelivered");
     // The healthy stream took 1 + 200 frames; the stalled one must be lagging behind.
     assert!(
@@ -169,7 +180,7 @@ async fn sigterm_right_after_the_listening_line_is_graceful() {
     // sent as soon as it appears must already get the graceful path (exit 0), not the default
     // action of the signal (death by SIGTERM). The window is narrow, so try a few times.
     for _ in 0..20 {
-        let mut server = start(&["--workers", "1"]);
+        let mut server = Server::spawn(&["--workers", "1"]);
         server.signal("TERM");
         let status = server
             .wait_exit(support::TIMEOUT)

@@ -3,12 +3,14 @@
 //! survives `Event::encode` → `Parser` fed in random splits; so do comments. The only change on
 //! the way is the one the format mandates: every line break in data comes back as `\n`.
 
+mod support;
+
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use sluice::sse::parse::{Item, Message, Parser};
 use sluice::sse::{comment, Event, EventId, EventName};
+use support::sse_parse::{Item, Message, Parser};
 
 /// What a payload looks like after the round trip: the event stream format has no way to carry a
 /// CR in data, so CRLF and lone CR come back as LF (the WHATWG parser joins data lines with LF).

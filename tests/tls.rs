@@ -17,7 +17,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use support::{start, Server, TIMEOUT};
+use support::{Server, TIMEOUT};
+
+fn start(args: &[&str]) -> Server {
+    Server::spawn(args)
+}
 
 /// A test CA and a directory for the files handed to the server.
 struct Pki {
@@ -511,14 +515,16 @@ async fn evicting_one_http2_stream_leaves_the_others_on_its_connection_receiving
     assert_eq!(fast.status(), 200);
     let mut slow = slow.into_body();
     let mut fast = fast.into_body();
-    support::wait_stats(&server, "two streams", |s| s["totalConnections"] == 2).await;
+    server
+        .wait_stats("two streams", |s| s["totalConnections"] == 2)
+        .await;
 
     // Flood the slow stream, whose reader reads nothing, until the hub evicts it.
     let client = support::http();
     let base = format!("http://{}", server.addr);
     let padding = "x".repeat(8 * 1024);
     let deadline = Instant::now() + TIMEOUT;
-    while support::stats(&server).await["slowConsumersDropped"] == 0 {
+    while server.stats().await["slowConsumersDropped"] == 0 {
         assert!(
             Instant::now() < deadline,
             "the stalled stream was never evicted"
@@ -572,7 +578,9 @@ async fn shutdown_ends_every_http2_stream_with_a_retry_then_exits() {
         assert_eq!(response.status(), 200);
         bodies.push(response.into_body());
     }
-    support::wait_stats(&server, "three streams", |s| s["totalConnections"] == 3).await;
+    server
+        .wait_stats("three streams", |s| s["totalConnections"] == 3)
+        .await;
 
     server.signal("TERM");
     for mut body in bodies {
@@ -649,7 +657,7 @@ async fn a_connection_opens_at_most_max_streams_per_connection_at_once() {
             .is_err(),
         "a third concurrent stream was opened"
     );
-    assert_eq!(support::stats(&server).await["totalConnections"], 2);
+    assert_eq!(server.stats().await["totalConnections"], 2);
     // Closing one lets it through.
     drop(first);
     let third = tokio::time::timeout(TIMEOUT, third)
@@ -657,7 +665,9 @@ async fn a_connection_opens_at_most_max_streams_per_connection_at_once() {
         .expect("the third stream opens once a slot is free")
         .unwrap();
     assert_eq!(third.status(), 200);
-    support::wait_stats(&server, "two streams", |s| s["totalConnections"] == 2).await;
+    server
+        .wait_stats("two streams", |s| s["totalConnections"] == 2)
+        .await;
 }
 
 #[tokio::test]
@@ -672,7 +682,9 @@ async fn every_http2_stream_counts_toward_max_connections() {
         .send_request(stream_request(server.addr, "b"))
         .await
         .unwrap();
-    support::wait_stats(&server, "two streams", |s| s["totalConnections"] == 2).await;
+    server
+        .wait_stats("two streams", |s| s["totalConnections"] == 2)
+        .await;
     // A third stream on the same connection is over the limit: a retry and an end, as on
     // HTTP/1.1, while the first two stay open.
     let third = sender
@@ -689,5 +701,5 @@ async fn every_http2_stream_counts_toward_max_connections() {
         text.starts_with("retry: ") && text.ends_with("\n\n"),
         "a lone retry frame: {text:?}"
     );
-    assert_eq!(support::stats(&server).await["totalConnections"], 2);
+    assert_eq!(server.stats().await["totalConnections"], 2);
 }

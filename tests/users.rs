@@ -4,24 +4,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_resume;
 mod support;
 
 use std::time::Duration;
 
-use common_resume::{json_of, Opening, Server};
 use serde_json::{json, Value};
-use sluice::sse::parse::Message;
+use support::sse_parse::Message;
+use support::{ids, json_of, Opening, Server};
 
 fn messages(events: &[Message]) -> Vec<Value> {
     events
         .iter()
         .map(|m| json_of(m)["message"].clone())
         .collect()
-}
-
-fn ids(events: &[Message]) -> Vec<String> {
-    events.iter().map(|m| m.id.clone().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -159,7 +154,7 @@ async fn a_resumed_user_stream_gets_what_it_missed_exactly_once() {
     assert_eq!(resume, seen.id);
     drop(tab);
     server
-        .wait_for_stats(Duration::from_secs(10), "the tab to close", |s| {
+        .wait_stats_within(Duration::from_secs(10), "the tab to close", |s| {
             s["totalConnections"] == 0
         })
         .await;
@@ -201,7 +196,7 @@ async fn events_delivered_live_are_never_reported_as_lost() {
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for n in 0..25 {
-                let (status, answer) = common_resume::post_json_with(
+                let (status, answer) = support::post_json_with(
                     &client,
                     &base,
                     "/api/users/frank/notify",
@@ -209,7 +204,7 @@ async fn events_delivered_live_are_never_reported_as_lost() {
                 )
                 .await;
                 assert_eq!(status, 200, "{answer}");
-                out.push(common_resume::seq_of(answer["id"].as_str().unwrap()));
+                out.push(support::seq_of(answer["id"].as_str().unwrap()));
             }
             out
         }));
@@ -223,12 +218,12 @@ async fn events_delivered_live_are_never_reported_as_lost() {
     let mut got = Vec::new();
     while got.last() != Some(&last) {
         let message = tab.event().await;
-        got.push(common_resume::seq_of(&message.id.unwrap()));
+        got.push(support::seq_of(&message.id.unwrap()));
     }
     assert_eq!(got, seqs, "the tab got every event once, in order");
     drop(tab);
     server
-        .wait_for_stats(Duration::from_secs(10), "the tab to close", |s| {
+        .wait_stats_within(Duration::from_secs(10), "the tab to close", |s| {
             s["totalConnections"] == 0
         })
         .await;
@@ -245,7 +240,7 @@ async fn events_delivered_live_are_never_reported_as_lost() {
 async fn invalid_user_ids_are_refused_with_400() {
     let server = Server::start(&["--workers", "1"]).await;
     for path in ["/events/a%20b", "/events/a%0Ab", "/events/%C3%A9"] {
-        let (status, body) = server.open(path, &[]).await.refused();
+        let (status, body) = server.open(path, &[]).await.refused().await;
         assert_eq!(status, 400, "{path}: {body}");
         assert!(
             body["error"].as_str().unwrap().contains("user id"),
@@ -253,7 +248,11 @@ async fn invalid_user_ids_are_refused_with_400() {
         );
     }
     let long = "u".repeat(129);
-    let (status, body) = server.open(&format!("/events/{long}"), &[]).await.refused();
+    let (status, body) = server
+        .open(&format!("/events/{long}"), &[])
+        .await
+        .refused()
+        .await;
     assert_eq!(status, 400, "{body}");
     for path in ["/api/users/a%20b/notify", "/api/users/%0A/notify"] {
         let (status, body) = server.post_json(path, &json!({"message": 1})).await;
@@ -310,13 +309,15 @@ async fn a_users_private_channel_cannot_be_named_by_clients() {
         let (status, body) = server
             .open(&format!("/events?{query}"), &[])
             .await
-            .refused();
+            .refused()
+            .await;
         assert_eq!(status, 400, "{query}: {body}");
     }
     let (status, body) = server
         .open("/events/y?channel=~user/x", &[])
         .await
-        .refused();
+        .refused()
+        .await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = server
         .post_json(

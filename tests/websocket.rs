@@ -5,88 +5,22 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod auth_support;
-mod common_resume;
 mod support;
 
-use common_resume::{Server, FRAME_TIMEOUT};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use futures_util::SinkExt;
+use serde_json::json;
+use support::ws::{
+    client_frame, close_code, connect_ws, handshake_on, json, next, opening, raw_close_code,
+    raw_ws, read_to_eof, send, upgrade, upgrade_request, GOOD_HANDSHAKE,
+};
+use support::{epoch_of, RawClient, Server, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn connect(server: &Server, query: &str) -> Ws {
-    let url = format!("ws://{}/ws{query}", server.addr);
-    let (ws, response) = tokio::time::timeout(FRAME_TIMEOUT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("handshake in time")
-        .expect("handshake accepted");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-/// The next message of any kind, within the frame timeout.
-async fn next(ws: &mut Ws) -> Message {
-    tokio::time::timeout(FRAME_TIMEOUT, ws.next())
-        .await
-        .expect("a message in time")
-        .expect("the connection is open")
-        .expect("a valid frame")
-}
-
-/// The next text message as JSON, skipping pings and pongs.
-async fn json(ws: &mut Ws) -> Value {
-    loop {
-        match next(ws).await {
-            Message::Text(text) => return serde_json::from_str(&text).expect("JSON text"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-/// Reads the opening (`connected`, then `position`) and returns the connected data and the
-/// position id.
-async fn opening(ws: &mut Ws) -> (Value, String) {
-    let connected = json(ws).await;
-    assert_eq!(connected["event"], "connected", "{connected}");
-    let position = json(ws).await;
-    assert_eq!(position["event"], "position", "{position}");
-    (
-        connected["data"].clone(),
-        position["id"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::Text(value.to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// Waits for the close frame and returns its code.
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        match tokio::time::timeout(FRAME_TIMEOUT, ws.next())
-            .await
-            .expect("a close in time")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
-            Some(Ok(Message::Close(None))) => return 1005,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn events_arrive_as_json_with_ids_channels_and_data() {
     let server = Server::start(&["--workers", "2"]).await;
-    let mut ws = connect(&server, "?channel=a&channel=b").await;
+    let mut ws = connect_ws(server.addr, "?channel=a&channel=b").await;
     let (connected, _) = opening(&mut ws).await;
     assert!(connected["connectionId"].as_str().unwrap().starts_with('s'));
     assert_eq!(connected["channels"], json!(["a", "b"]));
@@ -121,7 +55,7 @@ async fn events_arrive_as_json_with_ids_channels_and_data() {
 #[tokio::test]
 async fn subscriptions_change_by_message_and_bad_messages_get_an_error_reply() {
     let server = Server::start(&["--workers", "2"]).await;
-    let mut ws = connect(&server, "?channel=a").await;
+    let mut ws = connect_ws(server.addr, "?channel=a").await;
     opening(&mut ws).await;
 
     send(&mut ws, json!({"action": "subscribe", "channel": "c"})).await;
@@ -168,15 +102,9 @@ async fn resume_with_last_event_id_replays_exactly_what_was_missed() {
     }
     // Both workers have applied all five, so wherever the connection lands, they come as the
     // replay (a worker still behind would send the last ones live, after the position).
-    server
-        .wait_for_stats(FRAME_TIMEOUT, "every inbox drained", |s| {
-            s["workers"]
-                .as_array()
-                .is_some_and(|w| w.iter().all(|w| w["inboxDepth"] == 0))
-        })
-        .await;
-    let mut ws = connect(
-        &server,
+    server.settle().await;
+    let mut ws = connect_ws(
+        server.addr,
         &format!("?channel=r&lastEventId={}", published[1].id),
     )
     .await;
@@ -192,8 +120,10 @@ async fn resume_with_last_event_id_replays_exactly_what_was_missed() {
     let live = server.publish("r", json!("live")).await;
     assert_eq!(json(&mut ws).await["id"], json!(live.id));
 
-    // A malformed id is answered in-band with a reset carrying the current position.
-    let mut lost = connect(&server, "?channel=r&lastEventId=nonsense").await;
+    // A malformed id is answered in-band with a reset carrying the current position: that of
+    // the worker the connection lands on, so both must have applied the live event first.
+    server.settle().await;
+    let mut lost = connect_ws(server.addr, "?channel=r&lastEventId=nonsense").await;
     assert_eq!(json(&mut lost).await["event"], "connected");
     let reset = json(&mut lost).await;
     assert_eq!(reset["event"], "reset");
@@ -204,7 +134,7 @@ async fn resume_with_last_event_id_replays_exactly_what_was_missed() {
 #[tokio::test]
 async fn heartbeats_are_pings_and_client_pings_get_pongs() {
     let server = Server::start(&["--heartbeat-interval", "300ms"]).await;
-    let mut ws = connect(&server, "?channel=a").await;
+    let mut ws = connect_ws(server.addr, "?channel=a").await;
     opening(&mut ws).await;
     // The first message after the opening is the heartbeat ping.
     match next(&mut ws).await {
@@ -227,164 +157,74 @@ async fn heartbeats_are_pings_and_client_pings_get_pongs() {
 }
 
 /// Sends a raw HTTP request and returns the status line and the whole response text.
-async fn raw_request(server: &Server, head: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // Error answers carry Content-Length; read until the body is complete.
-    loop {
-        let n = tokio::time::timeout(FRAME_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            assert!(n > 0, "connection closed inside the head: {text}");
-            continue;
-        };
-        let status: u16 = text[9..12].parse().unwrap();
-        let length = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length: ")
-                    .map(str::to_owned)
-            })
-            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-        if status == 101 || body.len() >= length || n == 0 {
-            return (status, text);
-        }
-    }
-}
-
-fn upgrade_request(query: &str, extra: &str) -> String {
-    format!(
-        "GET /ws{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{extra}\r\n"
-    )
-}
-
 #[tokio::test]
 async fn handshake_errors_are_plain_http_errors() {
     let server = Server::start(&["--cors-origin", "http://good.example"]).await;
-    let good = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let good = GOOD_HANDSHAKE;
 
-    let (status, text) = raw_request(&server, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert_eq!(status, 426, "{text}");
-    assert!(
-        text.to_ascii_lowercase()
-            .contains("sec-websocket-version: 13"),
-        "{text}"
+    let mut plain = RawClient::request(server.addr, "GET", "/ws", &[], b"").await;
+    assert_eq!(plain.status, 426, "{:?}", plain.headers);
+    assert_eq!(
+        plain.header("sec-websocket-version"),
+        Some("13"),
+        "{:?}",
+        plain.headers
     );
-    assert!(text.contains("\"error\""), "{text}");
+    let body = plain.json().await;
+    assert!(body["error"].is_string(), "{body}");
 
     let old = "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    assert_eq!(raw_request(&server, &upgrade_request("", old)).await.0, 426);
+    assert_eq!(upgrade(server.addr, "", old).await.status, 426);
 
     let bad_key = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n";
-    assert_eq!(
-        raw_request(&server, &upgrade_request("", bad_key)).await.0,
-        400
-    );
+    assert_eq!(upgrade(server.addr, "", bad_key).await.status, 400);
 
-    let (status, text) = raw_request(&server, &upgrade_request("?channel=bad%20name", good)).await;
-    assert_eq!(status, 400, "{text}");
+    let mut bad_channel = upgrade(server.addr, "?channel=bad%20name", good).await;
+    let body = bad_channel.json().await;
+    assert_eq!(bad_channel.status, 400, "{body}");
 
     let evil = format!("{good}Origin: http://evil.example\r\n");
-    let (status, text) = raw_request(&server, &upgrade_request("", &evil)).await;
-    assert_eq!(status, 403, "{text}");
+    let mut refused = upgrade(server.addr, "", &evil).await;
+    let body = refused.json().await;
+    assert_eq!(refused.status, 403, "{body}");
     let allowed = format!("{good}Origin: http://good.example\r\n");
-    let (status, text) = raw_request(&server, &upgrade_request("", &allowed)).await;
-    assert_eq!(status, 101, "{text}");
-    assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{text}");
-}
-
-/// A masked client frame.
-fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mask = [1u8, 2, 3, 4];
-    let mut out = vec![first, 0x80 | payload.len() as u8];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-/// Opens a raw WebSocket (handshake by hand) and returns the stream after the 101 head.
-async fn raw_ws(server: &Server) -> TcpStream {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    let good = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    stream
-        .write_all(upgrade_request("?channel=a", good).as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
-}
-
-/// Reads server frames until a close frame and returns its code.
-async fn raw_close_code(stream: &mut TcpStream) -> u16 {
-    loop {
-        let mut header = [0u8; 2];
-        tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(&mut header))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(header[1] & 0x80, 0, "server frames are unmasked");
-        let len = match header[1] & 0x7F {
-            126 => {
-                let mut ext = [0u8; 2];
-                stream.read_exact(&mut ext).await.unwrap();
-                usize::from(u16::from_be_bytes(ext))
-            }
-            127 => {
-                let mut ext = [0u8; 8];
-                stream.read_exact(&mut ext).await.unwrap();
-                usize::try_from(u64::from_be_bytes(ext)).unwrap()
-            }
-            short => usize::from(short),
-        };
-        let mut payload = vec![0u8; len];
-        stream.read_exact(&mut payload).await.unwrap();
-        if header[0] & 0x0F == 0x8 {
-            return u16::from_be_bytes([payload[0], payload[1]]);
-        }
-    }
+    let accepted = upgrade(server.addr, "", &allowed).await;
+    assert_eq!(accepted.status, 101, "{:?}", accepted.headers);
+    assert_eq!(
+        accepted.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{:?}",
+        accepted.headers
+    );
 }
 
 #[tokio::test]
 async fn protocol_errors_close_with_the_right_code_and_hurt_no_one_else() {
     let server = Server::start(&["--workers", "2"]).await;
-    let mut bystander = connect(&server, "?channel=a").await;
+    let mut bystander = connect_ws(server.addr, "?channel=a").await;
     opening(&mut bystander).await;
 
     // Unmasked client frame: protocol error.
-    let mut raw = raw_ws(&server).await;
+    let mut raw = raw_ws(server.addr).await;
     raw.write_all(b"\x81\x02hi").await.unwrap();
     assert_eq!(raw_close_code(&mut raw).await, 1002);
 
     // A binary message: not accepted.
-    let mut ws = connect(&server, "?channel=a").await;
+    let mut ws = connect_ws(server.addr, "?channel=a").await;
     ws.send(Message::Binary(vec![1, 2, 3].into()))
         .await
         .unwrap();
     assert_eq!(close_code(&mut ws).await, 1003);
 
     // Invalid UTF-8 in a text frame.
-    let mut raw = raw_ws(&server).await;
+    let mut raw = raw_ws(server.addr).await;
     raw.write_all(&client_frame(0x81, &[0xff, 0xfe]))
         .await
         .unwrap();
     assert_eq!(raw_close_code(&mut raw).await, 1007);
 
     // A message over the limit, refused from its header.
-    let mut raw = raw_ws(&server).await;
+    let mut raw = raw_ws(server.addr).await;
     let mut header = vec![0x81, 0x80 | 127];
     header.extend_from_slice(&(1u64 << 20).to_be_bytes());
     header.extend_from_slice(&[0, 0, 0, 0]);
@@ -392,7 +232,7 @@ async fn protocol_errors_close_with_the_right_code_and_hurt_no_one_else() {
     assert_eq!(raw_close_code(&mut raw).await, 1009);
 
     // The client's own close is echoed.
-    let mut ws = connect(&server, "?channel=a").await;
+    let mut ws = connect_ws(server.addr, "?channel=a").await;
     ws.close(None).await.unwrap();
     assert_eq!(close_code(&mut ws).await, 1000);
 
@@ -402,14 +242,14 @@ async fn protocol_errors_close_with_the_right_code_and_hurt_no_one_else() {
 
 #[tokio::test]
 async fn shutdown_closes_with_going_away() {
-    let mut process = support::start(&["--metrics-interval", "1h"]);
+    let mut process = Server::spawn(&["--metrics-interval", "1h"]);
     let url = format!("ws://{}/ws?channel=a", process.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     opening(&mut ws).await;
     process.signal("TERM");
     assert_eq!(close_code(&mut ws).await, 1001);
     let status = process
-        .wait_exit(FRAME_TIMEOUT)
+        .wait_exit(TIMEOUT)
         .await
         .expect("exits after the drain");
     assert!(status.success(), "{status:?}");
@@ -418,14 +258,13 @@ async fn shutdown_closes_with_going_away() {
 #[tokio::test]
 async fn a_reader_that_stops_is_cut_off_and_the_others_keep_up() {
     let server = Server::start(&["--workers", "1", "--channel-capacity", "16"]).await;
-    let mut fast = connect(&server, "?channel=a").await;
+    let mut fast = connect_ws(server.addr, "?channel=a").await;
     opening(&mut fast).await;
     // A raw client that completes the handshake and then never reads again.
     let stalled = support::connect_small_window(server.addr).await;
     let mut stalled = stalled;
-    let good = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     stalled
-        .write_all(upgrade_request("?channel=a", good).as_bytes())
+        .write_all(upgrade_request("?channel=a", GOOD_HANDSHAKE).as_bytes())
         .await
         .unwrap();
 
@@ -437,7 +276,7 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_keep_up() {
         assert_eq!(got["id"], json!(last));
     }
     server
-        .wait_for_stats(FRAME_TIMEOUT, "the stalled reader is evicted", |s| {
+        .wait_stats_within(TIMEOUT, "the stalled reader is evicted", |s| {
             s["slowConsumersDropped"].as_u64() >= Some(1) && s["totalConnections"] == 1
         })
         .await;
@@ -448,7 +287,7 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_keep_up() {
 
 #[tokio::test]
 async fn auth_required_applies_to_websockets_and_their_subscriptions() {
-    let server = Server::start(&["--auth", "required", "--jwt-secret", auth_support::SECRET]).await;
+    let server = Server::start(&["--auth", "required", "--jwt-secret", support::jwt::SECRET]).await;
     let url = format!("ws://{}/ws?channel=a", server.addr);
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -456,8 +295,8 @@ async fn auth_required_applies_to_websockets_and_their_subscriptions() {
         }
         other => panic!("expected 401, got {other:?}"),
     }
-    let token = auth_support::hs256(&auth_support::claims("alice", &["a", "b"], &[]));
-    let mut ws = connect(&server, &format!("?channel=a&token={token}")).await;
+    let token = support::jwt::hs256(&support::jwt::claims("alice", &["a", "b"], &[]));
+    let mut ws = connect_ws(server.addr, &format!("?channel=a&token={token}")).await;
     opening(&mut ws).await;
     send(&mut ws, json!({"action": "subscribe", "channel": "secret"})).await;
     let reply = json(&mut ws).await;
@@ -470,16 +309,16 @@ async fn auth_required_applies_to_websockets_and_their_subscriptions() {
 #[tokio::test]
 async fn a_client_that_floods_pings_without_reading_is_cut_off() {
     let server = Server::start(&["--workers", "1"]).await;
-    let mut bystander = connect(&server, "?channel=a").await;
+    let mut bystander = connect_ws(server.addr, "?channel=a").await;
     opening(&mut bystander).await;
-    let mut raw = raw_ws(&server).await;
+    let mut raw = raw_ws(server.addr).await;
     // Thousands of pings, never reading a pong: the server must not queue pongs forever.
     let ping = client_frame(0x89, &[b'p'; 100]);
     let mut burst = Vec::new();
     for _ in 0..64 {
         burst.extend_from_slice(&ping);
     }
-    let deadline = std::time::Instant::now() + FRAME_TIMEOUT;
+    let deadline = std::time::Instant::now() + TIMEOUT;
     let cut_off = loop {
         if std::time::Instant::now() > deadline {
             break false;
@@ -498,82 +337,18 @@ async fn a_client_that_floods_pings_without_reading_is_cut_off() {
 }
 
 /// Publishes `n` events of 4 KiB on channel `h`; returns the epoch of their ids.
-async fn fill_history(server: &support::Server, n: usize) -> String {
-    let http = support::http();
+async fn fill_history(server: &Server, n: usize) -> String {
     let big = "x".repeat(4096);
-    let mut first = String::new();
-    for i in 0..n {
-        let answer: Value = http
-            .post(server.url("/api/publish"))
-            .json(&json!({"channel": "h", "data": big}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if i == 0 {
-            first = answer["id"].as_str().unwrap().to_owned();
-        }
+    let first = server.publish("h", json!(big)).await;
+    for _ in 1..n {
+        server.publish("h", json!(big)).await;
     }
-    first.rsplit_once('-').unwrap().0.to_owned()
-}
-
-/// Reads server frames until EOF; returns `(opcode, payload)` of each and how the read ended.
-async fn read_to_eof(stream: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, Option<std::io::ErrorKind>) {
-    let (mut buf, mut chunk) = (Vec::new(), [0u8; 65536]);
-    let error = loop {
-        match tokio::time::timeout(FRAME_TIMEOUT, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) => break None,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => break Some(e.kind()),
-            Err(_) => panic!("no end of stream in time"),
-        }
-    };
-    let (mut frames, mut at) = (Vec::new(), 0);
-    while at + 2 <= buf.len() {
-        let op = buf[at] & 0x0F;
-        let (len, header) = match buf[at + 1] & 0x7F {
-            126 => (
-                usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
-                4,
-            ),
-            127 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&buf[at + 2..at + 10]);
-                (usize::try_from(u64::from_be_bytes(b)).unwrap(), 10)
-            }
-            short => (usize::from(short), 2),
-        };
-        if at + header + len > buf.len() {
-            break;
-        }
-        frames.push((op, buf[at + header..at + header + len].to_vec()));
-        at += header + len;
-    }
-    (frames, error)
-}
-
-/// Completes a WebSocket handshake by hand on `stream`.
-async fn handshake_on(mut stream: TcpStream, query: &str) -> TcpStream {
-    let good = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    stream
-        .write_all(upgrade_request(query, good).as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
+    epoch_of(&first.id).to_owned()
 }
 
 #[tokio::test]
 async fn input_after_a_protocol_error_is_dropped_not_buffered() {
-    let server = support::start(&["--workers", "1", "--metrics-interval", "1h"]);
+    let server = Server::spawn(&["--workers", "1", "--metrics-interval", "1h"]);
     let epoch = fill_history(&server, 500).await;
     let before = server.rss_kib();
     // A client that does not read its 2 MiB replay keeps the server's writer blocked.
@@ -601,7 +376,7 @@ async fn input_after_a_protocol_error_is_dropped_not_buffered() {
 
 #[tokio::test]
 async fn a_client_close_then_fin_gets_the_close_echo_and_nothing_after_it() {
-    let server = support::start(&["--workers", "1", "--metrics-interval", "1h"]);
+    let server = Server::spawn(&["--workers", "1", "--metrics-interval", "1h"]);
     let epoch = fill_history(&server, 200).await;
     let stream = support::connect_small_window(server.addr).await;
     let mut ws = handshake_on(stream, &format!("?channel=h&lastEventId={epoch}-0")).await;
@@ -626,7 +401,7 @@ async fn a_client_close_then_fin_gets_the_close_echo_and_nothing_after_it() {
 #[tokio::test]
 async fn a_client_that_pipelines_hundreds_of_commands_gets_every_reply() {
     let server = Server::start(&["--workers", "1"]).await;
-    let mut raw = raw_ws(&server).await;
+    let mut raw = raw_ws(server.addr).await;
     // 300 commands in one write: all land in one read on the server.
     let mut burst = Vec::new();
     for n in 0..300 {
@@ -638,7 +413,7 @@ async fn a_client_that_pipelines_hundreds_of_commands_gets_every_reply() {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     while replies < 300 {
-        let n = tokio::time::timeout(FRAME_TIMEOUT, raw.read(&mut chunk))
+        let n = tokio::time::timeout(TIMEOUT, raw.read(&mut chunk))
             .await
             .expect("replies in time")
             .expect("the connection stays up");

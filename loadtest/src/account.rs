@@ -6,7 +6,7 @@
 //! gathers the inputs; `report` shows the result.
 
 use crate::plan::Stall;
-use crate::report::{ConnIssue, Delivery, Percentiles, Stalled, Wire};
+use crate::report::{ConnIssue, Delivery, Listening, Percentiles, Stalled, Wire};
 use crate::tally::{ConnTally, SeqSet, ThreadTally};
 
 /// Connections listed in [`Accounts::worst`] at most.
@@ -147,6 +147,39 @@ pub fn account(
         });
     }
     accounts
+}
+
+/// A listening run's figures (custom target without a publish hook): events per second per
+/// connection over `seconds`, and gaps in numeric ids.
+pub fn listening(conns: &[(usize, ConnTally)], seconds: f64) -> Listening {
+    let mut figures = Listening {
+        seconds,
+        events: 0,
+        per_connection_per_s: [0.0; 3],
+        id_gaps: 0,
+        ids_skipped: 0,
+        connections_with_gaps: 0,
+        events_without_numeric_id: 0,
+    };
+    let mut rates: Vec<f64> = Vec::with_capacity(conns.len());
+    for (_, tally) in conns.iter().filter(|(_, t)| t.ready && !t.stalled) {
+        let listen = &tally.listen;
+        figures.events += listen.events;
+        figures.id_gaps += listen.gaps;
+        figures.ids_skipped += listen.skipped;
+        figures.connections_with_gaps += u64::from(listen.gaps > 0);
+        figures.events_without_numeric_id += listen.non_numeric;
+        if seconds > 0.0 {
+            rates.push(listen.events as f64 / seconds);
+        }
+    }
+    if !rates.is_empty() {
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = rates.iter().copied().fold(0.0, f64::max);
+        figures.per_connection_per_s = [min, mean, max];
+    }
+    figures
 }
 
 /// First, median and last of sorted microsecond figures, in seconds.

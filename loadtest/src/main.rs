@@ -1,20 +1,28 @@
-//! The `sluice-loadtest` command: `run` (one transport against one server) and `compare` (SSE,
-//! WebSocket and long polling back to back against Sluice, printed beside the tutorial's claims).
-//! Parses flags, runs, prints, writes `--out` JSON and an `--svg` chart, and sets the exit status.
+//! The `sluice-loadtest` command: `run` (one transport against one server, a built-in one or a
+//! custom SSE server), `compare` (SSE, WebSocket and long polling back to back against Sluice,
+//! printed beside the tutorial's claims) and `storm` (every stream broken at once, then back).
+//! Parses flags, runs, prints (text or CSV), writes `--out` JSON and an `--svg` chart, compares
+//! with a `--baseline`, and sets the exit status.
 //!
 //! Exit status: 0 when every run was clean; 1 when any run lost or duplicated an event, had a
-//! connection fail, or delivered nothing; 2 for usage errors; 3 when a run could not be carried
-//! out (server missing, fd limit, server not answering); 130 after SIGINT/SIGTERM, which ends the
-//! run early and still stops a spawned server.
+//! connection fail, or delivered nothing (a storm: a stream that never came back); 2 for usage
+//! errors; 3 when a run could not be carried out (server missing, fd limit, server not
+//! answering, baseline unreadable); 4 when a figure regressed past `--max-regress` against the
+//! `--baseline`; 130 after SIGINT/SIGTERM, which ends the run early and still stops a spawned
+//! server.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluice_loadtest::custom::Custom;
+use sluice_loadtest::storm::{self, Cut, StormPlan, StormReport};
 use sluice_loadtest::{
-    chart, run, run_spawned, Cancel, Endpoint, Launch, Plan, Rate, Report, Stall, Target, Transport,
+    chart, regress, run, run_spawned, Cancel, Endpoint, Launch, Plan, Rate, Report, Stall, Target,
+    Transport,
 };
 
 #[derive(Debug, Parser)]
@@ -35,9 +43,41 @@ enum Command {
         /// Client protocol.
         #[arg(long, value_enum, default_value = "sse")]
         transport: TransportArg,
-        /// Server kind. express and nchan speak SSE only and need --spawn or a --url of theirs.
+        /// Server kind. express and nchan speak SSE only and need --spawn or a --url of theirs;
+        /// custom is any SSE server, described by --sub (and --pub, --header).
         #[arg(long, value_enum, default_value = "sluice")]
         target: TargetArg,
+        #[command(flatten)]
+        custom: CustomArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// A reconnect storm: open the streams, publish, break every connection at once (restart
+    /// the spawned server, or cut it yourself with --url), and measure how the streams come
+    /// back as browsers would (retry:, Last-Event-ID) and what was lost or duplicated.
+    Storm {
+        /// Server kind.
+        #[arg(long, value_enum, default_value = "sluice")]
+        target: TargetArg,
+        /// How to break the connections of a spawned server: term (SIGTERM, then restart on the
+        /// same port) or kill (SIGKILL, then restart). With --url the harness tells you when to
+        /// cut.
+        #[arg(long, value_enum, default_value = "term")]
+        cut: CutArg,
+        /// Publishing before the cut.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        before: Duration,
+        /// Publishing after every stream is back.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        after: Duration,
+        /// Longest wait, from the cut, for every stream to come back.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        recover: Duration,
+        /// Test-only: connection 0 ignores the second event after it comes back.
+        #[arg(long, hide = true)]
+        drop_one: bool,
+        #[command(flatten)]
+        custom: CustomArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -68,10 +108,11 @@ struct Common {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     drain: Duration,
     /// A running server, e.g. http://127.0.0.1:3000 (loopback).
-    #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
+    #[arg(long, conflicts_with = "spawn")]
     url: Option<String>,
-    /// PID of the server at --url, to sample its memory and CPU from /proc.
-    #[arg(long, requires = "url")]
+    /// PID of the server at --url (or of a custom target), to sample its memory and CPU from
+    /// /proc.
+    #[arg(long, alias = "pid")]
     server_pid: Option<u32>,
     /// Start the server (or baseline) on a free loopback port, sample it, stop it at the end.
     #[arg(long)]
@@ -111,12 +152,80 @@ struct Common {
     /// Write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Write an SVG chart of the results here.
+    /// Write an SVG chart of the results here (run and compare).
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Open the connections at this many per second (e.g. 500/s) and show the connect latency
+    /// second by second over the ramp.
+    #[arg(long, value_parser = parse_ramp)]
+    ramp: Option<f64>,
+    /// How to print the results: text, or csv (a header and one row per run).
+    #[arg(long, value_enum, default_value = "text")]
+    format: FormatArg,
+    /// A results file written earlier with --out: compare this run's figures with it.
+    #[arg(long, requires = "max_regress")]
+    baseline: Option<PathBuf>,
+    /// With --baseline: the exit status is 4 when a figure is worse by more than this many
+    /// percent of its baseline value.
+    #[arg(long, requires = "baseline")]
+    max_regress: Option<f64>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// A custom target (`--target custom`).
+#[derive(Debug, Args)]
+struct CustomArgs {
+    /// The stream URL of a custom target, http://HOST:PORT/PATH; {i} becomes the connection's
+    /// index (0, 1, …).
+    #[arg(long)]
+    sub: Option<String>,
+    /// A request header K:V for the custom target's streams and publishes (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Where to POST the custom target's events. Without it the run only listens.
+    #[arg(long = "pub")]
+    publish: Option<String>,
+    /// The publish body; {marker} becomes the event's marker (lt-<seq>-<unix µs>), which the
+    /// harness then looks for anywhere in the received data. Default {"marker":"{marker}"}.
+    #[arg(long)]
+    pub_body: Option<String>,
+    /// The publish body's Content-Type (default application/json).
+    #[arg(long)]
+    pub_type: Option<String>,
+}
+
+impl CustomArgs {
+    fn build(&self) -> Result<Option<Arc<Custom>>, String> {
+        let Some(sub) = &self.sub else {
+            if self.publish.is_some() || !self.headers.is_empty() {
+                return Err("--pub and --header need --target custom --sub URL".to_owned());
+            }
+            return Ok(None);
+        };
+        Custom::new(
+            sub,
+            &self.headers,
+            self.publish.as_deref(),
+            self.pub_body.as_deref(),
+            self.pub_type.as_deref(),
+        )
+        .map(|c| Some(Arc::new(c)))
+        .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    Text,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CutArg {
+    Term,
+    Kill,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -131,6 +240,7 @@ enum TargetArg {
     Sluice,
     Express,
     Nchan,
+    Custom,
 }
 
 impl From<TransportArg> for Transport {
@@ -149,6 +259,7 @@ impl From<TargetArg> for Target {
             TargetArg::Sluice => Target::Sluice,
             TargetArg::Express => Target::Express,
             TargetArg::Nchan => Target::Nchan,
+            TargetArg::Custom => Target::Custom,
         }
     }
 }
@@ -159,6 +270,8 @@ const EXIT_UNCLEAN: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 /// Exit status when a run could not be carried out.
 const EXIT_FAILED: u8 = 3;
+/// Exit status when a figure regressed past `--max-regress`.
+const EXIT_REGRESSED: u8 = 4;
 /// Exit status after SIGINT or SIGTERM (128 + SIGINT, the shell's convention).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -199,56 +312,144 @@ fn cancel_on_signal(cancel: Cancel) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (runs, common, title): (Vec<(Transport, Target)>, Common, &str) = match cli.command {
+    let cancel = Cancel::default();
+    cancel_on_signal(cancel.clone());
+    match cli.command {
         Command::Run {
             transport,
             target,
+            custom,
             common,
-        } => (vec![(transport.into(), target.into())], common, "run"),
-        Command::Compare { common } => (
+        } => runs(
+            vec![(transport.into(), target.into())],
+            &custom,
+            &common,
+            "run",
+            cancel,
+        ),
+        Command::Compare { common } => runs(
             Transport::ALL
                 .iter()
                 .map(|&t| (t, Target::Sluice))
                 .collect(),
-            common,
+            &CustomArgs {
+                sub: None,
+                headers: Vec::new(),
+                publish: None,
+                pub_body: None,
+                pub_type: None,
+            },
+            &common,
             "compare",
+            cancel,
         ),
+        Command::Storm {
+            target,
+            cut,
+            before,
+            after,
+            recover,
+            drop_one,
+            custom,
+            common,
+        } => {
+            let settings = StormPlan {
+                cut: match (&common.url, cut) {
+                    (Some(_), _) => Cut::Manual,
+                    (None, CutArg::Term) => Cut::Term,
+                    (None, CutArg::Kill) => Cut::Kill,
+                },
+                before,
+                after,
+                recover,
+            };
+            storm_command(target.into(), settings, drop_one, &custom, &common, cancel)
+        }
+    }
+}
+
+/// The plan and where the server comes from, or the exit status of a usage error.
+fn prepare(
+    transport: Transport,
+    target: Target,
+    custom: &CustomArgs,
+    common: &Common,
+    cancel: &Cancel,
+) -> Result<(Plan, Option<Endpoint>), ExitCode> {
+    let usage = |message: String| {
+        eprintln!("sluice-loadtest: {message}");
+        ExitCode::from(EXIT_USAGE)
     };
-    let endpoint = match &common.url {
-        Some(url) => match parse_url(url) {
+    let custom = custom.build().map_err(usage)?;
+    let mut plan = plan(common, transport, target);
+    plan.cancel = cancel.clone();
+    plan.custom = custom.clone();
+    if target == Target::Custom {
+        plan.reconnect = sluice_loadtest::plan::Reconnect::AsBrowser;
+    }
+    plan.validate().map_err(|e| usage(e.to_string()))?;
+    let endpoint = match (&custom, &common.url) {
+        (Some(custom), _) => {
+            if common.spawn {
+                return Err(usage(
+                    "a custom target is not spawned: start it yourself, give --sub and --pid"
+                        .to_owned(),
+                ));
+            }
+            Some(Endpoint {
+                addr: custom.sub.addr,
+                pid: common.server_pid,
+                banner: format!(
+                    "custom target http://{}{} (not spawned)",
+                    custom.sub.authority, custom.sub.path
+                ),
+            })
+        }
+        (None, Some(url)) => match parse_url(url) {
             Some(addr) => Some(Endpoint {
                 addr,
                 pid: common.server_pid,
                 banner: format!("{url} (not spawned)"),
             }),
-            None => {
-                eprintln!("sluice-loadtest: --url {url}: expected http://HOST:PORT");
-                return ExitCode::from(EXIT_USAGE);
-            }
+            None => return Err(usage(format!("--url {url}: expected http://HOST:PORT"))),
         },
-        None => None,
+        (None, None) if common.spawn => None,
+        (None, None) => return Err(usage("give --spawn or --url URL".to_owned())),
     };
+    if common.server_pid.is_some() && endpoint.is_none() {
+        return Err(usage(
+            "--server-pid goes with --url or a custom target".to_owned(),
+        ));
+    }
+    Ok((plan, endpoint))
+}
 
-    let cancel = Cancel::default();
-    cancel_on_signal(cancel.clone());
+/// `run` and `compare`.
+fn runs(
+    runs: Vec<(Transport, Target)>,
+    custom: &CustomArgs,
+    common: &Common,
+    title: &str,
+    cancel: Cancel,
+) -> ExitCode {
     let mut reports = Vec::new();
     for (transport, target) in runs {
         if cancel.is_cancelled() {
             break;
         }
-        let mut plan = plan(&common, transport, target);
-        plan.cancel = cancel.clone();
-        if let Err(error) = plan.validate() {
-            eprintln!("sluice-loadtest: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        let (plan, endpoint) = match prepare(transport, target, custom, common, &cancel) {
+            Ok(prepared) => prepared,
+            Err(status) => return status,
+        };
         let result = match &endpoint {
             Some(endpoint) => run(&plan, endpoint),
-            None => run_spawned(&plan, &launch(&common, target)),
+            None => run_spawned(&plan, &launch(common, target)),
         };
         match result {
             Ok(report) => {
-                println!("{}", report.summary());
+                if common.format == FormatArg::Text {
+                    println!("{}", report.summary());
+                }
                 reports.push(report);
             }
             Err(error) => {
@@ -261,22 +462,112 @@ fn main() -> ExitCode {
             }
         }
     }
-    if title == "compare" {
+    if title == "compare" && common.format == FormatArg::Text {
         println!("{}", sluice_loadtest::report::comparison_table(&reports));
     }
-    if let Err(error) = write_outputs(&common, title, &reports) {
+    let document = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "mode": title,
+        "runs": reports,
+        "table": (title == "compare")
+            .then(|| sluice_loadtest::report::comparison_table(&reports)),
+    });
+    if let Err(error) = write_svg(common, title, &reports) {
         eprintln!("sluice-loadtest: {error}");
         return ExitCode::from(EXIT_FAILED);
+    }
+    let clean = reports.iter().all(Report::is_clean);
+    finish(common, &document, &cancel, clean)
+}
+
+/// `storm`.
+fn storm_command(
+    target: Target,
+    settings: StormPlan,
+    drop_one: bool,
+    custom: &CustomArgs,
+    common: &Common,
+    cancel: Cancel,
+) -> ExitCode {
+    let (mut plan, endpoint) = match prepare(Transport::Sse, target, custom, common, &cancel) {
+        Ok(prepared) => prepared,
+        Err(status) => return status,
+    };
+    plan.drop_one = drop_one;
+    let server = match endpoint {
+        Some(endpoint) => storm::Server::Running(endpoint),
+        None => storm::Server::Spawn(launch(common, target)),
+    };
+    let report: StormReport = match storm::storm(&plan, &settings, server) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("sluice-loadtest: storm on {}: {error}", target.as_str());
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if common.format == FormatArg::Text {
+        println!("{}", report.summary());
+    }
+    let clean = report.is_clean();
+    let document = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "mode": "storm",
+        "runs": [report],
+    });
+    finish(common, &document, &cancel, clean)
+}
+
+/// CSV, `--out`, the `--baseline` check, and the exit status.
+fn finish(common: &Common, document: &serde_json::Value, cancel: &Cancel, clean: bool) -> ExitCode {
+    if common.format == FormatArg::Csv {
+        print!("{}", regress::csv(document));
+    }
+    if let Some(path) = &common.out {
+        let written = serde_json::to_string_pretty(document)
+            .map_err(|e| format!("cannot encode the results: {e}"))
+            .and_then(|text| {
+                std::fs::write(path, text + "\n")
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            });
+        if let Err(error) = written {
+            eprintln!("sluice-loadtest: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    let mut regressed = false;
+    if let (Some(path), Some(max_pct)) = (&common.baseline, common.max_regress) {
+        let baseline = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the baseline {}: {e}", path.display()))
+            .and_then(|text| {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| format!("the baseline {} is not JSON: {e}", path.display()))
+            })
+            .and_then(|baseline| {
+                regress::compare(&baseline, document, max_pct).map_err(|e| e.to_string())
+            });
+        match baseline {
+            Ok(comparisons) => {
+                eprint!("{}", regress::table(&comparisons, max_pct));
+                regressed = comparisons.iter().any(|c| c.regressed);
+            }
+            Err(error) => {
+                eprintln!("sluice-loadtest: {error}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
     }
     if cancel.is_cancelled() {
         return ExitCode::from(EXIT_INTERRUPTED);
     }
-    if reports.iter().all(Report::is_clean) {
-        ExitCode::SUCCESS
-    } else {
+    if !clean {
         eprintln!("sluice-loadtest: not clean (see the verdict lines)");
-        ExitCode::from(EXIT_UNCLEAN)
+        return ExitCode::from(EXIT_UNCLEAN);
     }
+    if regressed {
+        eprintln!("sluice-loadtest: regressed past --max-regress against the baseline");
+        return ExitCode::from(EXIT_REGRESSED);
+    }
+    ExitCode::SUCCESS
 }
 
 fn plan(common: &Common, transport: Transport, target: Target) -> Plan {
@@ -297,6 +588,10 @@ fn plan(common: &Common, transport: Transport, target: Target) -> Plan {
         connect_concurrency: common.connect_concurrency,
         progress: !common.quiet,
         cancel: Cancel::default(),
+        custom: None,
+        reconnect: sluice_loadtest::plan::Reconnect::Fast,
+        ramp: common.ramp,
+        drop_one: false,
     }
 }
 
@@ -315,6 +610,17 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
     Rate::parse(text).map_err(|error| error.to_string())
 }
 
+/// `--ramp`: connections per second, `500` or `500/s`.
+fn parse_ramp(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix("/s").unwrap_or(text);
+    match number.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "'{text}': expected connections per second, e.g. 500/s"
+        )),
+    }
+}
+
 /// `--stall`: a share in [0, 1).
 fn parse_stall(text: &str) -> Result<Stall, String> {
     let fraction: f64 = text
@@ -330,21 +636,8 @@ fn parse_url(url: &str) -> Option<SocketAddr> {
     authority.to_socket_addrs().ok()?.next()
 }
 
-/// `--out` (JSON: the command line and every report) and `--svg`.
-fn write_outputs(common: &Common, title: &str, reports: &[Report]) -> Result<(), String> {
-    if let Some(path) = &common.out {
-        let document = serde_json::json!({
-            "command": std::env::args().collect::<Vec<_>>(),
-            "mode": title,
-            "runs": reports,
-            "table": (title == "compare")
-                .then(|| sluice_loadtest::report::comparison_table(reports)),
-        });
-        let text = serde_json::to_string_pretty(&document)
-            .map_err(|e| format!("cannot encode the results: {e}"))?;
-        std::fs::write(path, text + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+/// `--svg`.
+fn write_svg(common: &Common, title: &str, reports: &[Report]) -> Result<(), String> {
     if let Some(path) = &common.svg {
         let heading = format!(
             "sluice-loadtest {title}: {} connections, {}",

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::custom::Custom;
+
 /// The client protocol of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,6 +58,8 @@ pub enum Target {
     Express,
     /// nginx with Nchan, from `loadtest/baselines/nchan` (SSE only).
     Nchan,
+    /// Any SSE server, described by `--sub`, `--header` and `--pub` ([`Custom`]).
+    Custom,
 }
 
 impl Target {
@@ -65,6 +69,7 @@ impl Target {
             Target::Sluice => "sluice",
             Target::Express => "express",
             Target::Nchan => "nchan",
+            Target::Custom => "custom",
         }
     }
 
@@ -73,12 +78,13 @@ impl Target {
         self == Target::Sluice || transport == Transport::Sse
     }
 
-    /// Path and query of the publish endpoint.
+    /// Path and query of the publish endpoint (a custom target's comes from its hook).
     pub fn publish_path(self, channel: &str) -> String {
         match self {
             Target::Sluice => "/api/publish".to_owned(),
             Target::Express => "/publish".to_owned(),
             Target::Nchan => format!("/publish?channel={channel}"),
+            Target::Custom => String::new(),
         }
     }
 
@@ -249,7 +255,34 @@ pub struct Plan {
     /// Set to end the run early (Ctrl-C): publishing stops, connections close, the server stops.
     #[serde(skip)]
     pub cancel: Cancel,
+    /// The custom target's URLs, headers and publish hook (`Target::Custom` only).
+    pub custom: Option<Arc<Custom>>,
+    /// How a dropped SSE stream comes back.
+    pub reconnect: Reconnect,
+    /// Open the connections at this many per second (`--ramp`); none: as fast as
+    /// `connect_concurrency` allows.
+    pub ramp: Option<f64>,
+    /// Test-only: connection 0 ignores the second event it receives after its first reconnect,
+    /// so a test can check that a run which loses an event fails.
+    #[serde(skip)]
+    pub drop_one: bool,
 }
+
+/// How a dropped SSE stream comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reconnect {
+    /// After a short fixed pause ([`crate::transport`]'s `RECONNECT_PAUSE`): a load test's
+    /// connections are back as soon as possible.
+    Fast,
+    /// As a browser's `EventSource` does: after the stream's last `retry:` (or
+    /// [`BROWSER_RETRY`] before any), again after each failed attempt, with `Last-Event-ID`.
+    AsBrowser,
+}
+
+/// A browser's reconnection time before a stream sets one (the standard leaves it to the user
+/// agent; Chrome and Firefox use 3 s).
+pub const BROWSER_RETRY: Duration = Duration::from_secs(3);
 
 /// A flag that ends a run early; clones share it.
 #[derive(Debug, Clone, Default)]
@@ -286,6 +319,10 @@ impl Default for Plan {
             connect_concurrency: 256,
             progress: false,
             cancel: Cancel::default(),
+            custom: None,
+            reconnect: Reconnect::Fast,
+            ramp: None,
+            drop_one: false,
         }
     }
 }
@@ -300,6 +337,8 @@ pub enum PlanError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `--target custom` without its description, or a description without `--target custom`.
+    Custom(&'static str),
     /// The target does not speak the transport.
     Unsupported {
         /// The server kind.
@@ -313,6 +352,7 @@ impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PlanError::Invalid { key, reason } => write!(f, "invalid --{key}: {reason}"),
+            PlanError::Custom(reason) => f.write_str(reason),
             PlanError::Unsupported { target, transport } => write!(
                 f,
                 "the {} baseline speaks SSE only, not {}",
@@ -342,6 +382,25 @@ impl Plan {
                 target: self.target,
                 transport: self.transport,
             });
+        }
+        match (self.target, &self.custom) {
+            (Target::Custom, None) => {
+                return Err(PlanError::Custom("--target custom needs --sub URL"))
+            }
+            (Target::Custom, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(PlanError::Custom(
+                    "--sub, --pub and --header apply to --target custom only",
+                ))
+            }
+        }
+        if let Some(ramp) = self.ramp {
+            if !(ramp.is_finite() && ramp > 0.0) {
+                return invalid(
+                    "ramp",
+                    "must be a positive number of connections per second",
+                );
+            }
         }
         if self.connections == 0 {
             return invalid("connections", "must be at least 1");
@@ -415,6 +474,19 @@ impl Plan {
         let interval = self.interval()?;
         let ticks = (self.duration.as_secs_f64() / interval.as_secs_f64()).ceil();
         Some((ticks.max(1.0) as u64) * u64::from(self.burst))
+    }
+
+    /// Whether the run only listens: a custom target without a publish hook.
+    pub fn is_subscribe_only(&self) -> bool {
+        self.custom.as_ref().is_some_and(|c| c.publish.is_none())
+    }
+
+    /// Path and query of connection `index`'s stream.
+    pub fn subscribe_path(&self, index: usize) -> String {
+        match &self.custom {
+            Some(custom) => custom.subscribe_path(index),
+            None => self.target.subscribe_path(self.transport, &self.channel),
+        }
     }
 
     /// Source addresses needed for the connections.

@@ -3,7 +3,8 @@
 //! `burst / rate` seconds) or as fast as the server answers (`--rate max`: each connection sends
 //! its next publish as soon as the previous one is answered), and remembers which sequence
 //! numbers the server accepted. With `--payload-bytes` the data object carries a `"p"` string
-//! that pads it to that size.
+//! that pads it to that size. A custom target's hook gets its own body template instead, with
+//! the marker in place of `{marker}`, its content type and the `--header` lines.
 //!
 //! A publish that is refused (503 under overload, any other status, a socket error or a
 //! timeout) is counted, never retried: the event is then not expected by anyone, and the error
@@ -21,8 +22,9 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::custom::Hook;
 use crate::http1::{parse_head, Dechunker, Framing};
-use crate::plan::{Plan, Rate, Target};
+use crate::plan::{Plan, Rate};
 use crate::tally::{new_histogram, Live, SeqSet};
 use crate::transport::now_us;
 
@@ -56,7 +58,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(expected: u64) -> Self {
+    /// Nothing published yet; room for `expected` sequence numbers.
+    pub fn new(expected: u64) -> Self {
         let now = Instant::now();
         Outcome {
             ok: SeqSet::with_capacity(expected),
@@ -131,6 +134,8 @@ struct Link {
     prefix: Vec<u8>,
     /// Size the `data` object is padded to (0: not padded).
     payload_bytes: usize,
+    /// A custom target's body template (none: the built-in JSON envelope).
+    hook: Option<Hook>,
     stream: Option<TcpStream>,
     payload: Vec<u8>,
     request: Vec<u8>,
@@ -140,14 +145,33 @@ struct Link {
 }
 
 impl Link {
-    fn new(server: SocketAddr, path: &str, payload_bytes: usize) -> Self {
+    /// The publish endpoint of `plan`'s target.
+    fn of(plan: &Plan, server: SocketAddr, payload_bytes: usize) -> Self {
+        let hook = plan.custom.as_ref().and_then(|c| c.publish.clone());
+        let (server, host, path, content_type, headers) = match (&hook, &plan.custom) {
+            (Some(hook), Some(custom)) => (
+                hook.url.addr,
+                hook.url.authority.clone(),
+                hook.url.path.clone(),
+                hook.content_type.clone(),
+                custom.header_lines(),
+            ),
+            _ => (
+                server,
+                server.to_string(),
+                plan.target.publish_path(&plan.channel),
+                "application/json".to_owned(),
+                String::new(),
+            ),
+        };
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: "
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{headers}Accept: application/json\r\nContent-Length: "
         );
         Link {
             server,
             prefix: head.into_bytes(),
             payload_bytes,
+            hook,
             stream: None,
             payload: Vec::with_capacity(256 + payload_bytes),
             request: Vec::with_capacity(512 + payload_bytes),
@@ -163,6 +187,11 @@ impl Link {
     async fn publish(&mut self, channel: &str, n: u64) -> Result<u16, PublishError> {
         use std::io::Write;
         self.payload.clear();
+        if let Some(hook) = &self.hook {
+            self.payload
+                .extend_from_slice(hook.render(n, now_us()).as_bytes());
+            return self.send().await;
+        }
         write!(self.payload, "{{\"channel\":\"{channel}\",\"data\":")?;
         let data_start = self.payload.len();
         write!(self.payload, "{{\"n\":{n},\"t\":{}", now_us())?;
@@ -174,6 +203,12 @@ impl Link {
             self.payload.push(b'"');
         }
         self.payload.extend_from_slice(b"}}");
+        self.send().await
+    }
+
+    /// Sends the request for `self.payload`.
+    async fn send(&mut self) -> Result<u16, PublishError> {
+        use std::io::Write;
         self.request.clear();
         self.request.extend_from_slice(&self.prefix);
         write!(self.request, "{}\r\n\r\n", self.payload.len())?;
@@ -274,13 +309,9 @@ fn take_body(
 
 /// Publishes one primer event (`"n":0`, counted by nobody) and returns the id the server gave it,
 /// if it gives ids in its answer (Sluice does). Long pollers start after it.
-pub async fn primer(
-    server: SocketAddr,
-    target: Target,
-    channel: &str,
-) -> Result<Option<String>, PublishError> {
-    let mut link = Link::new(server, &target.publish_path(channel), 0);
-    link.publish(channel, 0).await?;
+pub async fn primer(plan: &Plan, server: SocketAddr) -> Result<Option<String>, PublishError> {
+    let mut link = Link::of(plan, server, 0);
+    link.publish(&plan.channel, 0).await?;
     let id = crate::scan::string_field(&link.body, b"\"id\"")
         .map(|id| String::from_utf8_lossy(id).into_owned());
     Ok(id)
@@ -289,13 +320,12 @@ pub async fn primer(
 /// Runs the schedule of `plan` (or publishes as fast as accepted) against `server` and returns
 /// what happened.
 pub async fn run(plan: &Plan, server: SocketAddr, live: Arc<Live>) -> Outcome {
-    let path = plan.target.publish_path(&plan.channel);
     let start = tokio::time::Instant::now();
     // The next sequence number of a flat-out run, shared by its connections (one thread).
     let next = std::rc::Rc::new(Cell::new(1u64));
     let workers: Vec<_> = (0..plan.publishers)
         .map(|worker| {
-            let link = Link::new(server, &path, plan.payload_bytes);
+            let link = Link::of(plan, server, plan.payload_bytes);
             let plan = plan.clone();
             let live = live.clone();
             let next = next.clone();

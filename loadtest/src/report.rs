@@ -46,6 +46,31 @@ pub struct Report {
     pub resources: Resources,
     /// Connections that lost or duplicated events (up to 20), for diagnosis.
     pub worst_connections: Vec<ConnIssue>,
+    /// A listening run (custom target without a publish hook): events per connection, id gaps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listening: Option<Listening>,
+    /// With `--ramp`: connect latency second by second over the ramp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<crate::ramp::Ramp>,
+}
+
+/// What a listening run measured: the server publishes on its own, the harness counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listening {
+    /// How long the connections listened, seconds.
+    pub seconds: f64,
+    /// Events with data received, over every ready connection.
+    pub events: u64,
+    /// Events per second per connection: lowest, mean, highest.
+    pub per_connection_per_s: [f64; 3],
+    /// Times a connection's next id (the number it ends in) skipped ahead of the last + 1.
+    pub id_gaps: u64,
+    /// Id numbers skipped over by those gaps.
+    pub ids_skipped: u64,
+    /// Connections that saw at least one gap.
+    pub connections_with_gaps: u64,
+    /// Events whose id did not end in digits (or had none): gaps cannot be told there.
+    pub events_without_numeric_id: u64,
 }
 
 /// Load averages around a run.
@@ -308,7 +333,11 @@ impl Report {
             self.target.as_str(),
             self.transport.as_str(),
             p.connections,
-            p.rate,
+            if self.listening.is_some() {
+                "listening only".to_owned()
+            } else {
+                p.rate.to_string()
+            },
             if p.burst > 1 {
                 format!(" in bursts of {}", p.burst)
             } else {
@@ -362,53 +391,80 @@ impl Report {
                 st.cut_off
             );
         }
-        let pb = &self.publish;
-        let late = match p.rate {
-            Rate::PerSecond(_) => format!(", worst tick {:.1} ms late", pb.behind_max_ms),
-            Rate::Max => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "publish      {} sent, {} ok, {} overloaded (503), {} errors, {:.1}/s accepted, round trip p50 {:.2} ms p99 {:.2} ms{late}",
-            pb.sent,
-            pb.ok,
-            pb.overloaded,
-            pb.errors,
-            pb.rate,
-            pb.round_trip_ms.p50,
-            pb.round_trip_ms.p99
-        );
-        if let Some(error) = &pb.first_error {
-            let _ = writeln!(out, "             first error: {error}");
+        if let Some(listening) = &self.listening {
+            let [min, mean, max] = listening.per_connection_per_s;
+            let _ = writeln!(
+                out,
+                "listened     {:.1} s: {} events, per connection {:.2}/s mean ({:.2} min, {:.2} max); {} id gaps ({} ids skipped, {} connections), {} events without a numeric id",
+                listening.seconds,
+                listening.events,
+                mean,
+                min,
+                max,
+                listening.id_gaps,
+                listening.ids_skipped,
+                listening.connections_with_gaps,
+                listening.events_without_numeric_id
+            );
         }
-        if let Some(note) = self.publisher_behind() {
-            let _ = writeln!(out, "             {note}");
+        if let Some(ramp) = &self.ramp {
+            out.push_str(&crate::ramp::lines(ramp));
         }
-        let d = &self.delivery;
-        let healthy = if self.stalled.is_some() {
-            format!(" (the {} healthy connections)", d.connections)
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            out,
-            "delivery     {} of {} expected{healthy}, lost {}, duplicated {}, {:.0} deliveries/s",
-            d.delivered, d.expected, d.lost, d.duplicated, d.per_second
-        );
-        let l = &d.latency_ms;
-        let _ = writeln!(
-            out,
-            "latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            l.p50, l.p90, l.p99, l.p999, l.max
-        );
-        let w = &self.wire;
-        let _ = writeln!(
-            out,
-            "wire         {:.1} B read per event, {:.1} B both ways per event ({} read, {} written), {:.2} reads per event",
-            w.read_per_event, w.total_per_event, w.bytes_read, w.bytes_written, w.reads_per_event
-        );
+        if self.listening.is_none() {
+            let pb = &self.publish;
+            let late = match p.rate {
+                Rate::PerSecond(_) => format!(", worst tick {:.1} ms late", pb.behind_max_ms),
+                Rate::Max => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "publish      {} sent, {} ok, {} overloaded (503), {} errors, {:.1}/s accepted, round trip p50 {:.2} ms p99 {:.2} ms{late}",
+                pb.sent,
+                pb.ok,
+                pb.overloaded,
+                pb.errors,
+                pb.rate,
+                pb.round_trip_ms.p50,
+                pb.round_trip_ms.p99
+            );
+            if let Some(error) = &pb.first_error {
+                let _ = writeln!(out, "             first error: {error}");
+            }
+            if let Some(note) = self.publisher_behind() {
+                let _ = writeln!(out, "             {note}");
+            }
+            let d = &self.delivery;
+            let healthy = if self.stalled.is_some() {
+                format!(" (the {} healthy connections)", d.connections)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "delivery     {} of {} expected{healthy}, lost {}, duplicated {}, {:.0} deliveries/s",
+                d.delivered, d.expected, d.lost, d.duplicated, d.per_second
+            );
+            let l = &d.latency_ms;
+            let _ = writeln!(
+                out,
+                "latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            );
+            let w = &self.wire;
+            let _ = writeln!(
+                out,
+                "wire         {:.1} B read per event, {:.1} B both ways per event ({} read, {} written), {:.2} reads per event",
+                w.read_per_event, w.total_per_event, w.bytes_read, w.bytes_written, w.reads_per_event
+            );
+        }
         let r = &self.resources;
-        let _ = writeln!(
+        if r.server_pid.is_none() {
+            let _ = writeln!(
+                out,
+                "server       RSS and CPU n/a: no PID to sample (give --pid, or --spawn)"
+            );
+        } else {
+            let _ = writeln!(
             out,
             "server       RSS {:.1} MB idle, {:.1} MB connected ({:.1} KiB/conn), {:.1} MB peak, {:.1} MB at the end; CPU {:.1}% avg, {:.1}% max",
             r.server_rss_mb_idle,
@@ -419,6 +475,7 @@ impl Report {
             r.server_cpu_pct,
             r.server_cpu_pct_max
         );
+        }
         let _ = writeln!(
             out,
             "kernel       TCP buffers (all sockets) {:.1} MB peak, {:.1} MB at the end",

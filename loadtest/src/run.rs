@@ -28,7 +28,7 @@ use crate::source::{self, FdError, Sources};
 use crate::spawn::{Launch, SpawnError, Spawned};
 use crate::stats;
 use crate::tally::{ConnTally, Live, ThreadTally};
-use crate::transport::{self, now_us, Conn, Thread, READ_BUF};
+use crate::transport::{self, now_us, Conn, Marks, Thread, READ_BUF};
 
 /// How often the main thread samples `/proc` during the run.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -101,7 +101,7 @@ pub fn run_spawned(plan: &Plan, launch: &Launch) -> Result<Report, RunError> {
 }
 
 /// What one client thread hands back.
-type ThreadResult = (Vec<(usize, ConnTally)>, ThreadTally);
+pub(crate) type ThreadResult = (Vec<(usize, ConnTally)>, ThreadTally);
 
 /// Runs `plan` against a server that is already listening.
 pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
@@ -111,10 +111,14 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
     let sample = |pid: Option<u32>| pid.map(procfs::tree_usage).unwrap_or_default();
     let idle = sample(endpoint.pid);
 
-    let primer_id = current_thread()
-        .map_err(RunError::Thread)?
-        .block_on(publisher::primer(endpoint.addr, plan.target, &plan.channel))
-        .map_err(RunError::Primer)?;
+    let primer_id = if plan.is_subscribe_only() {
+        None
+    } else {
+        current_thread()
+            .map_err(RunError::Thread)?
+            .block_on(publisher::primer(plan, endpoint.addr))
+            .map_err(RunError::Primer)?
+    };
     let evictions_before = server_evictions(plan, endpoint);
     let start_after: Option<String> = match plan.transport {
         Transport::Poll => Some(primer_id.ok_or(RunError::NoPrimerId)?),
@@ -134,7 +138,16 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         let start_after = start_after.clone();
         let handle = std::thread::Builder::new()
             .name(format!("loadtest-client-{thread}"))
-            .spawn(move || client_thread(thread, plan, addr, sources, start_after, live, stop))
+            .spawn(move || {
+                let clients = Clients {
+                    plan,
+                    server: addr,
+                    sources,
+                    start_after,
+                    ramp_started,
+                };
+                client_thread(thread, clients, live, stop)
+            })
             .map_err(RunError::Thread)?;
         threads.push(handle);
     }
@@ -167,6 +180,9 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
     let publisher = std::thread::Builder::new()
         .name("loadtest-publisher".into())
         .spawn(move || -> std::io::Result<Outcome> {
+            if publish_plan.is_subscribe_only() {
+                return Ok(listen(&publish_plan));
+            }
             let runtime = current_thread()?;
             let local = tokio::task::LocalSet::new();
             Ok(local.block_on(&runtime, publisher::run(&publish_plan, addr, publish_live)))
@@ -259,6 +275,19 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
     Ok(build_report(inputs, &conns, &histograms))
 }
 
+/// A listening run's "publishing" phase: nothing is sent; the connections listen for the
+/// duration (or until cancelled).
+fn listen(plan: &Plan) -> Outcome {
+    let mut outcome = Outcome::new(0);
+    outcome.started = Instant::now();
+    let until = outcome.started + plan.duration;
+    while Instant::now() < until && !plan.cancel.is_cancelled() {
+        std::thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
+    }
+    outcome.finished = Instant::now();
+    outcome
+}
+
 /// Streams Sluice has cut off as slow consumers so far (none for the baselines, or when
 /// `/stats` does not answer).
 fn server_evictions(plan: &Plan, endpoint: &Endpoint) -> Option<u64> {
@@ -268,33 +297,60 @@ fn server_evictions(plan: &Plan, endpoint: &Endpoint) -> Option<u64> {
 }
 
 /// A current-thread runtime with IO and timers.
-fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
 }
 
+/// What every client thread of a run is given.
+pub(crate) struct Clients {
+    pub(crate) plan: Plan,
+    pub(crate) server: SocketAddr,
+    pub(crate) sources: Sources,
+    /// Where long polls start.
+    pub(crate) start_after: Option<String>,
+    /// When the ramp-up began (`--ramp` paces from it).
+    pub(crate) ramp_started: Instant,
+}
+
 /// One client thread: its share of the connections (every `client_threads`-th index), opened
-/// with at most `connect_concurrency` attempts in flight across all threads.
-fn client_thread(
+/// with at most `connect_concurrency` attempts in flight across all threads, and with `--ramp`
+/// each at its time on the schedule.
+pub(crate) fn client_thread(
     thread: usize,
-    plan: Plan,
-    server: SocketAddr,
-    sources: Sources,
-    start_after: Option<String>,
+    clients: Clients,
     live: Arc<Live>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<ThreadResult> {
+    let Clients {
+        plan,
+        server,
+        sources,
+        start_after,
+        ramp_started,
+    } = clients;
     let runtime = current_thread()?;
     let local = tokio::task::LocalSet::new();
     let state = Rc::new(RefCell::new(Thread {
         buf: vec![0; READ_BUF],
         tally: ThreadTally::new(),
     }));
-    let path: Rc<str> = plan
-        .target
-        .subscribe_path(plan.transport, &plan.channel)
-        .into();
+    let path: Rc<str> = plan.subscribe_path(0).into();
+    let per_connection = plan.custom.as_ref().is_some_and(|c| c.is_per_connection());
+    let (host, headers, marks): (Rc<str>, Rc<str>, Marks) = match &plan.custom {
+        Some(custom) => (
+            custom.sub.authority.as_str().into(),
+            custom.header_lines().into(),
+            if custom.publish.is_some() {
+                Marks::Token
+            } else {
+                Marks::Listen
+            },
+        ),
+        None => (server.to_string().into(), "".into(), Marks::Json),
+    };
+    let ramp_started = tokio::time::Instant::from_std(ramp_started);
     let start_after: Option<Rc<str>> = start_after.map(Into::into);
     let cap = plan.connect_concurrency as u64;
     let tallies = local.block_on(&runtime, async {
@@ -304,6 +360,10 @@ fn client_thread(
             while in_flight(&live) >= cap && !*stop.borrow() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
+            if let Some(rate) = plan.ramp {
+                let due = ramp_started + Duration::from_secs_f64(index as f64 / rate);
+                tokio::time::sleep_until(due).await;
+            }
             Live::bump(&live.opened);
             let conn = Conn {
                 index,
@@ -311,10 +371,19 @@ fn client_thread(
                 source: sources.address(index),
                 transport: plan.transport,
                 target: plan.target,
-                path: path.clone(),
+                path: if per_connection {
+                    plan.subscribe_path(index).into()
+                } else {
+                    path.clone()
+                },
                 start_after: start_after.clone(),
                 expected: plan.events().unwrap_or(0),
                 stall: plan.stall.is_stalled(index),
+                host: host.clone(),
+                headers: headers.clone(),
+                marks,
+                reconnect: plan.reconnect,
+                drop_one: plan.drop_one && index == 0,
                 thread: state.clone(),
                 live: live.clone(),
             };
@@ -520,6 +589,10 @@ fn build_report(
         wire: accounts.wire,
         resources,
         worst_connections: accounts.worst,
+        listening: plan
+            .is_subscribe_only()
+            .then(|| account::listening(conns, publish_seconds)),
+        ramp: plan.ramp.map(|rate| crate::ramp::bins(rate, conns)),
     }
 }
 

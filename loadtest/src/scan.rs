@@ -30,6 +30,47 @@ pub fn each_delivery(mut bytes: &[u8], mut each: impl FnMut(Delivery)) {
     }
 }
 
+/// What a custom target's publish body carries in place of `{marker}`: `lt-<seq>-<unix µs>`.
+/// Letters, digits and hyphens only, so it survives JSON strings, form encoding, query strings
+/// and HTML unchanged wherever the server puts it in the event's data.
+pub const MARKER_PREFIX: &[u8] = b"lt-";
+
+/// The marker of event `n` sent at `t` (unix µs).
+pub fn marker(n: u64, t: u64) -> String {
+    format!("lt-{n}-{t}")
+}
+
+/// Calls `each` for every marker (`lt-<n>-<t>`) in `bytes`, in order.
+pub fn each_marker(mut bytes: &[u8], mut each: impl FnMut(Delivery)) {
+    while let Some(at) = crate::http1::find(bytes, MARKER_PREFIX) {
+        let rest = &bytes[at + MARKER_PREFIX.len()..];
+        let parsed = digits(rest).and_then(|(n, used)| {
+            let after = rest.get(used..)?.strip_prefix(b"-")?;
+            let (t, used_t) = digits(after)?;
+            Some((Delivery { n, t }, used + 1 + used_t))
+        });
+        match parsed {
+            Some((delivery, used)) => {
+                each(delivery);
+                bytes = &rest[used..];
+            }
+            None => bytes = rest,
+        }
+    }
+}
+
+/// The decimal number at the start of `bytes` and how many bytes it took.
+fn digits(bytes: &[u8]) -> Option<(u64, usize)> {
+    let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut value: u64 = 0;
+    for &digit in &bytes[..len] {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    (len > 0).then_some((value, len))
+}
+
 /// The unsigned integer that follows the first `key` in `bytes` (e.g. `"count":`), if any.
 pub fn number_field(bytes: &[u8], key: &[u8]) -> Option<u64> {
     number_after(bytes, key).map(|(value, _)| value)
@@ -108,6 +149,21 @@ mod tests {
         assert_eq!(seen, vec![(1, 5), (2, 6)]);
         assert_eq!(string_field(body, b"\"next\""), Some(&b"a-2"[..]));
         assert_eq!(string_field(body, b"\"id\""), Some(&b"a-1"[..]));
+    }
+
+    #[test]
+    fn markers_anywhere_in_the_data() {
+        let data = format!(
+            "<p>{}</p> lt-x lt-5- {{\"m\":\"{}\"}}",
+            marker(3, 1700),
+            marker(4, 1800)
+        );
+        let mut seen = Vec::new();
+        each_marker(data.as_bytes(), |d| seen.push((d.n, d.t)));
+        assert_eq!(seen, [(3, 1700), (4, 1800)]);
+        let mut none = 0;
+        each_marker(b"lt-99999999999999999999999-1 plain", |_| none += 1);
+        assert_eq!(none, 0);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Launch {
     pub connections: usize,
     /// Extra arguments for `sluice`.
     pub server_args: Vec<String>,
+    /// The loopback port to listen on (none: a free one). A storm restarts the server on the
+    /// port it had.
+    pub port: Option<u16>,
 }
 
 impl Launch {
@@ -52,6 +55,7 @@ impl Launch {
             baselines: default_baselines(),
             connections,
             server_args: Vec::new(),
+            port: None,
         }
     }
 }
@@ -80,6 +84,8 @@ pub enum SpawnError {
         /// The error.
         error: std::io::Error,
     },
+    /// A custom target is started by its owner, not by the harness.
+    Custom,
     /// It started but never said (or showed) that it listens.
     NotListening {
         /// The server.
@@ -96,6 +102,10 @@ impl fmt::Display for SpawnError {
                 write!(f, "{what} not found at {}: {hint}", path.display())
             }
             SpawnError::Io { what, error } => write!(f, "{what}: {error}"),
+            SpawnError::Custom => f.write_str(
+                "the harness cannot start a custom target: start it yourself, give --sub URL \
+                 and --pid PID for its memory and CPU",
+            ),
             SpawnError::NotListening { target, detail } => {
                 write!(f, "{} did not start listening: {detail}", target.as_str())
             }
@@ -126,6 +136,7 @@ impl Spawned {
             Target::Sluice => start_sluice(launch),
             Target::Express => start_express(launch),
             Target::Nchan => start_nchan(launch),
+            Target::Custom => Err(SpawnError::Custom),
         }
     }
 
@@ -139,7 +150,16 @@ impl Spawned {
         self.shutdown();
     }
 
+    /// Kills the server at once (SIGKILL), and any descendant, and waits for it.
+    pub fn kill(mut self) {
+        self.shutdown_with("KILL");
+    }
+
     fn shutdown(&mut self) {
+        self.shutdown_with("TERM");
+    }
+
+    fn shutdown_with(&mut self, first: &str) {
         if self.stopped {
             return;
         }
@@ -147,7 +167,7 @@ impl Spawned {
         let pid = self.pid();
         let family = crate::procfs::descendants(pid);
         if matches!(self.child.try_wait(), Ok(None)) {
-            signal("TERM", pid);
+            signal(first, pid);
             let deadline = Instant::now() + STOP_TIMEOUT;
             while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
@@ -199,7 +219,7 @@ fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
         return Err(SpawnError::Missing {
             what: "the sluice server binary",
             path: bin,
-            hint: "build the workspace (`cargo build --release` builds the server and the harness \
+            hint: "build the workspace (`cargo build --release --workspace` builds the server and the harness \
                    into the same target directory) or pass --server-bin PATH",
         });
     }
@@ -207,7 +227,7 @@ fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
     let mut command = Command::new(&bin);
     command
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(format!("127.0.0.1:{}", launch.port.unwrap_or(0)))
         .arg("--max-connections")
         .arg(max_connections.to_string())
         .args(&launch.server_args)
@@ -237,7 +257,7 @@ fn start_express(launch: &Launch) -> Result<Spawned, SpawnError> {
     let mut command = Command::new("node");
     command
         .arg(dir.join("server.js"))
-        .env("PORT", "0")
+        .env("PORT", launch.port.unwrap_or(0).to_string())
         .env("HOST", "127.0.0.1");
     start_with_banner(command, Target::Express, None)
 }
@@ -330,10 +350,13 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
             hint: "apt-get install nginx-light libnginx-mod-nchan",
         })?;
     let io = |what| move |error| SpawnError::Io { what, error };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(io("cannot find a free port"))?
-        .port();
+    let port = match launch.port {
+        Some(port) => port,
+        None => TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(io("cannot find a free port"))?
+            .port(),
+    };
     let scratch = std::env::temp_dir().join(format!(
         "sluice-loadtest-nchan-{}-{}",
         std::process::id(),

@@ -123,6 +123,121 @@ pub struct ConnTally {
     pub cut_off_at_us: Option<u64>,
     /// Why the connection gave up, if it did.
     pub failure: Option<String>,
+    /// When the first attempt started, unix µs.
+    pub opened_us: u64,
+    /// First attempt → ready, µs (none: never ready).
+    pub connect_us: Option<u64>,
+    /// When a ready stream went down, unix µs, each time.
+    pub drops_us: Vec<u64>,
+    /// Sessions after the first that became ready (reconnects that worked).
+    pub sessions: Vec<Attempt>,
+    /// Reconnect attempts that failed (refused, reset, timed out, refused by status).
+    pub attempts_failed: Vec<Attempt>,
+    /// The highest sequence number received so far.
+    pub max_n: u64,
+    /// A `reset` arrived: the highest number received before it, until the next delivery.
+    pub pending_reset: Option<u64>,
+    /// `(a, b)`: a `reset` came between receiving `a` and `b`, so the server said it could not
+    /// replay what was published in between; numbers strictly inside are excused losses.
+    pub reset_gaps: Vec<(u64, u64)>,
+    /// A listening run (no publish hook): what the ids said.
+    pub listen: Listen,
+}
+
+/// One reconnect attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// When it started, unix µs.
+    pub started_us: u64,
+    /// When it became ready or failed, unix µs.
+    pub ended_us: u64,
+    /// Why it failed (none: it became ready).
+    pub error: Option<AttemptError>,
+}
+
+/// Why a reconnect attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttemptError {
+    /// The connection was refused (nothing listening).
+    Refused,
+    /// The connection was reset or closed before the stream was ready (a server that refuses
+    /// for now may answer and close, with a `retry:` hint).
+    Closed,
+    /// Not ready in time.
+    Timeout,
+    /// The server answered with another status than 200.
+    Status,
+    /// Anything else (a protocol error).
+    Other,
+}
+
+impl AttemptError {
+    /// Classifies a failed session (`None`: closed before it was ready).
+    pub fn of(error: Option<&crate::transport::SessionError>) -> AttemptError {
+        use crate::transport::SessionError;
+        use std::io::ErrorKind;
+        match error {
+            None => AttemptError::Closed,
+            Some(SessionError::Io(e)) => match e.kind() {
+                ErrorKind::ConnectionRefused => AttemptError::Refused,
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof => AttemptError::Closed,
+                ErrorKind::TimedOut => AttemptError::Timeout,
+                _ => AttemptError::Other,
+            },
+            Some(SessionError::Timeout) => AttemptError::Timeout,
+            Some(SessionError::Status(_)) => AttemptError::Status,
+            Some(SessionError::Protocol(_) | SessionError::WebSocket(_)) => AttemptError::Other,
+        }
+    }
+}
+
+/// What a listening connection saw: events, and gaps in numeric ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Listen {
+    /// Events with data.
+    pub events: u64,
+    /// First and last event, unix µs.
+    pub first_us: u64,
+    /// See `first_us`.
+    pub last_us: u64,
+    /// The number the last id ended in, if it ended in digits.
+    pub last_id: Option<u64>,
+    /// Times an id skipped ahead of the previous one + 1.
+    pub gaps: u64,
+    /// Numbers skipped over by those gaps.
+    pub skipped: u64,
+    /// Events whose id did not end in digits (gaps cannot be told).
+    pub non_numeric: u64,
+}
+
+impl Listen {
+    /// One event with `id` (empty: none) at `now_us`.
+    pub fn event(&mut self, id: &[u8], now_us: u64) {
+        self.events += 1;
+        if self.first_us == 0 {
+            self.first_us = now_us;
+        }
+        self.last_us = now_us;
+        let digits = id.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        let number = std::str::from_utf8(&id[id.len() - digits..])
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok());
+        let Some(number) = number else {
+            self.non_numeric += 1;
+            return;
+        };
+        if let Some(last) = self.last_id {
+            if number > last + 1 {
+                self.gaps += 1;
+                self.skipped += number - last - 1;
+            }
+        }
+        self.last_id = Some(number);
+    }
 }
 
 impl ConnTally {
@@ -134,12 +249,28 @@ impl ConnTally {
         }
     }
 
+    /// A listening run's event with `id`.
+    pub fn listen(&mut self, id: &[u8], now_us: u64) {
+        self.delivered += 1;
+        self.listen.event(id, now_us);
+    }
+
+    /// A `reset` notice: what is published until the next delivery may never come.
+    pub fn reset(&mut self) {
+        self.resets += 1;
+        self.pending_reset = Some(self.max_n);
+    }
+
     /// Records a delivery: the bitmap here, the latency in `shared`. Primer events (n = 0) only
     /// count their bytes.
     pub fn record(&mut self, delivery: Delivery, now_us: u64, shared: &mut ThreadTally) {
         if delivery.n == 0 {
             return;
         }
+        if let Some(before) = self.pending_reset.take() {
+            self.reset_gaps.push((before, delivery.n));
+        }
+        self.max_n = self.max_n.max(delivery.n);
         self.delivered += 1;
         if !self.seen.insert(delivery.n) {
             self.duplicates += 1;
@@ -225,6 +356,14 @@ pub struct Live {
     pub stalled: AtomicU64,
     /// Stalled connections the server cut off.
     pub cut_off: AtomicU64,
+    /// Ready streams that went down.
+    pub drops: AtomicU64,
+    /// A storm's cut, unix µs (0: none yet).
+    pub cut_at_us: AtomicU64,
+    /// The first stream that goes down sets `cut_at_us` (a storm against `--url`).
+    pub cut_on_first_drop: std::sync::atomic::AtomicBool,
+    /// Connections ready again after the cut.
+    pub back: AtomicU64,
 }
 
 impl Live {
@@ -263,6 +402,39 @@ mod tests {
         assert!(seen.contains(199) && !seen.contains(150));
         assert_eq!(published.missing_from(&seen), 4);
         assert_eq!(seen.missing_from(&published), 0);
+    }
+
+    #[test]
+    fn listening_counts_id_gaps() {
+        let mut listen = Listen::default();
+        for (id, at) in [
+            ("e-1", 10),
+            ("e-2", 20),
+            ("e-5", 30),
+            ("e-6", 40),
+            ("x", 50),
+        ] {
+            listen.event(id.as_bytes(), at);
+        }
+        listen.event(b"", 60);
+        listen.event(b"9", 70);
+        assert_eq!(listen.events, 7);
+        assert_eq!((listen.gaps, listen.skipped), (2, 4));
+        assert_eq!(listen.non_numeric, 2);
+        assert_eq!((listen.first_us, listen.last_us), (10, 70));
+    }
+
+    #[test]
+    fn a_reset_marks_the_gap_it_excuses() {
+        let mut shared = ThreadTally::new();
+        let mut conn = ConnTally::new(8);
+        conn.record(Delivery { n: 1, t: 1 }, 2, &mut shared);
+        conn.record(Delivery { n: 2, t: 1 }, 2, &mut shared);
+        conn.reset();
+        conn.record(Delivery { n: 6, t: 1 }, 2, &mut shared);
+        conn.record(Delivery { n: 7, t: 1 }, 2, &mut shared);
+        assert_eq!(conn.reset_gaps, [(2, 6)]);
+        assert_eq!(conn.resets, 1);
     }
 
     #[test]

@@ -234,6 +234,7 @@ impl Broker {
         name: Option<&EventName>,
         data: Payload<'_>,
         id_first: bool,
+        idempotency: Option<(&str, Duration)>,
     ) -> Result<Receipt, HubError> {
         if self.inner.lost.load(Ordering::Relaxed) {
             return Err(HubError::Unavailable);
@@ -255,6 +256,10 @@ impl Broker {
             .key(key_lost(topic))
             .key(key_delivered(topic))
             .key(key_epoch())
+            .key(key_idempotency(
+                topic,
+                idempotency.map_or("", |(key, _)| key),
+            ))
             .arg(cap)
             .arg(LOG_CAP)
             .arg(topic.as_str())
@@ -265,6 +270,10 @@ impl Broker {
             .arg(if id_first { "1" } else { "0" })
             .arg(if topic.is_user() { "1" } else { "0" })
             .arg(&self.inner.epoch)
+            .arg(idempotency.map_or("", |(key, _)| key))
+            .arg(idempotency.map_or(0, |(_, window)| {
+                u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1)
+            }))
             .invoke_async(&mut connection)
             .await;
         match seq {
@@ -435,6 +444,11 @@ fn key_seq() -> String {
 
 fn key_log() -> String {
     format!("{PREFIX}log")
+}
+
+/// Where a publish's idempotency key keeps its seq, per channel.
+fn key_idempotency(topic: &Topic, key: &str) -> String {
+    format!("{PREFIX}k:{}:{key}", topic.as_str())
 }
 
 fn key_history(topic: &Topic) -> String {

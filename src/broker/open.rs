@@ -35,6 +35,8 @@ struct Prefetched {
     /// The cluster's last seq when the catch-up was fetched.
     head: Seq,
     replays: HashMap<Topic, Result<Vec<(Seq, Frame)>, Gap>>,
+    /// For a client of another epoch: every event of this one still retained, per channel.
+    retained: HashMap<Topic, Vec<(Seq, Frame)>>,
     queued: HashMap<Topic, (Vec<(Seq, Frame)>, u64)>,
     latest: HashMap<Topic, (Seq, Frame)>,
     broker: Broker,
@@ -57,6 +59,7 @@ impl Broker {
             epoch: self.epoch().to_owned(),
             head,
             replays: HashMap::new(),
+            retained: HashMap::new(),
             queued: HashMap::new(),
             latest: HashMap::new(),
             broker: self.clone(),
@@ -80,6 +83,17 @@ impl Broker {
                     fetched
                         .replays
                         .insert(topic.clone(), self.replay_of(topic, after, replay));
+                }
+            }
+            Some(Position::Foreign) => {
+                for topic in &opening.topics {
+                    let mut all = self.fetch("replay", topic, 0, upto, 0).await?;
+                    if let Some(ttl) = self.ttl(topic) {
+                        all.entries.retain(|(_, f)| age_ms(f.at_ms) <= ttl);
+                    }
+                    fetched
+                        .retained
+                        .insert(topic.clone(), self.frames(topic, &all));
                 }
             }
             Some(_) => {}
@@ -176,17 +190,21 @@ impl Broker {
         if fetched.max_deleted > after {
             return Err(Gap::Expired);
         }
-        let ttl = if topic.is_user() {
-            self.inner.caps.user_ttl
-        } else {
-            self.inner.caps.channel_ttl
-        };
-        if let (Some(ttl), Some((_, first))) = (ttl, fetched.entries.first()) {
+        if let (Some(ttl), Some((_, first))) = (self.ttl(topic), fetched.entries.first()) {
             if age_ms(first.at_ms) > ttl {
                 return Err(Gap::Expired);
             }
         }
         Ok(self.frames(topic, &fetched))
+    }
+
+    /// The time limit of `topic`'s retained events.
+    fn ttl(&self, topic: &Topic) -> Option<Duration> {
+        if topic.is_user() {
+            self.inner.caps.user_ttl
+        } else {
+            self.inner.caps.channel_ttl
+        }
     }
 }
 
@@ -236,6 +254,12 @@ impl History for Prefetched {
             Some(Err(gap)) => Err(*gap),
             None if after >= upto => Ok(()),
             None => Err(Gap::Expired),
+        }
+    }
+
+    fn retained(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) {
+        if let Some(frames) = self.retained.get(topic) {
+            out.extend(frames.iter().filter(|(seq, _)| *seq <= upto).cloned());
         }
     }
 

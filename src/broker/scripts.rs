@@ -19,11 +19,21 @@ use crate::hub::Seq;
 /// what tells a resume that events after its id are gone. With a cap of 0 the entry is added and
 /// deleted at once, for the same reason. A user's queue also counts evictions no stream received.
 ///
-/// KEYS: seq, log, channel stream, lost counter, delivered mark, epoch.
-/// ARGV: cap, log cap, topic, name, sse, json, has json, id first, is user, epoch.
+/// With an idempotency key (ARGV 11 not empty) the key's seq is stored with the event, for the
+/// window (ARGV 12, milliseconds); a publish that finds it stored publishes nothing and answers
+/// that seq. Both in the same script, so a publish whose answer timed out but which Redis ran
+/// is recognised on retry.
+///
+/// KEYS: seq, log, channel stream, lost counter, delivered mark, epoch, idempotency key.
+/// ARGV: cap, log cap, topic, name, sse, json, has json, id first, is user, epoch,
+/// idempotency key (or empty), window ms.
 pub const PUBLISH: &str = r#"
 if redis.call('GET', KEYS[6]) ~= ARGV[10] then
   return redis.error_reply('SLUICE_EPOCH the cluster epoch changed')
+end
+if ARGV[11] ~= '' then
+  local seen = redis.call('GET', KEYS[7])
+  if seen then return tonumber(seen) end
 end
 local seq = redis.call('INCR', KEYS[1])
 local id = seq .. '-0'
@@ -42,6 +52,7 @@ while redis.call('XLEN', KEYS[3]) > cap do
   end
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 't', ARGV[3], 'n', ARGV[4], 's', ARGV[5], 'j', ARGV[6], 'J', ARGV[7], 'i', ARGV[8], 'm', ms)
+if ARGV[11] ~= '' then redis.call('SET', KEYS[7], seq, 'PX', ARGV[12]) end
 return seq
 "#;
 

@@ -12,9 +12,15 @@
 //!
 //! - `Embedded`: [`MemoryHistory`] in this process assigns the id and keeps the event; the hub
 //!   hands it to the shards at once. A stream's catch-up is read from memory while it opens.
+//! - `Durable` (`--data-dir`): as `Embedded`, and every event is also written to the
+//!   directory's log before it is acknowledged (see `store`); a restart reads it back.
 //! - `Cluster`: Redis assigns the id and keeps the event (one Lua script); this node's reader
 //!   thread feeds it to the shards in cluster order. A stream opens held while its catch-up is
 //!   fetched from Redis (see `broker::open`).
+
+mod dedup;
+
+pub use dedup::{Dedup, IdempotencyKey, KeyError};
 
 use std::io;
 use std::rc::Rc;
@@ -28,6 +34,7 @@ use crate::hub::{
 };
 use crate::shutdown::Shutdown;
 use crate::sse::{EventId, EventName};
+use crate::store::{DurableHistory, Fsync};
 
 /// How often expired history is dropped. Expiry is also checked on every append and replay, so
 /// this only bounds how long the memory of a quiet channel lingers.
@@ -43,8 +50,17 @@ pub struct Options {
     pub channels: Limits,
     /// Retention of users' offline queues.
     pub users: Limits,
+    /// Embedded mode: bytes of retained events (history and queues together) and the largest
+    /// single event accepted, in bytes. (A cluster's retention is Redis's to bound.)
+    pub budget: (u64, u64),
     /// `redis://host:port/db`: run as a cluster node on this broker.
     pub broker: Option<String>,
+    /// `--data-dir`: keep history and users' queues in this directory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// `--fsync`: when the durable store's writes reach the device.
+    pub fsync: Fsync,
+    /// `--idempotency-window`: how long a publish's `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
 }
 
 /// The handle every handler publishes and opens through. Cloning is shallow.
@@ -52,6 +68,7 @@ pub struct Options {
 pub struct Bus {
     hub: Hub,
     backend: Backend,
+    dedup: Arc<Dedup>,
 }
 
 /// The modes, side by side.
@@ -59,6 +76,8 @@ pub struct Bus {
 enum Backend {
     /// History and user queues in this process's memory.
     Embedded,
+    /// History, user queues and ids in this process's memory and in a directory's log.
+    Durable(Arc<DurableHistory>),
     /// History, user queues and ids in Redis, shared by every node.
     Cluster(Broker),
 }
@@ -103,17 +122,46 @@ impl Bus {
             hub: mut settings,
             channels,
             users,
+            budget: (budget, max_event),
             broker,
+            data_dir,
+            fsync,
+            idempotency_window,
         } = options;
+        let dedup = Arc::new(Dedup::new(idempotency_window));
+        if let (None, Some(dir)) = (&broker, data_dir) {
+            settings.ordered_source = false;
+            let (history, recovered) =
+                DurableHistory::open(&dir, channels, users, (budget, max_event), fsync)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            tracing::info!(
+                dir = %dir.display(),
+                events = recovered.events,
+                truncated = recovered.truncated,
+                took_ms = recovered.took.as_millis() as u64,
+                "event log read back"
+            );
+            let history = Arc::new(history);
+            let (hub, inboxes) = Hub::new(settings, history.clone());
+            spawn_history_sweeper(history.clone(), shutdown.clone())?;
+            let bus = Bus {
+                hub,
+                backend: Backend::Durable(history),
+                dedup,
+            };
+            return Ok((bus, inboxes, Driver { _runtime: None }));
+        }
         match broker {
             None => {
                 settings.ordered_source = false;
-                let history = Arc::new(MemoryHistory::new(channels, users));
+                let history =
+                    Arc::new(MemoryHistory::new(channels, users).with_budget(budget, max_event));
                 let (hub, inboxes) = Hub::new(settings, history.clone());
                 spawn_history_sweeper(history, shutdown.clone())?;
                 let bus = Bus {
                     hub,
                     backend: Backend::Embedded,
+                    dedup,
                 };
                 Ok((bus, inboxes, Driver { _runtime: None }))
             }
@@ -134,6 +182,7 @@ impl Bus {
                 let bus = Bus {
                     hub,
                     backend: Backend::Cluster(broker),
+                    dedup,
                 };
                 Ok((
                     bus,
@@ -146,22 +195,40 @@ impl Bus {
         }
     }
 
-    /// The local fan-out (counters, subscriber counts, connection limit).
+    /// The local fan-out, for what is the same in every mode: counters, subscriber counts,
+    /// live subscription changes, the connection limit. Never publish through it: that would
+    /// skip the mode (a cluster's Redis) and reach this node only.
     pub fn hub(&self) -> &Hub {
         &self.hub
     }
 
-    /// Publishes an event and answers with its id once it is retained (embedded: at once; in a
-    /// cluster: when Redis stored it).
+    /// Publishes an event and answers with its id once it is retained (embedded: at once;
+    /// durable: once written, and synced with `--fsync always`; in a cluster: when Redis stored
+    /// it). With `key`, a repeat within the idempotency window answers the first id and
+    /// publishes nothing.
     pub async fn publish(
         &self,
         topic: &Topic,
         name: Option<&EventName>,
         data: Payload<'_>,
+        key: Option<&IdempotencyKey>,
     ) -> Result<Receipt, HubError> {
+        let publish = || self.hub.publish_event(topic, name, data);
         match &self.backend {
-            Backend::Embedded => self.hub.publish_event(topic, name, data),
-            Backend::Cluster(broker) => broker.publish(topic, name, data, false).await,
+            Backend::Embedded => self.dedup.run(topic, key, publish),
+            Backend::Durable(store) => {
+                let receipt = self.dedup.run(topic, key, publish)?;
+                if !store.log().committed(store.log().position()).await {
+                    return Err(HubError::Unavailable);
+                }
+                Ok(receipt)
+            }
+            Backend::Cluster(broker) => {
+                // The key is stored in Redis with the event, in the publish script: a retry
+                // is recognised on any node, even after a publish whose answer timed out.
+                let idempotency = key.map(|k| (k.as_str(), self.dedup.window()));
+                broker.publish(topic, name, data, false, idempotency).await
+            }
         }
     }
 
@@ -178,16 +245,25 @@ impl Bus {
         mut retain: impl FnMut(Seq, &Frame),
     ) -> Result<Receipt, HubError> {
         match &self.backend {
-            Backend::Embedded => self.hub.publish(topic, |seq, id| {
-                let json = data(Some(id));
-                let frame = Frame::event(Some(id), Some(topic), Some(name), Payload::json(&json));
-                retain(seq, &frame);
-                frame
-            }),
+            Backend::Embedded | Backend::Durable(_) => {
+                let receipt = self.hub.publish(topic, |seq, id| {
+                    let json = data(Some(id));
+                    let frame =
+                        Frame::event(Some(id), Some(topic), Some(name), Payload::json(&json));
+                    retain(seq, &frame);
+                    frame
+                })?;
+                if let Backend::Durable(store) = &self.backend {
+                    if !store.log().committed(store.log().position()).await {
+                        return Err(HubError::Unavailable);
+                    }
+                }
+                Ok(receipt)
+            }
             Backend::Cluster(broker) => {
                 let json = data(None);
                 broker
-                    .publish(topic, Some(name), Payload::json(&json), true)
+                    .publish(topic, Some(name), Payload::json(&json), true, None)
                     .await
             }
         }
@@ -198,7 +274,7 @@ impl Bus {
     /// broker) drops the event like any refused publish.
     pub fn publish_detached(&self, topic: Topic, name: EventName, data: String) {
         match &self.backend {
-            Backend::Embedded => {
+            Backend::Embedded | Backend::Durable(_) => {
                 let _ = self
                     .hub
                     .publish_event(&topic, Some(&name), Payload::json(&data));
@@ -207,16 +283,17 @@ impl Bus {
                 let broker = broker.clone();
                 tokio::task::spawn_local(async move {
                     let _ = broker
-                        .publish(&topic, Some(&name), Payload::json(&data), false)
+                        .publish(&topic, Some(&name), Payload::json(&data), false, None)
                         .await;
                 });
             }
         }
     }
 
-    /// Publishes a sample of this process's own metrics. Embedded it is an ordinary event (with
-    /// an id, retained as the channel's latest). In a cluster each node's samples describe that
-    /// node, so they go to this node's subscribers only, without an id. Callable from any thread.
+    /// Publishes a sample of this process's own metrics (never counted in `eventsPublished`).
+    /// Embedded it is an event with an id, retained as the channel's latest. In a cluster each
+    /// node's samples describe that node, so they go to this node's subscribers only, without an
+    /// id. Callable from any thread.
     pub fn publish_sample(
         &self,
         topic: &Topic,
@@ -224,9 +301,9 @@ impl Bus {
         data: &str,
     ) -> Result<(), HubError> {
         match &self.backend {
-            Backend::Embedded => self
+            Backend::Embedded | Backend::Durable(_) => self
                 .hub
-                .publish_event(topic, Some(name), Payload::json(data))
+                .publish_own(topic, Some(name), Payload::json(data))
                 .map(drop),
             Backend::Cluster(_) => {
                 let frame = Frame::event(None, Some(topic), Some(name), Payload::json(data));
@@ -241,7 +318,7 @@ impl Bus {
     /// is held; the returned subscription yields nothing until it is in.
     pub fn open(&self, shard: &Rc<Shard>, mut opening: Opening) -> Result<Subscription, OpenError> {
         match &self.backend {
-            Backend::Embedded => {
+            Backend::Embedded | Backend::Durable(_) => {
                 // A room's recent messages are kept by this process's rooms.
                 if let Some(recent) = opening.recent.take() {
                     opening.initial.extend(recent.local);
@@ -258,7 +335,7 @@ impl Bus {
     /// elsewhere: always false.
     pub async fn has_shared_history(&self, topic: &Topic) -> Result<bool, HubError> {
         match &self.backend {
-            Backend::Embedded => Ok(false),
+            Backend::Embedded | Backend::Durable(_) => Ok(false),
             Backend::Cluster(broker) => broker.has_history(topic).await,
         }
     }
@@ -266,7 +343,7 @@ impl Bus {
     /// The event store's health.
     pub fn health(&self) -> Health {
         match &self.backend {
-            Backend::Embedded => Health::Embedded,
+            Backend::Embedded | Backend::Durable(_) => Health::Embedded,
             Backend::Cluster(broker) if broker.is_healthy() => Health::Connected,
             Backend::Cluster(_) => Health::Unreachable,
         }
@@ -275,7 +352,7 @@ impl Bus {
     /// In a cluster: the broker's state and this node's position in the cluster log.
     pub fn cluster(&self) -> Option<ClusterState> {
         match &self.backend {
-            Backend::Embedded => None,
+            Backend::Embedded | Backend::Durable(_) => None,
             Backend::Cluster(broker) => Some(ClusterState {
                 url: broker.url().to_owned(),
                 connected: broker.is_healthy(),
@@ -303,7 +380,7 @@ impl Bus {
 }
 
 /// Expires history on its own thread, so no worker's event loop ever walks every channel.
-fn spawn_history_sweeper(history: Arc<MemoryHistory>, shutdown: Shutdown) -> io::Result<()> {
+fn spawn_history_sweeper(history: Arc<dyn History>, shutdown: Shutdown) -> io::Result<()> {
     std::thread::Builder::new()
         .name("sluice-history".to_owned())
         .spawn(move || {

@@ -56,15 +56,13 @@ pub(crate) async fn post(
 ) -> Result<Response<Body>, HandlerError> {
     let has_token = token_from(request.headers(), request.uri().query()).is_some();
     let principal = if ctx.auth.is_required() || has_token {
-        match ctx
-            .auth
-            .publisher(request.headers(), request.uri().query())?
-        {
+        match super::rate::publisher(ctx, &request)? {
             Publisher::User(principal) => Some(principal),
             // The operator key may post as anyone it names.
             Publisher::Operator | Publisher::Anonymous => None,
         }
     } else {
+        super::rate::limit(ctx, &Publisher::Anonymous, &request)?;
         None
     };
     let post: Post = read_json(request, ctx.config.max_body).await?;

@@ -12,6 +12,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -84,6 +85,7 @@ enum Version {
 /// Serves one accepted connection to its end.
 pub(super) async fn serve(
     stream: TcpStream,
+    peer: SocketAddr,
     ctx: Rc<Ctx>,
     h1: Rc<http1::Builder>,
     tls: Option<TlsAcceptor>,
@@ -97,8 +99,8 @@ pub(super) async fn serve(
         // Each branch is boxed: this task's future is as large as its largest state, and every
         // idle connection would otherwise pay for the HTTP/2 and TLS states it never uses.
         match version {
-            Ok(Some(Version::Http2)) => Box::pin(serve_h2(stream, ctx, shutdown)).await,
-            Ok(Some(Version::Http1)) => Box::pin(serve_h1(stream, ctx, &h1, shutdown)).await,
+            Ok(Some(Version::Http2)) => Box::pin(serve_h2(stream, peer, ctx, shutdown)).await,
+            Ok(Some(Version::Http1)) => Box::pin(serve_h1(stream, peer, ctx, &h1, shutdown)).await,
             Ok(None) | Err(_) => {}
         }
         return;
@@ -127,9 +129,9 @@ pub(super) async fn serve(
         // A TLS-ALPN-01 validation: the handshake itself was the answer.
         let _ = stream.shutdown().await;
     } else if alpn == Some(ALPN_H2) {
-        Box::pin(serve_h2(stream, ctx, shutdown)).await;
+        Box::pin(serve_h2(stream, peer, ctx, shutdown)).await;
     } else {
-        Box::pin(serve_h1(stream, ctx, &h1, shutdown)).await;
+        Box::pin(serve_h1(stream, peer, ctx, &h1, shutdown)).await;
     }
 }
 
@@ -157,6 +159,7 @@ async fn sniff(stream: &TcpStream) -> Option<Version> {
 /// occupies one slot of this task's future, not one per nested call.
 async fn serve_h1<S: Socket>(
     io: S,
+    peer: SocketAddr,
     ctx: Rc<Ctx>,
     builder: &http1::Builder,
     mut shutdown: Shutdown,
@@ -168,6 +171,7 @@ async fn serve_h1<S: Socket>(
             Service {
                 ctx,
                 tripwire: tripwire.clone(),
+                peer,
             },
         )
         .with_upgrades();
@@ -199,7 +203,7 @@ async fn serve_h1<S: Socket>(
     }
 }
 
-async fn serve_h2<S: Socket>(io: S, ctx: Rc<Ctx>, mut shutdown: Shutdown) {
+async fn serve_h2<S: Socket>(io: S, peer: SocketAddr, ctx: Rc<Ctx>, mut shutdown: Shutdown) {
     let handoff: Rc<Handoff> = Rc::default();
     let mut builder = http2::Builder::new(LocalExec {
         handoff: handoff.clone(),
@@ -212,7 +216,7 @@ async fn serve_h2<S: Socket>(io: S, ctx: Rc<Ctx>, mut shutdown: Shutdown) {
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_send_buf_size(H2_SEND_BUFFER);
-    let connection = builder.serve_connection(TokioIo::new(io), H2Service { ctx, handoff });
+    let connection = builder.serve_connection(TokioIo::new(io), H2Service { ctx, handoff, peer });
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -238,6 +242,7 @@ type Handoff = Cell<Option<Rc<Tripwire>>>;
 struct H2Service {
     ctx: Rc<Ctx>,
     handoff: Rc<Handoff>,
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for H2Service {
@@ -245,7 +250,10 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for H2Servic
     type Error = std::convert::Infallible;
     type Future = super::Reply;
 
-    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> super::Reply {
+    fn call(&self, mut request: hyper::Request<hyper::body::Incoming>) -> super::Reply {
+        request
+            .extensions_mut()
+            .insert(super::rate::Peer(self.peer));
         let tripwire = Rc::new(Tripwire::default());
         let reply = super::route::dispatch(&self.ctx, &tripwire, request);
         self.handoff.set(Some(tripwire));

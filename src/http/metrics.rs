@@ -14,6 +14,15 @@ pub(crate) fn scrape(ctx: &Ctx) -> Response<Body> {
         ctx.auth.failures(),
         ctx.sampler.latest().as_ref(),
     );
+    let (publishes, connections) = ctx.limits.refused();
+    text.push_str(&format!(
+        "# HELP sluice_publish_rate_limited_total Publishes refused with 429 by --publish-rate.\n\
+         # TYPE sluice_publish_rate_limited_total counter\n\
+         sluice_publish_rate_limited_total {publishes}\n\
+         # HELP sluice_connections_rate_limited_total Connections closed at accept by --connection-rate.\n\
+         # TYPE sluice_connections_rate_limited_total counter\n\
+         sluice_connections_rate_limited_total {connections}\n"
+    ));
     ctx.bus.render_prometheus(&mut text);
     let mut response = Response::new(Body::full(text));
     *response.status_mut() = StatusCode::OK;

@@ -7,6 +7,7 @@
 
 mod body;
 mod chat;
+mod conformance;
 mod conn;
 mod cors;
 mod events;
@@ -17,11 +18,15 @@ mod pages;
 mod poll;
 mod publish;
 mod query;
+mod rate;
+mod redact;
 mod request;
 mod response;
 mod route;
+mod script;
 mod stats;
 mod subscribe;
+mod token;
 mod websocket;
 
 use std::convert::Infallible;
@@ -48,6 +53,7 @@ use crate::shutdown::{DrainGuard, Shutdown};
 use crate::sse::EventName;
 
 pub(crate) use body::Body;
+pub(crate) use rate::Limits;
 
 /// How long a client may take to send its request head. Slow-loris connections otherwise hold a
 /// slot and two buffers forever.
@@ -63,6 +69,7 @@ pub(crate) struct Shared {
     pub(crate) auth: Arc<Auth>,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) sampler: Arc<Sampler>,
+    pub(crate) limits: Arc<Limits>,
 }
 
 /// What every handler on one worker shares. Lives on that worker's thread only.
@@ -73,6 +80,8 @@ pub(crate) struct Ctx {
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) sampler: Arc<Sampler>,
     pub(crate) shard: Rc<Shard>,
+    /// Publish and connection rate limits, shared by every worker.
+    pub(crate) limits: Arc<Limits>,
     pub(crate) config: Arc<Config>,
     pub(crate) cors: cors::Cors,
     pub(crate) shutdown: Shutdown,
@@ -98,6 +107,7 @@ pub(crate) async fn serve(
         auth,
         rooms,
         sampler,
+        limits,
     } = shared;
     let ctx = Rc::new(Ctx {
         bus,
@@ -105,6 +115,7 @@ pub(crate) async fn serve(
         rooms,
         sampler,
         shard,
+        limits,
         cors: cors::Cors::new(&config.cors_origin),
         config,
         shutdown: shutdown.clone(),
@@ -125,8 +136,8 @@ pub(crate) async fn serve(
             _ = shutdown.recv() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 if !is_transient(&error) {
                     tracing::warn!(%error, "accept failed");
@@ -135,9 +146,19 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        if !ctx.limits.admit_connection(peer.ip()) {
+            // A reconnect storm from one address: close at once, before any buffer exists.
+            continue;
+        }
         let _ = stream.set_nodelay(true);
+        if ctx.config.send_buffer > 0 {
+            // Bounds what a reader that stops reading pins in the kernel (auto-tuning grows a
+            // send buffer to several MiB); the write timeout then cuts it off.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.config.send_buffer);
+        }
         let serving = conn::serve(
             stream,
+            peer,
             ctx.clone(),
             h1.clone(),
             tls.clone(),
@@ -165,6 +186,7 @@ fn is_transient(error: &std::io::Error) -> bool {
 struct Service {
     ctx: Rc<Ctx>,
     tripwire: Rc<Tripwire>,
+    peer: std::net::SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -172,7 +194,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Error = Infallible;
     type Future = Reply;
 
-    fn call(&self, request: Request<Incoming>) -> Reply {
+    fn call(&self, mut request: Request<Incoming>) -> Reply {
+        request.extensions_mut().insert(rate::Peer(self.peer));
         route::dispatch(&self.ctx, &self.tripwire, request)
     }
 }

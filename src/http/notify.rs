@@ -15,7 +15,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use super::publish::{channel, send};
+use super::publish::{channel, idempotency_key, key_header, send};
 use super::request::read_json;
 use super::response::HandlerError;
 use super::{Body, Ctx};
@@ -29,6 +29,8 @@ struct Notify {
     #[serde(rename = "type")]
     kind: Option<String>,
     channel: Option<String>,
+    #[serde(rename = "idempotencyKey")]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -47,10 +49,10 @@ pub(crate) async fn publish(
     request: Request<Incoming>,
     user: Option<&UserId>,
 ) -> Result<Response<Body>, HandlerError> {
-    let publisher = ctx
-        .auth
-        .publisher(request.headers(), request.uri().query())?;
+    let publisher = super::rate::publisher(ctx, &request)?;
+    let header_key = key_header(request.headers())?;
     let notify: Notify = read_json(request, ctx.config.max_body).await?;
+    let key = idempotency_key(header_key, notify.idempotency_key.as_deref())?;
     if notify.message.is_null() {
         return Err(HandlerError::BadRequest(
             "message must not be null".to_owned(),
@@ -82,5 +84,12 @@ pub(crate) async fn publish(
         user_id: user.map(UserId::as_str),
     })
     .map_err(|e| HandlerError::BadRequest(format!("cannot encode message: {e}")))?;
-    send(ctx, &topic, Some(name), crate::hub::Payload::json(&data)).await
+    send(
+        ctx,
+        &topic,
+        Some(name),
+        crate::hub::Payload::json(&data),
+        key.as_ref(),
+    )
+    .await
 }

@@ -14,6 +14,7 @@ use super::query::clip;
 use super::request::{body_kind, read_json, read_text, BodyKind};
 use super::response::{json, HandlerError};
 use super::{Body, Ctx};
+use crate::bus::IdempotencyKey;
 use crate::hub::{Payload, Topic};
 use crate::sse::EventName;
 
@@ -23,6 +24,8 @@ struct Publish {
     channel: Option<String>,
     event: Option<String>,
     data: serde_json::Value,
+    #[serde(rename = "idempotencyKey")]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -50,10 +53,10 @@ async fn publish_json(
     ctx: &Ctx,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, HandlerError> {
-    let publisher = ctx
-        .auth
-        .publisher(request.headers(), request.uri().query())?;
+    let publisher = super::rate::publisher(ctx, &request)?;
+    let header_key = key_header(request.headers())?;
     let publish: Publish = read_json(request, ctx.config.max_body).await?;
+    let key = idempotency_key(header_key, publish.idempotency_key.as_deref())?;
     let topic = channel(ctx, publish.channel.as_deref())?;
     ctx.auth.check_publish(&publisher, &topic)?;
     let name = event_name(publish.event.as_deref())?;
@@ -70,6 +73,7 @@ async fn publish_json(
             sse: &envelope,
             json: Some(&raw),
         },
+        key.as_ref(),
     )
     .await
 }
@@ -91,12 +95,18 @@ async fn publish_text(
     }
     let topic = channel(ctx, channel_param.as_deref())?;
     let name = event_name(event_param.as_deref())?;
-    let publisher = ctx
-        .auth
-        .publisher(request.headers(), request.uri().query())?;
+    let publisher = super::rate::publisher(ctx, &request)?;
     ctx.auth.check_publish(&publisher, &topic)?;
+    let key = idempotency_key(key_header(request.headers())?, None)?;
     let text = read_text(request, ctx.config.max_body).await?;
-    send(ctx, &topic, name.as_ref(), Payload::text(&text)).await
+    send(
+        ctx,
+        &topic,
+        name.as_ref(),
+        Payload::text(&text),
+        key.as_ref(),
+    )
+    .await
 }
 
 /// Encodes once (with the id the bus assigns) and publishes.
@@ -106,8 +116,13 @@ pub(crate) async fn send(
     topic: &Topic,
     name: Option<&EventName>,
     data: Payload<'_>,
+    key: Option<&IdempotencyKey>,
 ) -> Result<Response<Body>, HandlerError> {
-    let receipt = ctx.bus.publish(topic, name, data).await?;
+    let receipt = ctx
+        .bus
+        .publish(topic, name, data, key)
+        .await
+        .map_err(HandlerError::refused_publish)?;
     Ok(json(
         StatusCode::OK,
         &Published {
@@ -121,6 +136,40 @@ pub(crate) async fn send(
             clients: ctx.bus.hub().subscribers(topic),
         },
     ))
+}
+
+/// The `Idempotency-Key` header, validated.
+pub(crate) fn key_header(headers: &http::HeaderMap) -> Result<Option<String>, HandlerError> {
+    headers
+        .get("idempotency-key")
+        .map(|value| {
+            value.to_str().map(str::to_owned).map_err(|_| {
+                HandlerError::BadRequest(
+                    "invalid Idempotency-Key: must be visible ASCII characters only".to_owned(),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The publish's idempotency key, from the header or the JSON body (which must agree if both
+/// are given).
+pub(crate) fn idempotency_key(
+    header: Option<String>,
+    body: Option<&str>,
+) -> Result<Option<IdempotencyKey>, HandlerError> {
+    let text = match (header.as_deref(), body) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(HandlerError::BadRequest(
+                "the Idempotency-Key header and idempotencyKey differ".to_owned(),
+            ))
+        }
+        (Some(text), _) | (None, Some(text)) => text,
+        (None, None) => return Ok(None),
+    };
+    IdempotencyKey::parse(text)
+        .map(Some)
+        .map_err(|e| HandlerError::BadRequest(format!("invalid Idempotency-Key: {e}")))
 }
 
 /// The channel named in a request, or the broadcast channel.

@@ -1,11 +1,16 @@
-//! Query-string parameters of stream requests, decoded and validated once.
+//! Query-string parameters of stream requests, decoded and validated once, in one linear pass
+//! that stops at the first cap exceeded (parameters, channel names, distinct channels).
 
-use crate::hub::{ConnId, Topic};
+use crate::hub::{ConnId, Topic, TopicList};
 
 use super::response::HandlerError;
 
 /// Most `channel` parameters one stream may ask for.
 pub const MAX_CHANNELS_PER_STREAM: usize = crate::hub::MAX_TOPICS_PER_STREAM;
+
+/// Most query parameters one request may carry. A stream needs a handful (channels, id, resume
+/// position, cache busters); 256 leaves room for one `channel=` per channel and then some.
+pub const MAX_QUERY_PAIRS: usize = 256;
 
 /// What `GET /events?...` asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -28,38 +33,39 @@ impl StreamQuery {
         let Some(query) = query else {
             return Ok(parsed);
         };
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            match &*key {
-                "channel" | "channels" => {
-                    for name in value.split(',').filter(|n| !n.is_empty()) {
-                        let topic = Topic::parse(name).map_err(|e| {
-                            HandlerError::BadRequest(format!(
-                                "invalid channel '{}': {e}",
-                                clip(name)
-                            ))
-                        })?;
-                        if !parsed.channels.contains(&topic) {
-                            parsed.channels.push(topic);
-                        }
-                    }
-                    if parsed.channels.len() > MAX_CHANNELS_PER_STREAM {
-                        return Err(HandlerError::BadRequest(format!(
-                            "at most {MAX_CHANNELS_PER_STREAM} channels per stream"
-                        )));
-                    }
-                }
+        let mut channels = TopicList::new(MAX_CHANNELS_PER_STREAM);
+        // Pairs are split and decoded one at a time (as `form_urlencoded` does), and a channel
+        // list item by item, so a refusal at any cap stops the reading there.
+        let pairs = query.split('&').filter(|pair| !pair.is_empty());
+        for (index, pair) in pairs.enumerate() {
+            if index >= MAX_QUERY_PAIRS {
+                return Err(HandlerError::BadRequest(format!(
+                    "at most {MAX_QUERY_PAIRS} query parameters"
+                )));
+            }
+            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = crate::hub::decode_form(raw_key);
+            if key == "channel" || key == "channels" {
+                channels
+                    .push_encoded(raw_value)
+                    .map_err(|e| HandlerError::BadRequest(e.to_string()))?;
+                continue;
+            }
+            let value = crate::hub::decode_form(raw_value);
+            match key.as_str() {
                 "id" => {
                     ConnId::check_custom(&value)
                         .map_err(|e| HandlerError::BadRequest(format!("invalid id: {e}")))?;
-                    parsed.id = Some(value.into_owned());
+                    parsed.id = Some(value);
                 }
                 "lastEventId" | "last_event_id" | "since" => {
-                    parsed.last_event_id = Some(value.into_owned());
+                    parsed.last_event_id = Some(value);
                 }
-                "userId" => parsed.user_id = Some(value.into_owned()),
+                "userId" => parsed.user_id = Some(value),
                 _ => {}
             }
         }
+        parsed.channels = channels.into_vec();
         Ok(parsed)
     }
 }
@@ -116,6 +122,46 @@ mod tests {
             .map(|i| format!("channel=c{i}"))
             .collect();
         assert!(StreamQuery::parse(Some(&many.join("&"))).is_err());
+    }
+
+    #[test]
+    fn long_lists_and_many_parameters_are_refused() {
+        let names: Vec<String> = (0..12_000).map(|i| format!("c{i}")).collect();
+        let list = format!("channel={}", names.join(","));
+        assert!(StreamQuery::parse(Some(&list)).is_err());
+        let dupes = format!("channel={}", ["a"; 12_000].join(","));
+        assert!(StreamQuery::parse(Some(&dupes)).is_err());
+        let pairs = "_=1&".repeat(MAX_QUERY_PAIRS + 1);
+        assert!(StreamQuery::parse(Some(&pairs)).is_err());
+        let fine = "_=1&".repeat(MAX_QUERY_PAIRS - 1) + "channel=a,b";
+        assert_eq!(names_of(&fine), vec!["a", "b"]);
+    }
+
+    fn names_of(query: &str) -> Vec<String> {
+        StreamQuery::parse(Some(query))
+            .unwrap()
+            .channels
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Any query string: no panic, and what parses respects every cap.
+        #[test]
+        fn hostile_queries_respect_the_caps(query in "([a-z]{0,8}(=[a-c,%0-9A-F/]{0,40})?&?){0,300}") {
+            if let Ok(parsed) = StreamQuery::parse(Some(&query)) {
+                proptest::prop_assert!(parsed.channels.len() <= MAX_CHANNELS_PER_STREAM);
+                proptest::prop_assert!(query.split('&').count() <= MAX_QUERY_PAIRS + 1);
+            }
+        }
+
+        /// Any method and path routes somewhere, without panicking.
+        #[test]
+        fn hostile_paths_route(path in "/[a-z%/0-9A-F.~]{0,200}", post in proptest::bool::ANY) {
+            let method = if post { http::Method::POST } else { http::Method::GET };
+            let _ = super::super::route::Route::parse(&method, &path);
+        }
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub(crate) enum HandlerError {
     UnsupportedMediaType,
     /// The hub refused the operation.
     Hub(HubError),
+    /// The hub refused a publish: retrying with the same idempotency key is safe.
+    PublishRefused(HubError),
     /// A named resource (connection, room, user) does not exist.
     Missing(String),
     /// The request conflicts with live state (a connection id in use).
@@ -43,6 +45,11 @@ pub(crate) enum HandlerError {
     UpgradeRequired(&'static str),
     /// A browser page of an origin that is not allowed opened a WebSocket (403).
     ForbiddenOrigin,
+    /// Over a rate limit (429); carries the whole seconds after which a retry may succeed.
+    TooManyRequests(u64),
+    /// The request uses an HTTP feature this server does not implement (501), such as a
+    /// transfer coding other than `chunked`.
+    NotImplemented(String),
 }
 
 impl From<AuthError> for HandlerError {
@@ -58,6 +65,17 @@ impl From<OpenError> for HandlerError {
             OpenError::IdTaken => HandlerError::Conflict(
                 "connection id is already in use by a live stream".to_owned(),
             ),
+        }
+    }
+}
+
+impl HandlerError {
+    /// A publish the hub refused: an event too large for the retention budget is the
+    /// publisher's to fix (413); anything else is worth retrying with the same idempotency key.
+    pub(crate) fn refused_publish(error: HubError) -> Self {
+        match error {
+            HubError::TooLarge => HandlerError::Hub(error),
+            other => HandlerError::PublishRefused(other),
         }
     }
 }
@@ -96,7 +114,15 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "request body must be application/json".to_owned(),
         ),
+        HandlerError::Hub(HubError::TooLarge) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            HubError::TooLarge.to_string(),
+        ),
         HandlerError::Hub(hub) => (StatusCode::SERVICE_UNAVAILABLE, hub.to_string()),
+        HandlerError::PublishRefused(hub) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{hub}; retry with the same Idempotency-Key so it is published once"),
+        ),
         HandlerError::Missing(what) => (StatusCode::NOT_FOUND, what.clone()),
         HandlerError::Conflict(why) => (StatusCode::CONFLICT, why.clone()),
         HandlerError::Auth(AuthError::NotConfigured) => (
@@ -112,6 +138,11 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
             StatusCode::FORBIDDEN,
             "this origin may not open WebSockets here (see --cors-origin)".to_owned(),
         ),
+        HandlerError::TooManyRequests(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded, retry later".to_owned(),
+        ),
+        HandlerError::NotImplemented(what) => (StatusCode::NOT_IMPLEMENTED, what.clone()),
     };
     let mut response = json(status, &ErrorBody { error: &message });
     let headers = response.headers_mut();
@@ -126,7 +157,11 @@ pub(crate) fn error_response(error: HandlerError) -> Response<Body> {
                 HeaderValue::from_static("13"),
             );
         }
-        HandlerError::Hub(_) => {
+        HandlerError::Hub(HubError::TooLarge) => {}
+        HandlerError::TooManyRequests(secs) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        HandlerError::Hub(_) | HandlerError::PublishRefused(_) => {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -11,8 +11,8 @@ use super::events::Kind;
 use super::pages::Page;
 use super::response::{error_response, HandlerError};
 use super::{
-    chat, events, health, metrics, notify, pages, poll, publish, stats, subscribe, websocket, Ctx,
-    Reply,
+    chat, events, health, metrics, notify, pages, poll, publish, script, stats, subscribe, token,
+    websocket, Ctx, Reply,
 };
 use crate::chat::{BadRoomId, RoomId};
 use crate::hub::{TopicError, Tripwire, UserId};
@@ -40,6 +40,10 @@ pub(crate) enum Route {
     Subscribe,
     /// `POST /unsubscribe`: remove a channel from a live stream.
     Unsubscribe,
+    /// `POST /token`: replace the credential of a live stream (token refresh).
+    Token,
+    /// `GET /sluice.js`: the browser client.
+    Script,
     /// `GET /` or `GET /chat`: an embedded page.
     Page(Page),
     /// `GET /metrics`: the live system metrics stream.
@@ -81,6 +85,8 @@ impl Route {
             "/api/publish" => (Route::Publish, POST),
             "/subscribe" => (Route::Subscribe, POST),
             "/unsubscribe" => (Route::Unsubscribe, POST),
+            "/token" => (Route::Token, POST),
+            "/sluice.js" => (Route::Script, GET),
             "/stats" => (Route::Stats, GET),
             "/healthz" => (Route::Health, GET),
             "/" => (Route::Page(Page::Dashboard), GET),
@@ -168,9 +174,20 @@ pub(crate) fn dispatch(
 ) -> Reply {
     tracing::debug!(
         method = %request.method(),
-        target = %crate::auth::redact(&request.uri().to_string()),
+        target = %super::redact::target(
+            &request.uri().to_string(),
+            ctx.config.publisher_key.as_deref()
+        ),
         "request"
     );
+    if let Err(error) = super::conformance::check(&request) {
+        let mut response = error_response(error);
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Reply::Ready(Some(response));
+    }
     let allowed_origin = ctx.cors.allow(request.headers());
     let route = Route::parse(request.method(), request.uri().path());
     let ready = match route {
@@ -181,6 +198,7 @@ pub(crate) fn dispatch(
         Route::WebSocket => websocket::open(ctx, request),
         Route::Prometheus => metrics::scrape(ctx),
         Route::Page(page) => pages::serve(page),
+        Route::Script => script::serve(request.headers()),
         Route::ChatStream(room) => events::open(ctx, tripwire, request, Kind::Chat(&room)),
         Route::Stats => stats::render(ctx),
         Route::Health => health::check(ctx),
@@ -199,7 +217,8 @@ pub(crate) fn dispatch(
         | Route::UserNotify(_)
         | Route::Publish
         | Route::Subscribe
-        | Route::Unsubscribe => {
+        | Route::Unsubscribe
+        | Route::Token => {
             let ctx = ctx.clone();
             return Reply::Later(Box::pin(async move {
                 let result = match route {
@@ -209,6 +228,7 @@ pub(crate) fn dispatch(
                     Route::Poll => poll::poll(&ctx, request).await,
                     Route::ChatPost(room) => chat::post(&ctx, request, &room).await,
                     Route::Subscribe => subscribe::change(&ctx, request, true).await,
+                    Route::Token => token::renew(&ctx, request).await,
                     _ => subscribe::change(&ctx, request, false).await,
                 };
                 let mut response = result.unwrap_or_else(error_response);
@@ -263,6 +283,9 @@ mod tests {
             (Method::POST, "/api/publish", Route::Publish),
             (Method::POST, "/subscribe", Route::Subscribe),
             (Method::POST, "/unsubscribe", Route::Unsubscribe),
+            (Method::POST, "/token", Route::Token),
+            (Method::GET, "/token", Route::MethodNotAllowed(POST)),
+            (Method::GET, "/sluice.js", Route::Script),
             (Method::GET, "/stats", Route::Stats),
             (Method::GET, "/healthz", Route::Health),
             (Method::GET, "/metrics", Route::Metrics),

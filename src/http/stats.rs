@@ -14,6 +14,10 @@ struct Stats {
     #[serde(flatten)]
     hub: HubSnapshot,
     auth_failures: u64,
+    /// Publishes refused by `--publish-rate`.
+    publishes_rate_limited: u64,
+    /// Connections closed at accept by `--connection-rate`.
+    connections_rate_limited: u64,
     /// In a cluster: the broker's state and this node's position in the cluster log.
     #[serde(skip_serializing_if = "Option::is_none")]
     broker: Option<ClusterState>,
@@ -26,6 +30,8 @@ pub(crate) fn render(ctx: &Ctx) -> Response<Body> {
         &Stats {
             hub: ctx.bus.hub().snapshot(),
             auth_failures: ctx.auth.failures(),
+            publishes_rate_limited: ctx.limits.refused().0,
+            connections_rate_limited: ctx.limits.refused().1,
             broker: ctx.bus.cluster(),
         },
     )

@@ -146,7 +146,7 @@ struct Command {
     #[serde(default)]
     channel: Option<String>,
     #[serde(default)]
-    channels: Vec<String>,
+    channels: crate::hub::CommandNames,
 }
 
 #[derive(Serialize)]
@@ -356,7 +356,7 @@ impl Session {
                 )))
             }
         };
-        let names = command.channel.into_iter().chain(command.channels);
+        let names = command.channel.into_iter().chain(command.channels.0);
         let topics = names
             .map(|name| {
                 Topic::parse(&name).map_err(|e| {

@@ -95,6 +95,11 @@ impl Frame {
         Frame { sse, ws: ws_frame }
     }
 
+    /// Bytes held by the frame's encodings (what retaining it costs).
+    pub fn retained_len(&self) -> usize {
+        self.sse.len() + self.ws.len()
+    }
+
     /// The SSE encoding.
     pub fn sse(&self) -> &Bytes {
         &self.sse

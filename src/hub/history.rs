@@ -11,6 +11,10 @@
 //! taken under that same lock), so finding where a resume starts is a binary search, not a scan.
 //! Rings live in lock stripes chosen by the channel's hash: publishers on different channels
 //! almost never meet, and there is no global lock on the publish path.
+//!
+//! Everything retained is also bounded in bytes across all channels by a [`Budget`]: each stripe
+//! keeps its events in seq order beside the rings, and when the budget is exceeded the stripe
+//! with the oldest event gives it up (see budget.rs), one stripe lock at a time.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -19,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::budget::Budget;
 use super::Frame;
-
 use super::Topic;
 
 /// Lock stripes for the channel rings. A power of two well above the core count keeps two
@@ -35,8 +39,12 @@ pub type Seq = u64;
 pub enum Position {
     /// A valid id of this history's epoch: resume after this seq.
     After(Seq),
-    /// Well-formed, but from another epoch (an earlier run) or from the future.
+    /// Well-formed, but from another epoch (an earlier run, or a broker that lost its data):
+    /// the client cannot have seen any event of this one.
     Foreign,
+    /// Of this epoch, but past any seq handed out: the client claims events this history never
+    /// had (or lost without changing its epoch).
+    Ahead,
     /// Not an id this server could have written.
     Malformed,
 }
@@ -92,6 +100,13 @@ pub trait History: Send + Sync + 'static {
         out: &mut Vec<(Seq, Frame)>,
     ) -> Result<(), Gap>;
 
+    /// Appends to `out` every event of `topic` still retained with `seq <= upto`, in order,
+    /// whatever was evicted before them: what a client from another epoch is sent after its
+    /// `reset`, since it cannot have seen any of them.
+    fn retained(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) {
+        let _ = self.replay(topic, 0, upto, out);
+    }
+
     /// The newest retained event of `topic` with `seq <= upto`, if any.
     fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Frame)>;
 
@@ -113,6 +128,12 @@ pub trait History: Send + Sync + 'static {
 
     /// What is retained.
     fn size(&self) -> HistorySize;
+
+    /// Whether an event of about `bytes` (all its encodings) may be published. The embedded
+    /// store refuses events larger than its configured share of the memory budget.
+    fn admits(&self, _bytes: usize) -> bool {
+        true
+    }
 
     /// Formats a seq as an event id.
     fn format_id(&self, seq: Seq) -> String {
@@ -138,12 +159,20 @@ pub trait History: Send + Sync + 'static {
         let Ok(seq) = seq.parse::<Seq>() else {
             return Position::Malformed;
         };
-        if epoch != self.epoch() || seq > self.head() {
+        if epoch != self.epoch() {
             return Position::Foreign;
+        }
+        if seq > self.head() {
+            return Position::Ahead;
         }
         Position::After(seq)
     }
 }
+
+/// The visitor of [`MemoryHistory::snapshot`]: a channel, its floor, its delivered mark and its
+/// events (seq, age, frame), oldest first.
+pub type Snapshot<'a> =
+    dyn FnMut(&Topic, Seq, Seq, &mut dyn Iterator<Item = (Seq, Duration, &Frame)>) + 'a;
 
 /// What a history retains.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -156,6 +185,12 @@ pub struct HistorySize {
     pub users: usize,
     /// Events queued for users and not yet delivered to any of their streams.
     pub queued: usize,
+    /// Bytes retained (frames plus a fixed overhead per event), channels and queues together.
+    pub bytes: u64,
+    /// The byte budget of retained events (0: the store does not keep one).
+    pub budget: u64,
+    /// Events evicted to stay within the byte budget, since start.
+    pub budget_evictions: u64,
 }
 
 /// Retention limits of one kind of channel.
@@ -195,9 +230,28 @@ const TOMBSTONES_PER_STRIPE: usize = 1024;
 /// Most evicted seqs a user's queue remembers individually; older ones count as lost.
 const MAX_EVICTED_PENDING: usize = 1024;
 
+/// What evictions from a ring freed, to be given back to the budget.
+#[derive(Debug, Default, Clone, Copy)]
+struct Freed {
+    events: usize,
+    bytes: u64,
+}
+
+impl Freed {
+    fn add(&mut self, other: Freed) {
+        self.events += other.events;
+        self.bytes += other.bytes;
+    }
+}
+
 impl Ring {
-    fn evict_front(&mut self) {
+    fn evict_front(&mut self) -> Freed {
+        let mut freed = Freed::default();
         if let Some(old) = self.entries.pop_front() {
+            freed = Freed {
+                events: 1,
+                bytes: Budget::cost(old.frame.retained_len()),
+            };
             self.evicted_through = old.seq;
             if old.seq > self.delivered_through {
                 self.evicted_pending.push_back(old.seq);
@@ -207,6 +261,7 @@ impl Ring {
                 }
             }
         }
+        freed
     }
 
     fn mark_delivered(&mut self, seq: Seq) {
@@ -233,14 +288,16 @@ impl Ring {
         std::mem::take(&mut self.lost) + pending
     }
 
-    fn evict_expired(&mut self, ttl: Option<Duration>, now: Instant) {
-        let Some(ttl) = ttl else { return };
+    fn evict_expired(&mut self, ttl: Option<Duration>, now: Instant) -> Freed {
+        let mut freed = Freed::default();
+        let Some(ttl) = ttl else { return freed };
         while let Some(front) = self.entries.front() {
             if now.duration_since(front.at) < ttl {
                 break;
             }
-            self.evict_front();
+            freed.add(self.evict_front());
         }
+        freed
     }
 
     fn undelivered(&self) -> usize {
@@ -251,13 +308,74 @@ impl Ring {
     }
 }
 
+/// Stale entries a stripe's eviction order may hold before it is compacted (and at least as
+/// many as live ones, so compaction is amortised constant work per event).
+const MIN_STALE_TO_COMPACT: usize = 64;
+
+/// One lock stripe: its channels' rings and the order its events arrived in.
+#[derive(Default)]
+struct Stripe {
+    rings: HashMap<Topic, Ring>,
+    /// `(seq, channel)` of every retained event of this stripe, oldest first, for eviction by
+    /// the byte budget. Events a ring dropped by its own limits stay here until popped or
+    /// compacted away; `stale` counts them.
+    order: VecDeque<(Seq, Topic)>,
+    stale: usize,
+}
+
+impl Stripe {
+    /// Accounts for events the rings dropped by their own limits.
+    fn forgot(&mut self, freed: Freed, budget: &Budget) {
+        if freed.events > 0 {
+            self.stale += freed.events;
+            budget.release(freed.bytes);
+        }
+    }
+
+    /// Evicts the stripe's oldest retained event, skipping order entries whose event is gone.
+    fn evict_oldest(&mut self) -> Option<Freed> {
+        while let Some((seq, topic)) = self.order.pop_front() {
+            match self.rings.get_mut(&topic) {
+                Some(ring) if ring.entries.front().is_some_and(|e| e.seq == seq) => {
+                    return Some(ring.evict_front());
+                }
+                _ => self.stale = self.stale.saturating_sub(1),
+            }
+        }
+        self.stale = 0;
+        None
+    }
+
+    /// Drops order entries of events the rings no longer hold, once they are the majority.
+    fn compact(&mut self) {
+        if self.stale < MIN_STALE_TO_COMPACT || self.stale < self.order.len() / 2 {
+            return;
+        }
+        let rings = &self.rings;
+        // A ring only ever loses its oldest entries, so an event is still held if and only if
+        // its ring's front is not newer than it.
+        self.order.retain(|(seq, topic)| {
+            rings
+                .get(topic)
+                .and_then(|r| r.entries.front())
+                .is_some_and(|front| front.seq <= *seq)
+        });
+        self.stale = 0;
+    }
+
+    fn front(&self) -> Option<Seq> {
+        self.order.front().map(|(seq, _)| *seq)
+    }
+}
+
 /// The embedded history: a bounded ring per channel, in memory.
 pub struct MemoryHistory {
     epoch: String,
     next: AtomicU64,
     channels: Limits,
     users: Limits,
-    stripes: Vec<Mutex<HashMap<Topic, Ring>>>,
+    stripes: Vec<Mutex<Stripe>>,
+    budget: Budget,
     /// Highest `evicted_through` of any ring removed by a sweep: a resume on a channel whose ring
     /// is gone is only safe from after this point.
     swept_through: AtomicU64,
@@ -291,9 +409,35 @@ impl MemoryHistory {
             next: AtomicU64::new(1),
             channels,
             users,
-            stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| Mutex::new(Stripe::default()))
+                .collect(),
+            budget: Budget::new(u64::MAX, u64::MAX, STRIPES),
             swept_through: AtomicU64::new(0),
             hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// Bounds everything retained to `limit` bytes (oldest events evicted first, across
+    /// channels), and refuses single events above `max_event` bytes.
+    pub fn with_budget(mut self, limit: u64, max_event: u64) -> Self {
+        self.budget = Budget::new(limit, max_event, STRIPES);
+        self
+    }
+
+    /// Evicts the oldest events, whatever their channel, until the budget holds. Takes one
+    /// stripe lock at a time, never while another is held.
+    fn enforce_budget(&self) {
+        while self.budget.is_exceeded() {
+            let Some(index) = self.budget.oldest_stripe() else {
+                return;
+            };
+            let mut stripe = lock(&self.stripes[index]);
+            if let Some(freed) = stripe.evict_oldest() {
+                self.budget.release(freed.bytes);
+                self.budget.count_eviction();
+            }
+            self.budget.set_front(index, stripe.front());
         }
     }
 
@@ -305,9 +449,105 @@ impl MemoryHistory {
         }
     }
 
-    fn stripe(&self, topic: &Topic) -> &Mutex<HashMap<Topic, Ring>> {
-        let hash = self.hasher.hash_one(topic);
-        &self.stripes[(hash as usize) % STRIPES]
+    fn stripe_index(&self, topic: &Topic) -> usize {
+        (self.hasher.hash_one(topic) as usize) % STRIPES
+    }
+
+    fn stripe(&self, topic: &Topic) -> &Mutex<Stripe> {
+        &self.stripes[self.stripe_index(topic)]
+    }
+
+    /// Puts back an event read from a durable store at start-up, `age` old, under the same
+    /// retention rules (and memory budget) as a publish, and moves the id sequence past it.
+    /// Events come back in about seq order; one older than the ring's newest is inserted in
+    /// place.
+    pub fn restore(&self, topic: &Topic, seq: Seq, age: Duration, frame: Frame) {
+        self.next.fetch_max(seq + 1, Ordering::AcqRel);
+        let limits = self.limits(topic);
+        if limits.capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let at = now.checked_sub(age).unwrap_or(now);
+        let index = self.stripe_index(topic);
+        let mut stripe = lock(&self.stripes[index]);
+        let ring = stripe.rings.entry(topic.clone()).or_default();
+        if seq <= ring.evicted_through {
+            return;
+        }
+        let mut freed = Freed::default();
+        if limits.ttl.is_some_and(|ttl| age >= ttl) {
+            // Expired while the store was down: gone, but a resume from before it is a gap.
+            while ring.entries.front().is_some_and(|e| e.seq < seq) {
+                freed.add(ring.evict_front());
+            }
+            ring.evicted_through = seq;
+            stripe.forgot(freed, &self.budget);
+            self.budget.set_front(index, stripe.front());
+            return;
+        }
+        let place = ring.entries.partition_point(|e| e.seq < seq);
+        if ring.entries.get(place).is_some_and(|e| e.seq == seq) {
+            return;
+        }
+        let cost = Budget::cost(frame.retained_len());
+        ring.entries.insert(place, Entry { seq, at, frame });
+        while ring.entries.len() > limits.capacity {
+            freed.add(ring.evict_front());
+        }
+        stripe.forgot(freed, &self.budget);
+        stripe.order.push_back((seq, topic.clone()));
+        stripe.compact();
+        let over_budget = self.budget.charge(cost);
+        self.budget.set_front(index, stripe.front());
+        drop(stripe);
+        if over_budget {
+            self.enforce_budget();
+        }
+    }
+
+    /// Puts back what a durable store's snapshot says of a channel: events up to `floor` were
+    /// evicted, events up to `delivered` reached one of the user's streams.
+    pub fn restore_marks(&self, topic: &Topic, floor: Seq, delivered: Seq) {
+        let index = self.stripe_index(topic);
+        let mut stripe = lock(&self.stripes[index]);
+        let ring = stripe.rings.entry(topic.clone()).or_default();
+        let mut freed = Freed::default();
+        while ring.entries.front().is_some_and(|e| e.seq <= floor) {
+            freed.add(ring.evict_front());
+        }
+        ring.evicted_through = ring.evicted_through.max(floor);
+        ring.mark_delivered(delivered);
+        stripe.forgot(freed, &self.budget);
+        self.budget.set_front(index, stripe.front());
+    }
+
+    /// Puts back the hub-wide floor of swept channels.
+    pub fn restore_swept(&self, through: Seq) {
+        self.swept_through.fetch_max(through, Ordering::AcqRel);
+    }
+
+    /// Everything retained, for a durable store's snapshot: the hub-wide swept floor, then for
+    /// each channel its floor, its delivered mark and its events with their age, one stripe
+    /// locked at a time.
+    pub fn snapshot(&self, each: &mut Snapshot<'_>) -> Seq {
+        let now = Instant::now();
+        for stripe in &self.stripes {
+            let stripe = lock(stripe);
+            for (topic, ring) in stripe.rings.iter() {
+                let mut entries = ring
+                    .entries
+                    .iter()
+                    .map(|e| (e.seq, now.duration_since(e.at), &e.frame));
+                each(
+                    topic,
+                    ring.evicted_through,
+                    ring.delivered_through,
+                    &mut entries,
+                );
+            }
+        }
+        self.swept_through.load(Ordering::Acquire)
     }
 }
 
@@ -333,28 +573,39 @@ impl History for MemoryHistory {
         topic: &Topic,
         encode: &mut dyn FnMut(Seq) -> Frame,
     ) -> Result<(Seq, Frame), HistoryError> {
-        let mut stripe = lock(self.stripe(topic));
+        let index = self.stripe_index(topic);
+        let mut stripe = lock(&self.stripes[index]);
         let seq = self.next.fetch_add(1, Ordering::AcqRel);
         let frame = encode(seq);
         let limits = self.limits(topic);
+        let mut over_budget = false;
         if limits.capacity > 0 {
             // A ring that a sweep removed may come back: start it from what sweeps have dropped,
             // so a resume from before then is a gap, not a silent loss.
             let swept = self.swept_through.load(Ordering::Acquire);
-            let ring = stripe.entry(topic.clone()).or_insert_with(|| Ring {
+            let ring = stripe.rings.entry(topic.clone()).or_insert_with(|| Ring {
                 evicted_through: swept,
                 ..Ring::default()
             });
             let now = Instant::now();
-            ring.evict_expired(limits.ttl, now);
+            let mut freed = ring.evict_expired(limits.ttl, now);
             if ring.entries.len() >= limits.capacity {
-                ring.evict_front();
+                freed.add(ring.evict_front());
             }
             ring.entries.push_back(Entry {
                 seq,
                 at: now,
                 frame: frame.clone(),
             });
+            stripe.forgot(freed, &self.budget);
+            stripe.order.push_back((seq, topic.clone()));
+            stripe.compact();
+            over_budget = self.budget.charge(Budget::cost(frame.retained_len()));
+            self.budget.set_front(index, stripe.front());
+        }
+        drop(stripe);
+        if over_budget {
+            self.enforce_budget();
         }
         Ok((seq, frame))
     }
@@ -371,7 +622,7 @@ impl History for MemoryHistory {
         }
         let limits = self.limits(topic);
         let mut stripe = lock(self.stripe(topic));
-        let Some(ring) = stripe.get_mut(topic) else {
+        let Some(ring) = stripe.rings.get_mut(topic) else {
             // Nothing retained: complete unless a sweep removed events after `after`, or the
             // history keeps nothing at all and events were published since.
             if after < self.swept_through.load(Ordering::Acquire) {
@@ -382,23 +633,43 @@ impl History for MemoryHistory {
             }
             return Ok(());
         };
-        ring.evict_expired(limits.ttl, Instant::now());
-        if after < ring.evicted_through {
-            return Err(Gap::Expired);
-        }
-        let start = ring.entries.partition_point(|e| e.seq <= after);
-        for entry in ring.entries.range(start..) {
-            if entry.seq > upto {
-                break;
+        let freed = ring.evict_expired(limits.ttl, Instant::now());
+        let gap = after < ring.evicted_through;
+        if !gap {
+            let start = ring.entries.partition_point(|e| e.seq <= after);
+            for entry in ring.entries.range(start..) {
+                if entry.seq > upto {
+                    break;
+                }
+                out.push((entry.seq, entry.frame.clone()));
             }
-            out.push((entry.seq, entry.frame.clone()));
+        }
+        stripe.forgot(freed, &self.budget);
+        if gap {
+            return Err(Gap::Expired);
         }
         Ok(())
     }
 
+    fn retained(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) {
+        let limits = self.limits(topic);
+        let mut stripe = lock(self.stripe(topic));
+        let Some(ring) = stripe.rings.get_mut(topic) else {
+            return;
+        };
+        let freed = ring.evict_expired(limits.ttl, Instant::now());
+        out.extend(
+            ring.entries
+                .iter()
+                .take_while(|e| e.seq <= upto)
+                .map(|e| (e.seq, e.frame.clone())),
+        );
+        stripe.forgot(freed, &self.budget);
+    }
+
     fn latest(&self, topic: &Topic, upto: Seq) -> Option<(Seq, Frame)> {
         let stripe = lock(self.stripe(topic));
-        let ring = stripe.get(topic)?;
+        let ring = stripe.rings.get(topic)?;
         let end = ring.entries.partition_point(|e| e.seq <= upto);
         let entry = ring.entries.get(end.checked_sub(1)?)?;
         Some((entry.seq, entry.frame.clone()))
@@ -407,10 +678,10 @@ impl History for MemoryHistory {
     fn take_undelivered(&self, topic: &Topic, upto: Seq, out: &mut Vec<(Seq, Frame)>) -> u64 {
         let limits = self.limits(topic);
         let mut stripe = lock(self.stripe(topic));
-        let Some(ring) = stripe.get_mut(topic) else {
+        let Some(ring) = stripe.rings.get_mut(topic) else {
             return 0;
         };
-        ring.evict_expired(limits.ttl, Instant::now());
+        let freed = ring.evict_expired(limits.ttl, Instant::now());
         let start = ring
             .entries
             .partition_point(|e| e.seq <= ring.delivered_through);
@@ -422,23 +693,25 @@ impl History for MemoryHistory {
         }
         let lost = ring.take_lost(upto);
         ring.mark_delivered(upto);
+        stripe.forgot(freed, &self.budget);
         lost
     }
 
     fn mark_delivered(&self, topic: &Topic, seq: Seq) {
         let mut stripe = lock(self.stripe(topic));
-        if let Some(ring) = stripe.get_mut(topic) {
+        if let Some(ring) = stripe.rings.get_mut(topic) {
             ring.mark_delivered(seq);
         }
     }
 
     fn sweep(&self) {
         let now = Instant::now();
-        for stripe in &self.stripes {
+        for (index, stripe) in self.stripes.iter().enumerate() {
             let mut stripe = lock(stripe);
             let mut tombstones = 0;
-            stripe.retain(|topic, ring| {
-                ring.evict_expired(self.limits(topic).ttl, now);
+            let mut freed = Freed::default();
+            stripe.rings.retain(|topic, ring| {
+                freed.add(ring.evict_expired(self.limits(topic).ttl, now));
                 if !ring.entries.is_empty() {
                     return true;
                 }
@@ -455,6 +728,9 @@ impl History for MemoryHistory {
                     .fetch_max(ring.evicted_through, Ordering::AcqRel);
                 false
             });
+            stripe.forgot(freed, &self.budget);
+            stripe.compact();
+            self.budget.set_front(index, stripe.front());
         }
     }
 
@@ -462,7 +738,7 @@ impl History for MemoryHistory {
         let mut size = HistorySize::default();
         for stripe in &self.stripes {
             let stripe = lock(stripe);
-            for (topic, ring) in stripe.iter().filter(|(_, r)| !r.entries.is_empty()) {
+            for (topic, ring) in stripe.rings.iter().filter(|(_, r)| !r.entries.is_empty()) {
                 if topic.is_user() {
                     size.users += 1;
                     size.queued += ring.undelivered();
@@ -472,11 +748,21 @@ impl History for MemoryHistory {
                 }
             }
         }
+        size.bytes = self.budget.held();
+        size.budget = match self.budget.limit() {
+            u64::MAX => 0,
+            limit => limit,
+        };
+        size.budget_evictions = self.budget.evictions();
         size
+    }
+
+    fn admits(&self, bytes: usize) -> bool {
+        self.budget.admits(bytes)
     }
 }
 
-fn base36(mut value: u64) -> String {
+pub(crate) fn base36(mut value: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
     loop {
@@ -634,6 +920,27 @@ mod tests {
     }
 
     #[test]
+    fn retained_is_what_is_left_whatever_was_evicted() {
+        let h = history(3, None);
+        for _ in 0..5 {
+            publish(&h, "a");
+        }
+        publish(&h, "b");
+        let mut out = Vec::new();
+        h.retained(&topic("a"), h.head(), &mut out);
+        assert_eq!(
+            out.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        out.clear();
+        h.retained(&topic("a"), 4, &mut out);
+        assert_eq!(out.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
+        out.clear();
+        h.retained(&topic("never"), h.head(), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn eviction_by_age_and_sweep() {
         let h = history(10, Some(Duration::from_millis(1)));
         publish(&h, "a");
@@ -658,18 +965,35 @@ mod tests {
         assert_eq!(h.format_id(2), "k3x-2");
         assert_eq!(h.position("k3x-2"), Position::After(2));
         assert_eq!(h.position("k3x-0"), Position::After(0));
-        assert_eq!(h.position("k3x-3"), Position::Foreign);
+        assert_eq!(h.position("k3x-3"), Position::Ahead);
         assert_eq!(h.position("old-1"), Position::Foreign);
         for bad in [
             "",
             "7",
             "-1",
+            "abc",
+            "x-",
+            "not an id, just junk!",
+            "ep och-1",
+            "é-1",
+            "a+b-1",
             "k3x-",
             "k3x--1",
             "k3x-1a",
+            "k3x- 1",
+            "k3x-01",
             "k3x-99999999999999999999999",
         ] {
             assert_eq!(h.position(bad), Position::Malformed, "{bad}");
+        }
+        // Over 256 bytes is never an id the server handed out, however id-shaped: this epoch
+        // with seq 1 behind 10 KiB of leading zeros, a 300-byte epoch, or 10 KiB of junk.
+        for (what, bad) in [
+            ("leading zeros", format!("k3x-{}1", "0".repeat(10 * 1024))),
+            ("long epoch", format!("{}-1", "a".repeat(300))),
+            ("junk", "q".repeat(10 * 1024)),
+        ] {
+            assert_eq!(h.position(&bad), Position::Malformed, "{what}");
         }
     }
 
@@ -690,6 +1014,68 @@ mod tests {
         publish(&h, "a");
         assert_eq!(h.size(), HistorySize::default());
         assert_eq!(seqs(&h, "a", 0), Err(Gap::Expired));
+    }
+
+    fn sized(h: &MemoryHistory, name: &str, bytes: usize) -> Seq {
+        h.append(&topic(name), &mut |_| {
+            Frame::from_parts(bytes::Bytes::from(vec![b'x'; bytes]), bytes::Bytes::new())
+        })
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn the_budget_evicts_the_oldest_events_across_channels() {
+        let cost = Budget::cost(1000);
+        let h = history(100, None).with_budget(3 * cost, cost);
+        let a1 = sized(&h, "a", 1000);
+        let b1 = sized(&h, "b", 1000);
+        sized(&h, "c", 1000);
+        assert_eq!(h.size().bytes, 3 * cost);
+        assert_eq!(h.size().budget_evictions, 0);
+        // A fourth event pushes out the oldest one, whatever its channel.
+        sized(&h, "d", 1000);
+        assert_eq!(h.size().bytes, 3 * cost);
+        assert_eq!(h.size().budget_evictions, 1);
+        assert_eq!(seqs(&h, "a", 0), Err(Gap::Expired));
+        assert_eq!(seqs(&h, "a", a1).unwrap(), Vec::<Seq>::new());
+        assert_eq!(seqs(&h, "b", 0).unwrap(), vec![b1]);
+        // Many more: the total never exceeds the budget and the newest survive.
+        for i in 0..1000 {
+            sized(&h, &format!("n{i}"), 1000);
+        }
+        assert!(h.size().bytes <= 3 * cost);
+        assert_eq!(h.size().events, 3);
+        assert_eq!(seqs(&h, "n999", 0).unwrap().len(), 1);
+        assert!(h.admits(1000));
+        assert!(!h.admits(cost as usize + 1));
+    }
+
+    #[test]
+    fn ring_limits_give_bytes_back_and_the_order_stays_small() {
+        let h = history(2, None);
+        for _ in 0..10_000 {
+            sized(&h, "a", 10);
+        }
+        assert_eq!(h.size().bytes, 2 * Budget::cost(10));
+        let stripe = lock(h.stripe(&topic("a")));
+        assert!(stripe.order.len() <= 2 * MIN_STALE_TO_COMPACT + 2);
+    }
+
+    #[test]
+    fn the_budget_counts_evicted_user_events_as_lost() {
+        let cost = Budget::cost(100);
+        let h = history(10, None).with_budget(2 * cost, cost);
+        let user = Topic::user(&super::super::UserId::parse("u").unwrap());
+        for _ in 0..5 {
+            h.append(&user, &mut |_| {
+                Frame::from_parts(bytes::Bytes::from(vec![b'x'; 100]), bytes::Bytes::new())
+            })
+            .unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(h.take_undelivered(&user, h.head(), &mut out), 3);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

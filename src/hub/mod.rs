@@ -10,11 +10,13 @@
 //! shard receives it, so a stalled worker turns into back-pressure on publishers (503) instead of
 //! unbounded memory.
 
+pub mod budget;
 mod counts;
 mod frame;
 pub mod history;
 mod shard;
 mod stats;
+mod topic_list;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +36,8 @@ pub use shard::{
     MAX_CONN_ID_LEN, MAX_TOPICS_PER_STREAM,
 };
 pub use stats::{HubSnapshot, ShardSnapshot};
+pub(crate) use topic_list::decode_form;
+pub use topic_list::{CommandNames, TopicList, TopicListError, MAX_NAMES_READ};
 
 use counts::SubscriberCounts;
 use stats::ShardStats;
@@ -64,6 +68,10 @@ pub struct Settings {
     /// Publishes reach the shards from one ordered source (a broker's reader), so a missing seq
     /// is gone for good and never worth waiting for.
     pub ordered_source: bool,
+    /// A stream whose socket takes nothing for this long while frames wait is evicted.
+    pub write_timeout: Duration,
+    /// Most bytes that may wait for one connection (like `channel_capacity`, in bytes).
+    pub queue_bytes: usize,
 }
 
 /// What happens when a stream's queue is full and another event of a channel arrives.
@@ -115,6 +123,8 @@ pub enum HubError {
     /// The history store is unreachable; the event was not acknowledged. (Embedded, nothing was
     /// published; with a broker, a publish that timed out may still have been stored.)
     Unavailable,
+    /// The event is larger than the share of the memory budget one event may take.
+    TooLarge,
 }
 
 impl std::fmt::Display for HubError {
@@ -125,6 +135,9 @@ impl std::fmt::Display for HubError {
             HubError::TooManyConnections => f.write_str("connection limit reached"),
             HubError::Unavailable => {
                 f.write_str("event store unavailable, the event was not acknowledged")
+            }
+            HubError::TooLarge => {
+                f.write_str("event is larger than one event's share of the memory budget")
             }
         }
     }
@@ -165,6 +178,43 @@ pub enum Change {
     TooMany,
 }
 
+/// A fresh credential for a live stream: who it names, until when, and which channels it lets
+/// the stream read. The hub knows nothing of tokens; the caller has verified one and describes
+/// it here.
+pub struct Credential {
+    /// The user the credential names; must be the stream's owner.
+    pub user: UserId,
+    /// The new deadline: the stream is closed then unless renewed again.
+    pub expires_at: std::time::SystemTime,
+    /// Whether the credential allows reading a channel.
+    pub may_read: Box<dyn Fn(&Topic) -> bool + Send>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a credential renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed; these channels were dropped because the credential does not allow them.
+    Renewed {
+        /// The channels unsubscribed, each told to the stream with an `unsubscribed` event.
+        unsubscribed: Vec<Topic>,
+    },
+    /// No such open connection.
+    NotFound,
+    /// The connection belongs to another user.
+    OtherUser,
+    /// The connection was opened without a credential; there is none to replace.
+    Anonymous,
+}
+
 /// What a publish was assigned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -195,6 +245,12 @@ pub(crate) enum Command {
         add: bool,
         caller: Option<UserId>,
         reply: oneshot::Sender<Change>,
+    },
+    /// Replace the credential of a local connection (token refresh).
+    Renew {
+        id: String,
+        credential: Credential,
+        reply: oneshot::Sender<Renewal>,
     },
 }
 
@@ -295,7 +351,29 @@ impl Hub {
     pub fn publish(
         &self,
         topic: &Topic,
+        encode: impl FnMut(Seq, &crate::sse::EventId) -> Frame,
+    ) -> Result<Receipt, HubError> {
+        self.publish_counted(topic, encode, Count::Published)
+    }
+
+    /// Publishes an event of the server's own (a metrics sample) like [`Hub::publish_event`],
+    /// but outside `eventsPublished`, which counts what publishers sent: an idle server's count
+    /// does not grow by itself.
+    pub fn publish_own(
+        &self,
+        topic: &Topic,
+        name: Option<&crate::sse::EventName>,
+        data: Payload<'_>,
+    ) -> Result<Receipt, HubError> {
+        let encode = |_, id: &crate::sse::EventId| Frame::event(Some(id), Some(topic), name, data);
+        self.publish_counted(topic, encode, Count::Own)
+    }
+
+    fn publish_counted(
+        &self,
+        topic: &Topic,
         mut encode: impl FnMut(Seq, &crate::sse::EventId) -> Frame,
+        count: Count,
     ) -> Result<Receipt, HubError> {
         if self.is_overloaded() {
             return Err(HubError::Overloaded);
@@ -312,7 +390,7 @@ impl Hub {
                 }
             })
             .map_err(|_| HubError::Unavailable)?;
-        self.dispatch(seq, topic, &frame)?;
+        self.dispatch(seq, topic, &frame, count)?;
         Ok(Receipt { seq, id: id_text })
     }
 
@@ -323,7 +401,7 @@ impl Hub {
         if self.is_overloaded() {
             return Err(HubError::Overloaded);
         }
-        self.dispatch(seq, topic, frame)
+        self.dispatch(seq, topic, frame, Count::Published)
     }
 
     fn is_overloaded(&self) -> bool {
@@ -333,7 +411,13 @@ impl Hub {
             .any(|s| s.stats.inbox_depth.load(Ordering::Relaxed) >= INBOX_LIMIT)
     }
 
-    fn dispatch(&self, seq: Seq, topic: &Topic, frame: &Frame) -> Result<(), HubError> {
+    fn dispatch(
+        &self,
+        seq: Seq,
+        topic: &Topic,
+        frame: &Frame,
+        count: Count,
+    ) -> Result<(), HubError> {
         let shards = &self.inner.shards;
         // Shards that have stopped for shutdown. The event is retained and reaches the others;
         // the stopped shards' streams are closing and resume from history.
@@ -356,7 +440,9 @@ impl Hub {
             // Every shard has stopped (shutdown): nobody will get this event.
             return Err(HubError::Closed);
         }
-        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        if count == Count::Published {
+            self.inner.published.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -403,6 +489,10 @@ impl Hub {
         name: Option<&crate::sse::EventName>,
         data: Payload<'_>,
     ) -> Result<Receipt, HubError> {
+        let size = data.sse.len() + data.json.map_or(data.sse.len(), str::len);
+        if !self.inner.history.admits(size) {
+            return Err(HubError::TooLarge);
+        }
         self.publish(topic, |_, id| {
             Frame::event(Some(id), Some(topic), name, data)
         })
@@ -439,6 +529,34 @@ impl Hub {
             return Err(HubError::Closed);
         }
         answer.await.map_err(|_| HubError::Closed)
+    }
+
+    /// Replaces the credential of connection `id`, wherever it lives (see [`Renewal`]).
+    pub async fn renew(&self, id: &str, credential: Credential) -> Result<Renewal, HubError> {
+        let Some(handle) = self.owner_of(id) else {
+            return Ok(Renewal::NotFound);
+        };
+        let (reply, answer) = oneshot::channel();
+        handle.stats.inbox_depth.fetch_add(1, Ordering::Relaxed);
+        let command = Command::Renew {
+            id: id.to_owned(),
+            credential,
+            reply,
+        };
+        if handle.tx.send(command).is_err() {
+            handle.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(HubError::Closed);
+        }
+        answer.await.map_err(|_| HubError::Closed)
+    }
+
+    /// The shard that owns connection `id`: named in a generated id, looked up for a custom one.
+    fn owner_of(&self, id: &str) -> Option<&ShardHandle> {
+        let shard = match ConnId::shard_of(id) {
+            Some(shard) => Some(shard),
+            None => self.lock_ids().get(id).copied(),
+        };
+        shard.and_then(|s| self.inner.shards.get(s))
     }
 
     fn lock_ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -543,11 +661,23 @@ impl Hub {
             history_events: retained.events,
             users_with_queue: retained.users,
             queued_user_events: retained.queued,
+            retained_bytes: retained.bytes,
+            memory_budget: retained.budget,
+            budget_evictions: retained.budget_evictions,
             last_event_id: self.inner.history.format_id(self.inner.history.head()),
             uptime_ms: now,
             shards,
         }
     }
+}
+
+/// Whether an event counts in `eventsPublished`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// Sent by a publisher.
+    Published,
+    /// The server's own (a metrics sample).
+    Own,
 }
 
 /// A reserved stream slot; released when dropped.

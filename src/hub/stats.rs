@@ -86,6 +86,12 @@ pub struct HubSnapshot {
     pub users_with_queue: usize,
     /// Events queued for users and not yet delivered to any of their streams.
     pub queued_user_events: usize,
+    /// Bytes retained for clients that are not connected (history and user queues).
+    pub retained_bytes: u64,
+    /// The byte budget of retained events.
+    pub memory_budget: u64,
+    /// Retained events evicted, oldest first across channels, to stay within the budget.
+    pub budget_evictions: u64,
     /// The id of the latest published event.
     pub last_event_id: String,
     /// Milliseconds since start.

@@ -32,6 +32,9 @@ fn settings(shards: usize) -> Settings {
         retry: Duration::from_secs(3),
         policies: Vec::new(),
         ordered_source: false,
+        // Tests that leave frames unread on purpose (paused time) must not meet the write timeout.
+        write_timeout: Duration::from_secs(3600),
+        queue_bytes: usize::MAX,
     }
 }
 
@@ -183,6 +186,26 @@ async fn publish_reaches_every_subscriber_on_every_shard() {
         assert_eq!(snapshot.shards[1].connections, 3);
         assert!(snapshot.shards.iter().all(|s| s.inbox_depth == 0));
         assert_eq!(running.hub.subscribers(&broadcast()), 6);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_servers_own_events_reach_streams_but_are_not_counted_as_published() {
+    local(async {
+        let running = run(settings(1));
+        let metrics = Topic::parse("metrics").unwrap();
+        let mut sub = open_on(&running.shards[0], std::slice::from_ref(&metrics));
+        let receipt = running
+            .hub
+            .publish_own(&metrics, None, super::Payload::json("{\"cpu\":1}"))
+            .unwrap();
+        let got = frames(&mut sub).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains(&format!("id: {}", receipt.id)), "{text}");
+        assert_eq!(running.hub.snapshot().events_published, 0);
+        publish(&running.hub, &metrics, &frame("counted")).unwrap();
+        assert_eq!(running.hub.snapshot().events_published, 1);
     })
     .await;
 }

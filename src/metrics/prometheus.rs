@@ -90,6 +90,24 @@ pub fn render(hub: &HubSnapshot, auth_failures: u64, sample: Option<&Sample>) ->
         &single(hub.queued_user_events.to_string()),
     );
     metric(
+        "sluice_retained_bytes",
+        "gauge",
+        "Bytes retained for clients that are not connected (history and user queues).",
+        &single(hub.retained_bytes.to_string()),
+    );
+    metric(
+        "sluice_memory_budget_bytes",
+        "gauge",
+        "Byte budget of retained events.",
+        &single(hub.memory_budget.to_string()),
+    );
+    metric(
+        "sluice_budget_evictions_total",
+        "counter",
+        "Retained events evicted, oldest first across channels, to stay within the budget.",
+        &single(hub.budget_evictions.to_string()),
+    );
+    metric(
         "sluice_auth_failures_total",
         "counter",
         "Requests refused for a missing or bad credential or a lack of permission.",

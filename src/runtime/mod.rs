@@ -49,7 +49,9 @@ pub fn available_cores() -> usize {
 }
 
 /// Binds the listeners and starts the workers. Returns once every listener is bound, so the
-/// address is ready for connections.
+/// address is ready for connections. `settings` are the components' settings built from
+/// `config` by [`Settings::from_config`]; `config` itself still carries what needs no
+/// translation (the listen address, the HTTP handlers' limits, the sampler's period).
 pub fn start(config: Config, settings: Settings) -> io::Result<Server> {
     let Settings {
         workers: count,
@@ -69,6 +71,7 @@ pub fn start(config: Config, settings: Settings) -> io::Result<Server> {
         auth,
         rooms: Arc::new(Rooms::new()),
         sampler,
+        limits: Arc::new(crate::http::Limits::new(&config)),
     };
     let config = Arc::new(config);
     let mut workers = Vec::with_capacity(count);

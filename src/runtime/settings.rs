@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use crate::auth::{self, Auth, Verifier};
 use crate::bus;
-use crate::config::{AuthMode, ChannelPolicy, Config, ConfigError, SlowConsumer};
+use crate::config::{AuthMode, ChannelPolicy, Config, ConfigError, FsyncPolicy, SlowConsumer};
 use crate::hub::{self, Limits, Policy, Topic};
 use crate::metrics::sampler;
+use crate::store::Fsync;
 use crate::tls::Tls;
 
 /// Everything the components are built from.
@@ -40,7 +41,10 @@ impl Settings {
             policies: policies(&config.channel_policy)?,
             // Set by the bus from its mode.
             ordered_source: false,
+            write_timeout: config.write_timeout,
+            queue_bytes: config.queue_bytes,
         };
+        let memory_budget = config.memory_budget as u64;
         let bus = bus::Options {
             hub,
             channels: Limits {
@@ -51,7 +55,18 @@ impl Settings {
                 capacity: config.user_queue_size,
                 ttl: Some(config.user_queue_ttl),
             },
+            budget: (
+                memory_budget,
+                memory_budget / 100 * u64::from(config.max_event_share),
+            ),
             broker: config.broker.clone(),
+            data_dir: config.data_dir.clone(),
+            idempotency_window: config.idempotency_window,
+            fsync: match config.fsync {
+                FsyncPolicy::Always => Fsync::Always,
+                FsyncPolicy::Interval => Fsync::Interval,
+                FsyncPolicy::Never => Fsync::Never,
+            },
         };
         let mode = match config.auth {
             AuthMode::Off => auth::Mode::Off,

@@ -1,7 +1,7 @@
 //! The event-stream wire format, with no IO and no hyper: encoding events into frames
-//! ([`event`]) and parsing a stream back into events ([`parse`], used by tests and the load tester).
+//! ([`event`]). (Parsing a stream back into events is the client's side: the tests carry that
+//! parser in `tests/support/sse_parse.rs`.)
 
 pub mod event;
-pub mod parse;
 
 pub use event::{comment, id_only, retry, Event, EventId, EventName, FieldError};

@@ -3,10 +3,17 @@
 //! closes the connection or it fails. A stalled connection instead stops reading once ready and
 //! only watches for the server cutting it off; it is never reopened.
 //!
-//! The protocol of each transport lives in its own file ([`sse`], [`ws`], [`poll`]); this file
-//! owns the retry policy and what a connection shares with the other connections of its thread.
+//! Every session after the first is recorded (when it was tried, when it was ready or why it
+//! failed, when a ready stream went down), which is what a reconnect storm is measured from. A
+//! dropped stream comes back after a short fixed pause, or as a browser's `EventSource` would
+//! (after the stream's `retry:`), as the plan says.
+//!
+//! The protocol of each transport lives in its own file ([`sse`], [`ws`], [`poll`]; the SSE
+//! wire format in [`event_stream`]); this file owns the retry policy and what a connection
+//! shares with the other connections of its thread.
 //! Nothing here knows about the publisher or the server process.
 
+pub mod event_stream;
 pub mod poll;
 pub mod sse;
 pub mod ws;
@@ -16,6 +23,7 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,9 +31,9 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::plan::{Target, Transport};
+use crate::plan::{Reconnect, Target, Transport, BROWSER_RETRY};
 use crate::scan::Delivery;
-use crate::tally::{ConnTally, Live, ThreadTally};
+use crate::tally::{Attempt, AttemptError, ConnTally, Live, ThreadTally};
 
 /// Longest wait for a connection to become ready (TCP connect, request, handshake, catch-up).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -75,10 +83,32 @@ pub struct Conn {
     pub expected: u64,
     /// Once ready, never read again (a slow consumer).
     pub stall: bool,
+    /// The `Host` header's value.
+    pub host: Rc<str>,
+    /// Extra request lines (`--header`), each ending in CRLF.
+    pub headers: Rc<str>,
+    /// How the events carry the harness's sequence numbers.
+    pub marks: Marks,
+    /// How a dropped stream comes back.
+    pub reconnect: Reconnect,
+    /// Test-only: ignore the second event after the first reconnect (see `Plan::drop_one`).
+    pub drop_one: bool,
     /// The thread's shared state.
     pub thread: Rc<RefCell<Thread>>,
     /// Cross-thread counters.
     pub live: Arc<Live>,
+}
+
+/// How received events carry the harness's sequence number and send time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marks {
+    /// `"n":<seq>` and `"t":<µs>` in a JSON body (the built-in targets).
+    Json,
+    /// The marker `lt-<seq>-<µs>` anywhere in the data (custom targets with a publish hook).
+    Token,
+    /// None: the run only listens, and every event with data counts (custom targets without a
+    /// publish hook).
+    Listen,
 }
 
 /// How a session (one TCP connection) ended.
@@ -136,16 +166,64 @@ pub struct State {
     pub last_id: Vec<u8>,
     /// When the first attempt started (for the connect time).
     pub started: Instant,
+    /// When the current session's attempt started, unix µs.
+    pub attempt_us: u64,
+    /// The current session became ready.
+    pub session_ready: bool,
+    /// The stream's last `retry:` (kept across sessions, as `EventSource` keeps it).
+    pub retry: Option<Duration>,
+    /// Whether this connection was counted in `Live::back` (back after the storm's cut).
+    pub back: bool,
+    /// Test-only countdown (see `Plan::drop_one`): deliveries after the first reconnect until
+    /// the one to ignore.
+    pub drop_countdown: Option<u8>,
 }
 
 impl State {
-    /// Marks the connection ready (once): the connect time goes into the thread's histogram.
+    /// Marks the session ready (once per session). The first time, the connect time goes into
+    /// the thread's histogram; later sessions are recorded as reconnects, and the first one after
+    /// a storm's cut counts the connection as back.
     pub fn mark_ready(&mut self, conn: &Conn, shared: &mut ThreadTally) {
+        if self.session_ready {
+            return;
+        }
+        self.session_ready = true;
         if !self.tally.ready {
             self.tally.ready = true;
             let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
             shared.record_connect(us);
+            self.tally.connect_us = Some(us);
             Live::bump(&conn.live.ready);
+            return;
+        }
+        let now = now_us();
+        self.tally.sessions.push(Attempt {
+            started_us: self.attempt_us,
+            ended_us: now,
+            error: None,
+        });
+        let cut = Live::get(&conn.live.cut_at_us);
+        if cut > 0 && now >= cut && !self.back {
+            self.back = true;
+            Live::bump(&conn.live.back);
+        }
+        if conn.drop_one && self.drop_countdown.is_none() {
+            self.drop_countdown = Some(2);
+        }
+    }
+
+    /// Whether the test-only knob swallows this delivery.
+    pub fn is_dropped_on_purpose(&mut self) -> bool {
+        match self.drop_countdown {
+            Some(1) => {
+                self.drop_countdown = Some(0);
+                true
+            }
+            Some(left) if left > 1 => {
+                self.drop_countdown = Some(left - 1);
+                false
+            }
+            _ => false,
         }
     }
 
@@ -165,6 +243,11 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
         },
         last_id: Vec::with_capacity(32),
         started: Instant::now(),
+        attempt_us: 0,
+        session_ready: false,
+        retry: None,
+        back: false,
+        drop_countdown: None,
     };
     if let Some(start) = &conn.start_after {
         state.set_last_id(start.as_bytes());
@@ -174,6 +257,11 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
         if *stop.borrow() {
             break;
         }
+        state.attempt_us = now_us();
+        if state.tally.opened_us == 0 {
+            state.tally.opened_us = state.attempt_us;
+        }
+        state.session_ready = false;
         let result = match conn.transport {
             Transport::Sse => sse::session(&conn, &mut state, &mut stop).await,
             Transport::Ws => ws::session(&conn, &mut state, &mut stop).await,
@@ -194,6 +282,28 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
         if *stop.borrow() {
             break;
         }
+        if state.tally.ready && state.session_ready {
+            // A stream that was up went down.
+            let now = now_us();
+            if conn.live.cut_on_first_drop.load(Ordering::Relaxed) {
+                // The first stream down marks the storm's cut (when the user cuts).
+                let _ = conn.live.cut_at_us.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Live::bump(&conn.live.drops);
+            state.tally.drops_us.push(now);
+        } else if state.tally.ready {
+            // A reconnect attempt that failed.
+            state.tally.attempts_failed.push(Attempt {
+                started_us: state.attempt_us,
+                ended_us: now_us(),
+                error: Some(AttemptError::of(error.as_ref())),
+            });
+        }
         if state.tally.ready {
             state.tally.reconnects += 1;
         } else {
@@ -208,9 +318,13 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
                 break;
             }
         }
+        let pause = match conn.reconnect {
+            Reconnect::Fast => RECONNECT_PAUSE,
+            Reconnect::AsBrowser => state.retry.unwrap_or(BROWSER_RETRY),
+        };
         tokio::select! {
             _ = stop.wait_for(|&stopped| stopped) => break,
-            _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
     state.tally
@@ -251,6 +365,31 @@ pub fn record(conn: &Conn, tally: &mut ConnTally, delivery: Delivery, shared: &m
         Live::bump(&conn.live.delivered);
     }
     tally.record(delivery, now_us(), shared);
+}
+
+/// Finds the deliveries in one event's data, as `conn.marks` says, and records them (a listening
+/// run records the event itself, with its id).
+pub fn record_data(
+    conn: &Conn,
+    state: &mut State,
+    data: &[u8],
+    id: &[u8],
+    shared: &mut ThreadTally,
+) {
+    let mut each = |delivery: Delivery| {
+        if delivery.n > 0 && state.is_dropped_on_purpose() {
+            return;
+        }
+        record(conn, &mut state.tally, delivery, shared);
+    };
+    match conn.marks {
+        Marks::Json => crate::scan::each_delivery(data, &mut each),
+        Marks::Token => crate::scan::each_marker(data, &mut each),
+        Marks::Listen => {
+            Live::bump(&conn.live.delivered);
+            state.tally.listen(id, now_us());
+        }
+    }
 }
 
 /// Microseconds since the Unix epoch (the clock the publisher stamps events with).

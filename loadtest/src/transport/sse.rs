@@ -1,10 +1,12 @@
-//! The SSE client: `GET /events?channel=` over raw HTTP/1.1, the chunked body undone by hand,
-//! and event blocks scanned (not parsed) for their id and their `"n"`/`"t"` payload.
+//! The SSE client: `GET` the stream over raw HTTP/1.1, the chunked body undone by hand, the
+//! event stream parsed as the standard says ([`super::event_stream`]: any line ends, comments,
+//! multi-line data, `id`, `retry`), and each event's data searched for the harness's marks.
 //!
 //! Ready means subscribed with a known position: on Sluice the id-only position frame that
-//! follows `connected` (and any catch-up); on the baselines the response head, since they
-//! register a subscriber before sending it. A reconnect sends `Last-Event-ID`. A stalled
-//! connection stops reading right there.
+//! follows `connected` (and any catch-up), or a `reset` (which carries the position); on the
+//! baselines and custom targets the response head, since they register a subscriber before
+//! sending it. A reconnect sends `Last-Event-ID` (the last id seen, as `EventSource` does). A
+//! stalled connection stops reading right there.
 
 use std::io::ErrorKind;
 
@@ -12,16 +14,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{record, stopped, Conn, End, SessionError, State, Thread, READY_TIMEOUT};
+use super::event_stream::{Block, EventStream};
+use super::{record_data, stopped, Conn, End, SessionError, State, Thread, READY_TIMEOUT};
 use crate::http1::{parse_head, Dechunker, Framing};
-use crate::scan;
 use crate::tally::ThreadTally;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
-
-/// Largest event block accepted before the stream is declared broken.
-const MAX_BLOCK: usize = 1024 * 1024;
 
 /// Where the bytes of one session are in the response.
 enum Phase {
@@ -29,9 +28,11 @@ enum Phase {
     Body(Framing, Dechunker),
 }
 
-/// The event-stream scanner of one session: bytes of an unfinished block carry over.
+/// The event-stream side of one session.
 struct Scanner {
+    /// The response head until it is complete.
     pending: Vec<u8>,
+    parser: EventStream,
     /// `connected` has been seen (Sluice): the next id-only frame is the position.
     connected: bool,
 }
@@ -55,13 +56,15 @@ pub async fn session(
     let mut phase = Phase::Head;
     let mut scanner = Scanner {
         pending: Vec::new(),
+        // The last event id outlives the connection, as in `EventSource`.
+        parser: EventStream::with_last_event_id(&state.last_id),
         connected: false,
     };
     loop {
         let readable = tokio::select! {
             biased;
             _ = stopped(stop) => return Ok(End::Stopped),
-            _ = tokio::time::sleep_until(ready_by), if !state.tally.ready => {
+            _ = tokio::time::sleep_until(ready_by), if !state.session_ready => {
                 return Err(SessionError::Timeout)
             }
             readable = stream.readable() => readable,
@@ -142,89 +145,79 @@ fn feed_body(
 ) -> Result<bool, SessionError> {
     match framing {
         Framing::Chunked => {
+            let mut result = Ok(());
             dechunker
-                .feed(input, |body| scanner.pending.extend_from_slice(body))
+                .feed(input, |body| {
+                    if result.is_ok() {
+                        result = scanner.feed(body, conn, state, tally);
+                    }
+                })
                 .map_err(|_| SessionError::Protocol("bad chunked encoding"))?;
+            result?;
         }
-        Framing::Length(_) | Framing::UntilClose => scanner.pending.extend_from_slice(input),
+        Framing::Length(_) | Framing::UntilClose => scanner.feed(input, conn, state, tally)?,
     }
-    scanner.blocks(conn, state, tally)?;
+    if let Some(retry) = scanner.parser.retry() {
+        state.retry = Some(retry);
+    }
     Ok(dechunker.is_done())
 }
 
 impl Scanner {
-    /// Handles every complete block in `pending` and keeps the unfinished rest.
-    fn blocks(
+    /// Parses body bytes and handles every block that ends in them.
+    fn feed(
         &mut self,
+        body: &[u8],
         conn: &Conn,
         state: &mut State,
         tally: &mut ThreadTally,
     ) -> Result<(), SessionError> {
-        let mut start = 0;
-        while let Some(end) = crate::http1::find(&self.pending[start..], b"\n\n") {
-            let block_end = start + end;
-            let block = &self.pending[start..block_end];
-            on_block(block, &mut self.connected, conn, state, tally);
-            start = block_end + 2;
-        }
-        if start > 0 {
-            self.pending.drain(..start);
-        }
-        if self.pending.len() > MAX_BLOCK {
-            return Err(SessionError::Protocol("event block too large"));
-        }
-        Ok(())
+        let connected = &mut self.connected;
+        self.parser
+            .feed(body, |block| on_block(block, connected, conn, state, tally))
+            .map_err(|_| SessionError::Protocol("event-stream line too long"))
     }
 }
 
-/// One event block: its fields are lines `name: value` (CR before LF tolerated).
+/// One finished block of the stream.
 fn on_block(
-    block: &[u8],
+    block: Block<'_>,
     connected: &mut bool,
     conn: &Conn,
     state: &mut State,
     tally: &mut ThreadTally,
 ) {
-    let mut has_id = false;
-    let mut has_data = false;
-    let mut event: &[u8] = b"";
-    for line in block.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(value) = field(line, b"id") {
-            has_id = true;
-            state.set_last_id(value);
-        } else if let Some(value) = field(line, b"data") {
-            has_data = true;
-            scan::each_delivery(value, |delivery| {
-                record(conn, &mut state.tally, delivery, tally);
-            });
-        } else if let Some(value) = field(line, b"event") {
-            event = value;
-        }
+    if block.has_id {
+        state.set_last_id(block.id);
     }
-    match event {
+    if let Some(data) = block.data {
+        let id = if block.has_id { block.id } else { b"" };
+        record_data(conn, state, data, id, tally);
+    }
+    if !conn.target.has_position() {
+        return;
+    }
+    match block.event {
         b"connected" => *connected = true,
-        b"reset" => state.tally.resets += 1,
+        b"reset" => {
+            state.tally.reset();
+            // A reset carries the stream's new position: it is subscribed from there.
+            state.mark_ready(conn, tally);
+        }
         b"dropped" => state.tally.dropped_notices += 1,
         _ => {}
     }
     // Sluice's position frame: an id and nothing else, after `connected`.
-    if *connected && has_id && !has_data && event.is_empty() {
+    if *connected && block.has_id && block.data.is_none() && block.event.is_empty() {
         state.mark_ready(conn, tally);
     }
-}
-
-/// The value of `name: value` (one optional space after the colon), if `line` is that field.
-fn field<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let rest = line.strip_prefix(name)?.strip_prefix(b":")?;
-    Some(rest.strip_prefix(b" ").unwrap_or(rest))
 }
 
 /// The subscribe request, with `Last-Event-ID` when resuming.
 fn request(conn: &Conn, last_id: &[u8]) -> String {
     let mut request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
-        conn.path, conn.server
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{}",
+        conn.path, conn.host, conn.headers
     );
     if !last_id.is_empty() {
         request.push_str("Last-Event-ID: ");
@@ -294,6 +287,11 @@ mod tests {
             start_after: None,
             expected: 2,
             stall: false,
+            host: "127.0.0.1".into(),
+            headers: "".into(),
+            marks: crate::transport::Marks::Json,
+            reconnect: crate::plan::Reconnect::Fast,
+            drop_one: false,
             thread: Rc::new(RefCell::new(Thread {
                 buf: vec![0; READ_BUF],
                 tally: crate::tally::ThreadTally::new(),
@@ -322,13 +320,5 @@ mod tests {
         assert_eq!(tally.reconnects, 0);
         assert_eq!(tally.bytes_read, canned_stream().len() as u64);
         assert_eq!(Live::get(&live.ready), 1);
-    }
-
-    #[test]
-    fn fields_of_a_line() {
-        assert_eq!(field(b"id: a-1", b"id"), Some(&b"a-1"[..]));
-        assert_eq!(field(b"id:a-1", b"id"), Some(&b"a-1"[..]));
-        assert_eq!(field(b"idx: a", b"id"), None);
-        assert_eq!(field(b": heartbeat", b"data"), None);
     }
 }

@@ -5,6 +5,11 @@
 //! is a plain `RefCell<VecDeque<Bytes>>` plus a stored waker: no atomics, no allocation per frame,
 //! and an idle stream costs an empty `VecDeque` and a few words. The queue is bounded by the
 //! configured capacity; a push into a full queue evicts the connection instead of growing memory.
+//!
+//! The bound is in bytes as well as frames (a stream behind 256 large frames is as slow as one
+//! behind 256 small ones), and in time: the shard's housekeeping tick evicts a stream whose queue
+//! has waited with no frame taken by its body (hyper stops taking while the socket is full) for
+//! longer than the write timeout ([`Conn::check_progress`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -212,6 +217,18 @@ pub(crate) struct Conn {
     pub(crate) owner: Option<UserId>,
     /// Tripped on eviction, so the connection is dropped even if hyper is not polling the body.
     pub(crate) tripwire: Option<Rc<Tripwire>>,
+    /// Bytes of the frames in `queue`.
+    bytes: Cell<usize>,
+    /// Most live bytes the queue may hold (the opening replay aside).
+    pub(crate) max_bytes: usize,
+    /// Whether the body took frames since the last housekeeping tick.
+    progressed: Cell<bool>,
+    /// Housekeeping ticks in a row the queue waited with nothing taken.
+    stalled_ticks: Cell<u32>,
+    /// Receives a channel whose policy keeps slow readers (`drop-oldest`, `latest`): such a
+    /// stream is never cut off for lack of write progress. Its queue is bounded by shedding and
+    /// its socket by the send buffer, so it costs bounded memory while it stalls.
+    keeps_slow: Cell<bool>,
     /// Registered but not released yet: its catch-up is still being fetched (see
     /// `Shard::open_held`). Live frames queue up meanwhile.
     pub(crate) held: Cell<bool>,
@@ -247,6 +264,11 @@ impl Conn {
             topics: RefCell::new(Vec::new()),
             owner,
             tripwire: None,
+            bytes: Cell::new(0),
+            max_bytes: usize::MAX,
+            progressed: Cell::new(false),
+            stalled_ticks: Cell::new(0),
+            keeps_slow: Cell::new(false),
             held: Cell::new(false),
             failed: Cell::new(false),
             start: Cell::new(0),
@@ -256,12 +278,51 @@ impl Conn {
 
     /// Takes the queued frames out (to put the opening in front of them).
     pub(crate) fn take_queue(&self) -> VecDeque<Entry> {
+        self.bytes.set(0);
         std::mem::take(&mut *self.queue.borrow_mut())
     }
 
     /// Puts frames taken with [`Conn::take_queue`] back behind what is queued now.
     pub(crate) fn append_queue(&self, mut frames: VecDeque<Entry>) {
+        self.add_bytes(frames.iter().map(|(f, _, _)| f.len()).sum());
         self.queue.borrow_mut().append(&mut frames);
+    }
+
+    fn add_bytes(&self, n: usize) {
+        self.bytes.set(self.bytes.get().saturating_add(n));
+    }
+
+    fn sub_bytes(&self, n: usize) {
+        self.bytes.set(self.bytes.get().saturating_sub(n));
+    }
+
+    /// Whether `more` live bytes would take the queue past its byte bound. Frames of the opening
+    /// replay are exempt, as they are from the frame capacity: the bound applies once they left.
+    fn is_over_bytes(&self, more: usize) -> bool {
+        // An empty queue always takes one frame, however large: the bound is on what waits.
+        self.allowance.get() == 0
+            && self.bytes.get() > 0
+            && self.bytes.get().saturating_add(more) > self.max_bytes
+    }
+
+    /// Called on each housekeeping tick: evicts the stream if its queue has waited, with no frame
+    /// taken, for more than `limit` ticks in a row. Returns whether it evicted.
+    pub(crate) fn check_progress(&self, limit: u32) -> bool {
+        let waiting = self.is_open()
+            && !self.held.get()
+            && !self.keeps_slow.get()
+            && !self.queue.borrow().is_empty();
+        if self.progressed.replace(false) || !waiting {
+            self.stalled_ticks.set(0);
+            return false;
+        }
+        let ticks = self.stalled_ticks.get().saturating_add(1);
+        self.stalled_ticks.set(ticks);
+        if ticks > limit {
+            self.evict();
+            return true;
+        }
+        false
     }
 
     /// Lets the client have what is queued.
@@ -289,13 +350,15 @@ impl Conn {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
+        let bytes = frame.get(self.transport);
         let mut queue = self.queue.borrow_mut();
-        if queue.len() >= self.capacity + self.allowance.get() {
+        if queue.len() >= self.capacity + self.allowance.get() || self.is_over_bytes(bytes.len()) {
             drop(queue);
             self.evict();
             return Push::Full;
         }
-        queue.push_back((frame.get(self.transport), None, seq));
+        self.add_bytes(bytes.len());
+        queue.push_back((bytes, None, seq));
         drop(queue);
         self.wake();
         Push::Queued
@@ -307,12 +370,21 @@ impl Conn {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
+        self.keeps_slow.set(true);
+        let bytes = frame.get(self.transport);
         let mut queue = self.queue.borrow_mut();
-        if queue.len() >= self.capacity + self.allowance.get() && queue.pop_front().is_some() {
+        while queue.len() >= self.capacity + self.allowance.get()
+            || (self.is_over_bytes(bytes.len()) && !queue.is_empty())
+        {
+            let Some((old, _, _)) = queue.pop_front() else {
+                break;
+            };
+            self.sub_bytes(old.len());
             self.allowance.set(self.allowance.get().saturating_sub(1));
             self.missed.set(self.missed.get() + 1);
         }
-        queue.push_back((frame.get(self.transport), None, seq));
+        self.add_bytes(bytes.len());
+        queue.push_back((bytes, None, seq));
         drop(queue);
         self.wake();
         Push::Queued
@@ -324,18 +396,25 @@ impl Conn {
         if self.state.get() != State::Open {
             return Push::Gone;
         }
+        self.keeps_slow.set(true);
+        let bytes = frame.get(self.transport);
         let mut queue = self.queue.borrow_mut();
         if let Some(at) = queue
             .iter()
             .position(|(_, tag, _)| tag.as_ref() == Some(topic))
         {
-            queue.remove(at);
-        } else if queue.len() >= self.capacity + self.allowance.get() {
+            if let Some((old, _, _)) = queue.remove(at) {
+                self.sub_bytes(old.len());
+            }
+        } else if queue.len() >= self.capacity + self.allowance.get()
+            || self.is_over_bytes(bytes.len())
+        {
             drop(queue);
             self.evict();
             return Push::Full;
         }
-        queue.push_back((frame.get(self.transport), Some(topic.clone()), seq));
+        self.add_bytes(bytes.len());
+        queue.push_back((bytes, Some(topic.clone()), seq));
         drop(queue);
         self.wake();
         Push::Queued
@@ -344,8 +423,20 @@ impl Conn {
     /// Queues a frame regardless of capacity: the frames a stream starts with (its `connected`
     /// event and a replay, itself bounded by the history size).
     pub(crate) fn push_initial(&self, frame: Bytes) {
+        self.add_bytes(frame.len());
         self.queue.borrow_mut().push_back((frame, None, 0));
         self.allowance.set(self.allowance.get() + 1);
+    }
+
+    /// Queues a per-stream notice (an `unsubscribed` after a token refresh). Outside the
+    /// capacity like the opening frames: a stream gets at most one per channel it had.
+    pub(crate) fn push_notice(&self, frame: Bytes) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        self.queue.borrow_mut().push_back((frame, None, 0));
+        self.allowance.set(self.allowance.get() + 1);
+        self.wake();
     }
 
     /// Queues a heartbeat unless data is already waiting (which keeps the stream alive anyway).
@@ -355,6 +446,7 @@ impl Conn {
         }
         let mut queue = self.queue.borrow_mut();
         if queue.is_empty() {
+            self.add_bytes(frame.len());
             queue.push_back((frame.clone(), None, 0));
             drop(queue);
             self.wake();
@@ -370,9 +462,11 @@ impl Conn {
         }
         if self.held.replace(false) {
             self.queue.borrow_mut().clear();
+            self.bytes.set(0);
             self.allowance.set(0);
         }
         if !last.is_empty() {
+            self.add_bytes(last.len());
             self.queue.borrow_mut().push_back((last, None, 0));
         }
         self.state.set(State::Closing);
@@ -383,6 +477,7 @@ impl Conn {
         self.state.set(State::Evicted);
         // Free the backlog now: a slow reader must not pin memory until it finally reads.
         *self.queue.borrow_mut() = VecDeque::new();
+        self.bytes.set(0);
         self.wake();
         if let Some(tripwire) = &self.tripwire {
             tripwire.trip();
@@ -398,6 +493,7 @@ impl Conn {
     fn mark_closed(&self) {
         self.state.set(State::Closed);
         *self.queue.borrow_mut() = VecDeque::new();
+        self.bytes.set(0);
         self.waker.take();
     }
 }
@@ -477,9 +573,13 @@ impl Subscription {
         }
         let mut queue = self.conn.queue.borrow_mut();
         let take = queue.len().min(max.saturating_sub(out.len()));
+        let before = out.len();
         out.extend(queue.drain(..take).map(|(frame, _, _)| frame));
         drop(queue);
         if take > 0 {
+            self.conn
+                .sub_bytes(out[before..].iter().map(Bytes::len).sum());
+            self.conn.progressed.set(true);
             let allowance = &self.conn.allowance;
             allowance.set(allowance.get().saturating_sub(take));
             self.shard.note_delivered(take as u64);
@@ -538,6 +638,8 @@ impl Subscription {
                 buf.freeze()
             };
             drop(queue);
+            self.conn.sub_bytes(out.len());
+            self.conn.progressed.set(true);
             let allowance = &self.conn.allowance;
             allowance.set(allowance.get().saturating_sub(count as usize));
             self.shard.note_delivered(count);
@@ -656,5 +758,45 @@ mod tests {
         conn.push_heartbeat(&beat);
         conn.push_heartbeat(&beat);
         assert_eq!(conn.queue.borrow().len(), 1);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let mut conn = Conn::new(ConnId::generate(0), Transport::Sse, 256, 0, None);
+        conn.max_bytes = 1000;
+        let big = sse(vec![b'x'; 400]);
+        assert_eq!(conn.push(&big, 0), Push::Queued);
+        assert_eq!(conn.push(&big, 0), Push::Queued);
+        assert_eq!(conn.bytes.get(), 800);
+        // Far below 256 frames, but past 1000 bytes: as slow as a full queue.
+        assert_eq!(conn.push(&big, 0), Push::Full);
+        assert_eq!(conn.state(), State::Evicted);
+        assert_eq!(conn.bytes.get(), 0);
+    }
+
+    #[test]
+    fn a_queue_that_nobody_takes_from_is_evicted_after_the_limit() {
+        let conn = Conn::new(ConnId::generate(0), Transport::Sse, 8, 0, None);
+        // An empty queue is never stalled.
+        for _ in 0..10 {
+            assert!(!conn.check_progress(2));
+        }
+        conn.push(&sse(Bytes::from_static(b"x")), 0);
+        assert!(!conn.check_progress(2));
+        assert!(!conn.check_progress(2));
+        // Progress resets the count.
+        conn.progressed.set(true);
+        assert!(!conn.check_progress(2));
+        assert!(!conn.check_progress(2));
+        assert!(!conn.check_progress(2));
+        assert!(conn.check_progress(2));
+        assert_eq!(conn.state(), State::Evicted);
+        // A stream of a channel that keeps slow readers is never cut off for it.
+        let kept = Conn::new(ConnId::generate(0), Transport::Sse, 8, 0, None);
+        kept.push_shedding(&sse(Bytes::from_static(b"x")), 0);
+        for _ in 0..10 {
+            assert!(!kept.check_progress(2));
+        }
+        assert!(kept.is_open());
     }
 }

@@ -1,15 +1,17 @@
 //! The shard's periodic work, driven by its run loop: keep-alives on idle streams, sweeping
-//! closed entries, idle timeouts, credential expiry, and ending every stream at shutdown. One
-//! tick per shard, never a timer per connection.
+//! closed entries, idle timeouts, credential expiry, write progress, and ending every stream at
+//! shutdown. One tick per shard, never a timer per connection.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::conn::State;
 use super::Shard;
 use crate::hub::frame::{farewell, Farewell};
 
-/// The upper end of the random extra reconnection delay sent to every stream at shutdown: clients
-/// come back spread over this window instead of all at once.
+/// The upper end of the random extra reconnection delay sent to every stream the hub ends for
+/// everyone at once (shutdown, an unreachable event store): clients come back spread over this
+/// window instead of all at once.
 pub const SHUTDOWN_RETRY_SPREAD: Duration = Duration::from_secs(10);
 
 /// Period of the per-shard housekeeping tick: gap check, credential expiry and idle timeout.
@@ -58,14 +60,37 @@ impl Shard {
         }
     }
 
+    /// Evicts streams whose socket took nothing for `timeout` while frames waited: a reader that
+    /// stopped reading, cut off before its queue fills (it resumes from history). Counted as a
+    /// slow consumer.
+    pub(super) fn close_stalled(&self, timeout: Duration) {
+        let limit = u32::try_from(timeout.as_millis().div_ceil(HOUSEKEEPING.as_millis()))
+            .unwrap_or(u32::MAX);
+        let mut evicted = 0;
+        for conn in self.conns.borrow().values() {
+            if conn.check_progress(limit) {
+                evicted += 1;
+            }
+        }
+        if evicted > 0 {
+            self.stats
+                .slow_consumers_dropped
+                .fetch_add(evicted, Ordering::Relaxed);
+        }
+    }
+
     /// Sends every stream a jittered `retry:` and ends it, so reconnects spread out.
     pub fn close_all(&self) {
-        let base = self.hub.settings().retry;
-        let spread = u64::try_from(SHUTDOWN_RETRY_SPREAD.as_millis()).unwrap_or(u64::MAX);
         for conn in self.conns.borrow().values() {
-            let retry = base + Duration::from_millis(fastrand::u64(0..=spread));
+            let retry = self.jittered_retry();
             conn.close_with(farewell(conn.transport, Farewell::Reconnect { retry }));
         }
+    }
+
+    /// The configured reconnection delay plus a random share of [`SHUTDOWN_RETRY_SPREAD`].
+    pub(super) fn jittered_retry(&self) -> Duration {
+        let spread = u64::try_from(SHUTDOWN_RETRY_SPREAD.as_millis()).unwrap_or(u64::MAX);
+        self.hub.settings().retry + Duration::from_millis(fastrand::u64(0..=spread))
     }
 
     /// Drops closed entries from the subscriber lists.

@@ -25,12 +25,13 @@
 //!
 //! This file holds the tables, the run loop and ordered fan-out; `open.rs` opens and resumes
 //! streams; `housekeeping.rs` is the periodic work (keep-alives, idle timeout, credential expiry,
-//! shutdown); `conn.rs` is one stream's bounded queue and the [`Subscription`] its body drains.
+//! shutdown); `renew.rs` replaces a live stream's credential (token refresh); `conn.rs` is one stream's bounded queue and the [`Subscription`] its body drains.
 //! `conn` and the shard refer to each other; nothing outside this folder sees `Conn`.
 
 mod conn;
 mod housekeeping;
 mod open;
+mod renew;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -369,6 +370,13 @@ impl Shard {
             } => {
                 let _ = reply.send(self.subscribe(&id, &topic, add, caller.as_ref()));
             }
+            Command::Renew {
+                id,
+                credential,
+                reply,
+            } => {
+                let _ = reply.send(self.renew(&id, &credential));
+            }
         }
     }
 
@@ -405,6 +413,7 @@ impl Shard {
                     if let Some(idle) = settings.idle_timeout {
                         self.close_idle(idle);
                     }
+                    self.close_stalled(settings.write_timeout);
                 }
             }
         }

@@ -139,11 +139,13 @@ impl Shard {
         conn.release();
     }
 
-    /// Ends a held stream whose catch-up could not be fetched, with a reconnection hint.
+    /// Ends a held stream whose catch-up could not be fetched, with a reconnection hint. The
+    /// delay is jittered: when the store is slow for everyone (a reconnect storm after a
+    /// restart), the streams it failed must not all come back in the same instant again.
     pub fn fail(&self, held: Held) {
         let conn = &held.conn;
         conn.failed.set(true);
-        let retry = self.hub.settings().retry;
+        let retry = self.jittered_retry();
         conn.close_with(farewell(conn.transport, Farewell::Unavailable { retry }));
     }
 
@@ -168,6 +170,7 @@ impl Shard {
             open.owner.cloned(),
         );
         conn.tripwire = open.tripwire.cloned();
+        conn.max_bytes = self.hub.settings().queue_bytes;
         conn.last_event_tick.set(self.tick.get());
         let conn = Rc::new(conn);
 
@@ -230,7 +233,15 @@ impl Shard {
                 None
             }
             Some((_, Position::Malformed)) => Some("malformed"),
-            Some((_, Position::Foreign)) => Some("unknown"),
+            Some((_, Position::Ahead)) => Some("unknown"),
+            Some((_, Position::Foreign)) => {
+                // An id of another epoch: the client cannot have seen any event of this one, so
+                // after the reset it gets every one still retained on its channels.
+                for topic in open.topics {
+                    history.retained(topic, position, &mut replay);
+                }
+                Some("unknown")
+            }
             Some((_, Position::After(after))) => {
                 // The client may have seen events this shard has not applied yet (another
                 // worker got there first): skip them when they arrive, and announce the
@@ -284,8 +295,24 @@ impl Shard {
             let data = format!("{{\"count\":{lost},\"reason\":\"queue-overflow\"}}");
             conn.push_initial(frame::control(transport, &self.dropped, None, None, &data));
         }
-        if let Some(reason) = reset_reason {
+        // After a reset, only a client of another epoch gets a catch-up: this epoch's retained
+        // events. The reset then moves its last event id to just before the first of them, so
+        // a reconnect in the middle of that catch-up resumes it instead of skipping it.
+        let foreign = matches!(resume, Some((_, Position::Foreign)));
+        if reset_reason.is_some() && !foreign {
             replay.clear();
+        }
+        replay.append(&mut queued);
+        replay.sort_unstable_by_key(|(seq, _)| *seq);
+        replay.dedup_by_key(|(seq, _)| *seq);
+        let replays_epoch = foreign && !replay.is_empty();
+        if let Some(reason) = reset_reason {
+            let reset_id = match replay.first() {
+                Some((first, _)) if replays_epoch => {
+                    EventId::parse(&history.format_id(first.saturating_sub(1))).ok()
+                }
+                _ => position_id.clone(),
+            };
             let given = resume
                 .map(|(text, _)| text)
                 .filter(|t| t.len() <= sse::event::MAX_EVENT_ID_LEN);
@@ -297,21 +324,18 @@ impl Shard {
             conn.push_initial(frame::control(
                 transport,
                 &self.reset,
-                position_id.as_ref(),
+                reset_id.as_ref(),
                 None,
                 &data,
             ));
         }
-        replay.append(&mut queued);
-        replay.sort_unstable_by_key(|(seq, _)| *seq);
-        replay.dedup_by_key(|(seq, _)| *seq);
         for (_, frame) in replay {
             conn.push_initial(frame.get(transport));
         }
         // The stream is now caught up to `position`. An id-only frame moves the client's last
         // event id there without firing any handler (the spec updates the id before checking
         // for data), so a reconnect resumes from here even if no event arrived in between.
-        if reset_reason.is_none() {
+        if reset_reason.is_none() || replays_epoch {
             if let Some(frame) = position_id
                 .as_ref()
                 .and_then(|id| frame::position(transport, id))
