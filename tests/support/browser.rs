@@ -21,15 +21,20 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(75);
 /// Starts `sluice --listen 127.0.0.1:0 <server_args>`, runs `node <script> <base-url>
 /// <screenshot-dir>` in `tests/browser/` and panics with the script's output unless it succeeds.
 pub fn run_script(script: &str, server_args: &[&str]) {
+    let server = Server::spawn(server_args);
+    run_script_against(script, &server.url(""));
+    drop(server);
+}
+
+/// Runs `node <script> <base> <screenshot-dir>` against a server the caller keeps running.
+pub fn run_script_against(script: &str, base: &str) {
     let dir = check_prerequisites();
     let screenshots = screenshot_dir();
-    let server = Server::spawn(server_args);
-    let base = server.url("");
 
     let started = Instant::now();
     let mut child = Command::new("node")
         .arg(script)
-        .arg(&base)
+        .arg(base)
         .arg(&screenshots)
         .current_dir(&dir)
         .stdin(Stdio::null())
@@ -66,7 +71,6 @@ pub fn run_script(script: &str, server_args: &[&str]) {
              --- stdout ---\n{stdout}--- stderr ---\n{stderr}"
         ),
     }
-    drop(server);
 }
 
 /// Fails with the install command for whichever prerequisite is missing; returns the scripts'
