@@ -7,7 +7,7 @@
 # loadtest/results/<UTC date and time>-storm/. Run from the workspace root after
 # `cargo build --release --workspace` and `npm ci --prefix loadtest/baselines/express`; the Redis runs need
 # `redis-server` (started here on a free loopback port, stopped by its PID at the end). Takes
-# about 4 minutes. ONLY="name name …" runs just those runs (into the same directory).
+# about 5 minutes. ONLY="name name …" runs just those runs (into the same directory).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 bin=${SLUICE_LOADTEST_BIN:-${CARGO_TARGET_DIR:-target}/release/sluice-loadtest}
