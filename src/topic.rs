@@ -161,6 +161,19 @@ impl fmt::Display for Topic {
     }
 }
 
+/// Shortens a client-supplied value for an error message.
+pub(crate) fn clip(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -191,5 +204,12 @@ mod tests {
         assert!(!Topic::parse("user:alice").unwrap().is_user());
         assert!(UserId::parse("a/b").is_err());
         assert!(UserId::parse("").is_err());
+    }
+
+    #[test]
+    fn clip_keeps_char_boundaries() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(100);
+        assert!(clip(&long).len() <= 67);
     }
 }

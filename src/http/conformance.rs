@@ -56,7 +56,7 @@ fn check_parts(version: Version, headers: &HeaderMap) -> Result<(), HandlerError
                 if !coding.eq_ignore_ascii_case("chunked") {
                     return Err(HandlerError::NotImplemented(format!(
                         "transfer coding '{}' is not supported (only chunked)",
-                        super::query::clip(coding)
+                        crate::topic::clip(coding)
                     )));
                 }
             }

@@ -10,13 +10,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use super::query::clip;
 use super::request::{body_kind, read_json, read_text, BodyKind};
 use super::response::{json, HandlerError};
 use super::{Body, Ctx};
 use crate::bus::IdempotencyKey;
 use crate::hub::{Payload, Topic};
 use crate::sse::EventName;
+use crate::topic::clip;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

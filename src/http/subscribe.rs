@@ -79,7 +79,7 @@ pub(crate) async fn change(
         Change::NotFound => {
             return Err(HandlerError::Missing(format!(
                 "no open connection with id '{}'",
-                super::query::clip(&change.connection_id)
+                crate::topic::clip(&change.connection_id)
             )))
         }
         Change::Forbidden => {

@@ -56,7 +56,7 @@ pub(crate) async fn renew(
         Renewal::NotFound => {
             return Err(HandlerError::Missing(format!(
                 "no open connection with id '{}'",
-                super::query::clip(&body.connection_id)
+                crate::topic::clip(&body.connection_id)
             )))
         }
         Renewal::OtherUser => {

@@ -352,7 +352,7 @@ impl Session {
             other => {
                 return Err(bad(format!(
                     "unknown action '{}'",
-                    super::query::clip(other)
+                    crate::topic::clip(other)
                 )))
             }
         };
@@ -362,7 +362,7 @@ impl Session {
                 Topic::parse(&name).map_err(|e| {
                     bad(format!(
                         "invalid channel '{}': {e}",
-                        super::query::clip(&name)
+                        crate::topic::clip(&name)
                     ))
                 })
             })

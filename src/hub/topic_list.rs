@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, Error as _, SeqAccess, Visitor};
 
-use crate::topic::{Topic, TopicError};
+use crate::topic::{clip, Topic, TopicError};
 
 /// Most names one request may spell out, counting duplicates and empty list items. Ten times
 /// the largest useful list: room for sloppy clients, none for a 12 000-name flood.
@@ -198,19 +198,6 @@ pub(crate) fn decode_form(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Shortens a client-supplied name for an error message.
-fn clip(text: &str) -> String {
-    const MAX: usize = 64;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
 
 #[cfg(test)]
