@@ -389,13 +389,15 @@ impl Drop for Server {
     }
 }
 
-/// `sluice --listen 127.0.0.1:0 <args>` with `SLUICE_LOG=<log>` and no other `SLUICE_*` setting
+/// `sluice --listen 127.0.0.1:0 <args>` (unless `args` has a `--listen`) with `SLUICE_LOG=<log>` and no other `SLUICE_*` setting
 /// from the developer's shell, its pipes ready for [`Server`] to read.
 fn command(args: &[&str], log: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    // A test that restarts a server on its port names the port itself.
+    if !args.iter().any(|a| a.starts_with("--listen")) {
+        command.arg("--listen").arg("127.0.0.1:0");
+    }
     command
-        .arg("--listen")
-        .arg("127.0.0.1:0")
         .args(args)
         .env("SLUICE_LOG", log)
         .stdin(Stdio::null())
