@@ -45,6 +45,14 @@ pub const DEFAULT_MAX_EVENT_SHARE: u8 = 5;
 /// send-buffer auto-tuning grows to; 64 KiB still holds hundreds of typical events.
 pub const DEFAULT_SEND_BUFFER: usize = 64 * 1024;
 
+/// Default cap on concurrent HTTP/2 streams per connection: RFC 9113 asks for at least 100, and
+/// nginx uses 128. Every stream also counts toward `--max-connections`, so this bounds how much of
+/// that budget one client connection can take, not the total.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
+/// Default ACME directory: Let's Encrypt production.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
 /// The server's configuration.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -215,6 +223,42 @@ pub struct Config {
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// PEM certificate chain (leaf first). With `--tls-key`, `--listen` serves HTTPS (HTTP/2 and
+    /// HTTP/1.1 by ALPN). Re-read on SIGHUP and when the file changes.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519) of `--tls-cert`.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Most concurrent streams on one HTTP/2 connection. Each also counts toward
+    /// `--max-connections`.
+    #[arg(long, env = "SLUICE_MAX_STREAMS_PER_CONNECTION", default_value_t = DEFAULT_MAX_STREAMS_PER_CONNECTION)]
+    pub max_streams_per_connection: u32,
+
+    /// Domain to get a certificate for with ACME (TLS-ALPN-01 on `--listen`, which must be
+    /// reachable on port 443 by that name). Repeatable or comma-separated. Needs `--acme-cache`.
+    #[arg(long, env = "SLUICE_ACME_DOMAIN", value_delimiter = ',')]
+    pub acme_domain: Vec<String>,
+
+    /// Contact for the ACME account, e.g. `mailto:ops@example.com`.
+    #[arg(long, env = "SLUICE_ACME_CONTACT")]
+    pub acme_contact: Option<String>,
+
+    /// Directory where the ACME account and certificates are kept across restarts.
+    #[arg(long, env = "SLUICE_ACME_CACHE")]
+    pub acme_cache: Option<std::path::PathBuf>,
+
+    /// ACME directory URL.
+    #[arg(long, env = "SLUICE_ACME_DIRECTORY", default_value = DEFAULT_ACME_DIRECTORY)]
+    pub acme_directory: String,
+
+    /// PEM root certificate to trust for the ACME directory's HTTPS instead of the built-in roots
+    /// (a private or test ACME server).
+    #[arg(long, env = "SLUICE_ACME_DIRECTORY_CA")]
+    pub acme_directory_ca: Option<std::path::PathBuf>,
 }
 
 /// When the durable store forces writes to the device (`--fsync`).
@@ -369,6 +413,50 @@ impl Config {
         if self.cors_origin.iter().any(|o| o.trim().is_empty()) {
             return invalid("cors-origin", "origins must not be empty");
         }
+        self.validate_tls()
+    }
+
+    /// The TLS and ACME flags that only make sense together. The files themselves are read and
+    /// checked by `runtime::Settings::from_config`.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls-key", "--tls-cert needs --tls-key"),
+            (None, Some(_)) => return invalid("tls-cert", "--tls-key needs --tls-cert"),
+            _ => {}
+        }
+        if self.max_streams_per_connection == 0 {
+            return invalid("max-streams-per-connection", "must be at least 1");
+        }
+        if self.acme_domain.is_empty() {
+            return Ok(());
+        }
+        if self.tls_cert.is_some() {
+            return invalid(
+                "acme-domain",
+                "give either --acme-domain or --tls-cert/--tls-key, not both",
+            );
+        }
+        if self.acme_cache.is_none() {
+            return invalid(
+                "acme-cache",
+                "--acme-domain needs --acme-cache to keep the account and certificates",
+            );
+        }
+        if let Some(bad) = self.acme_domain.iter().find(|d| {
+            d.is_empty()
+                || d.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        }) {
+            return invalid("acme-domain", &format!("{bad:?} is not a DNS name"));
+        }
+        if !self.acme_directory.starts_with("https://") {
+            return invalid("acme-directory", "must be an https:// URL");
+        }
         Ok(())
     }
 
@@ -456,6 +544,54 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn tls_and_acme_flags_must_fit_together() {
+        let invalid = |args: &[&str]| match parse(args).unwrap().validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            Ok(()) => panic!("{args:?} was accepted"),
+        };
+        assert_eq!(invalid(&["--tls-cert=c.pem"]), "tls-key");
+        assert_eq!(invalid(&["--tls-key=k.pem"]), "tls-cert");
+        assert_eq!(
+            invalid(&["--max-streams-per-connection=0"]),
+            "max-streams-per-connection"
+        );
+        assert_eq!(invalid(&["--acme-domain=example.com"]), "acme-cache");
+        assert_eq!(
+            invalid(&[
+                "--acme-domain=example.com",
+                "--acme-cache=/tmp/acme",
+                "--tls-cert=c.pem",
+                "--tls-key=k.pem"
+            ]),
+            "acme-domain"
+        );
+        assert_eq!(
+            invalid(&["--acme-domain=bad name", "--acme-cache=/tmp/acme"]),
+            "acme-domain"
+        );
+        assert_eq!(
+            invalid(&[
+                "--acme-domain=example.com",
+                "--acme-cache=/tmp/acme",
+                "--acme-directory=http://insecure/dir"
+            ]),
+            "acme-directory"
+        );
+        let ok = parse(&[
+            "--acme-domain=example.com,www.example.com",
+            "--acme-cache=/tmp/acme",
+        ])
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.acme_domain, ["example.com", "www.example.com"]);
+        assert_eq!(ok.acme_directory, DEFAULT_ACME_DIRECTORY);
+        assert_eq!(
+            ok.max_streams_per_connection,
+            DEFAULT_MAX_STREAMS_PER_CONNECTION
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //! - [`topic`]: validated channel and user names. A leaf.
 //! - [`sse`]: the SSE wire format without IO: encoding frames once.
 //! - [`ws`]: the WebSocket wire format without IO: handshake key, server frames, client frame parser.
+//! - [`tls`]: certificates for HTTPS: PEM loading and checks, the swappable resolver (reload,
+//!   ACME renewal) and the ACME client (TLS-ALPN-01).
 //!
 //! Dependencies point one way: `http → chat → bus → broker → hub → sse, ws, topic`, and
 //! `metrics → bus`; `runtime` builds all of them. `config`, `topic` and `shutdown` are leaves,
@@ -47,5 +49,6 @@ pub mod runtime;
 pub mod shutdown;
 pub mod sse;
 pub mod store;
+pub mod tls;
 pub mod topic;
 pub mod ws;

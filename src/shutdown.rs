@@ -26,6 +26,11 @@ impl Trigger {
     pub fn fire(&self) {
         self.0.send_replace(true);
     }
+
+    /// A new listener, for a service started after the workers.
+    pub fn subscribe(&self) -> Shutdown {
+        Shutdown(self.0.subscribe())
+    }
 }
 
 impl Shutdown {

@@ -66,3 +66,24 @@ fn sluice_js_hands_reset_to_the_app_after_a_restart_of_the_memory_store() {
     drop(second);
     let _ = std::fs::remove_file(&ready);
 }
+
+#[test]
+fn ten_event_sources_over_https_and_http2_in_a_browser() {
+    // A self-signed certificate for localhost; the script launches Chromium ignoring
+    // certificate errors, which still negotiates TLS and ALPN as for a trusted one.
+    let dir = std::env::temp_dir().join(format!("sluice-browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the certificate directory");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .and_then(|params| params.self_signed(&key))
+        .expect("a certificate");
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write the certificate");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write the key");
+    let cert = dir.join("cert.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    let server = support::Server::spawn(&["--tls-cert", &cert, "--tls-key", &key]);
+    let base = format!("https://localhost:{}", server.addr.port());
+    support::browser::run_script_against("h2streams.mjs", &base);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -149,7 +149,7 @@ impl Server {
         stdout.read_line(&mut banner)?;
         let banner = banner.trim().to_owned();
         let addr = banner
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|addr| addr.parse().ok());

@@ -2,11 +2,13 @@
 //! that routes each request to its handler. Handlers live one per file beside this one.
 //!
 //! Connections are served with `spawn_local` on the worker that accepted them, so a stream's
-//! response body, its hub entry and its socket all stay on one thread.
+//! response body, its hub entry and its socket all stay on one thread. What happens between the
+//! accept and hyper (TLS, ALPN, the HTTP/2 preface, which hyper connection) lives in `conn.rs`.
 
 mod body;
 mod chat;
 mod conformance;
+mod conn;
 mod cors;
 mod events;
 mod health;
@@ -38,7 +40,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
 use crate::auth::Auth;
@@ -98,6 +100,7 @@ pub(crate) async fn serve(
     config: Arc<Config>,
     mut shutdown: Shutdown,
     drain: DrainGuard,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let Shared {
         bus,
@@ -126,6 +129,7 @@ pub(crate) async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .writev(true)
         .max_buf_size(64 * 1024);
+    let h1 = Rc::new(builder);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -152,58 +156,21 @@ pub(crate) async fn serve(
             // send buffer to several MiB); the write timeout then cuts it off.
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.config.send_buffer);
         }
-        let tripwire = Rc::new(Tripwire::default());
-        let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                Service {
-                    ctx: ctx.clone(),
-                    tripwire: tripwire.clone(),
-                    peer,
-                },
-            )
-            .with_upgrades();
-        let shutdown = shutdown.clone();
+        let serving = conn::serve(
+            stream,
+            peer,
+            ctx.clone(),
+            h1.clone(),
+            tls.clone(),
+            shutdown.clone(),
+        );
         let guard = drain.clone();
         tokio::task::spawn_local(async move {
-            drive(connection, tripwire, shutdown).await;
+            serving.await;
             drop(guard);
         });
     }
 }
-
-/// Runs one connection to its end: normally, through a graceful shutdown, or torn down at once
-/// when its stream is evicted as a slow consumer.
-async fn drive(mut connection: Connection, tripwire: Rc<Tripwire>, mut shutdown: Shutdown) {
-    let result = tokio::select! {
-        result = &mut connection => Some(result),
-        _ = tripwire.tripped() => None,
-        _ = shutdown.recv() => {
-            // Streams end themselves (their shard sends each a retry and closes it);
-            // this closes idle keep-alive connections and stops new requests.
-            std::pin::Pin::new(&mut connection).graceful_shutdown();
-            tokio::select! {
-                result = &mut connection => Some(result),
-                _ = tripwire.tripped() => None,
-            }
-        }
-    };
-    match result {
-        Some(Err(error)) if !error.is_incomplete_message() => {
-            tracing::debug!(%error, "connection ended with an error");
-        }
-        Some(_) => {}
-        None => {
-            // A slow consumer: reset the connection so the kernel frees its send buffer now
-            // instead of retrying delivery to a reader that is not reading.
-            if let Some(parts) = connection.into_parts() {
-                let _ = parts.io.inner().set_zero_linger();
-            }
-        }
-    }
-}
-
-type Connection = http1::UpgradeableConnection<TokioIo<tokio::net::TcpStream>, Service>;
 
 fn is_transient(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;

@@ -26,6 +26,7 @@ use crate::http::Shared;
 use crate::hub::{Hub, Inbox, Shard};
 use crate::metrics::Sampler;
 use crate::shutdown::{self, Shutdown, Trigger};
+use crate::tls::Tls;
 
 /// Pending-connection queue per listener. A reconnect storm after a restart arrives all at once;
 /// a deep backlog lets the kernel hold it instead of refusing connections (capped by somaxconn).
@@ -56,6 +57,7 @@ pub fn start(config: Config, settings: Settings) -> io::Result<Server> {
         workers: count,
         bus,
         auth,
+        tls,
     } = settings;
     let listeners = bind_listeners(config.listen, count)?;
     let local_addr = listeners[0].local_addr()?;
@@ -77,9 +79,10 @@ pub fn start(config: Config, settings: Settings) -> io::Result<Server> {
         let shared = shared.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         let handle = std::thread::Builder::new()
             .name(format!("sluice-worker-{}", inbox.index()))
-            .spawn(move || run_worker(listener, inbox, shared, config, shutdown))?;
+            .spawn(move || run_worker(listener, inbox, shared, config, shutdown, tls))?;
         workers.push(handle);
     }
     Ok(Server {
@@ -95,6 +98,11 @@ impl Server {
     /// The address the listeners are bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The shutdown signal, for services outside the workers (the ACME client) to stop with them.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.trigger.subscribe()
     }
 
     /// The hub, for publishing from the embedding program.
@@ -120,6 +128,7 @@ fn run_worker(
     shared: Shared,
     config: Arc<Config>,
     shutdown: Shutdown,
+    tls: Option<Arc<Tls>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -143,7 +152,16 @@ fn run_worker(
         let shard = Shard::new(shared.bus.hub(), inbox);
         tokio::task::spawn_local(shard.clone().run(shutdown.clone()));
         let (drain, guard) = shutdown::drain();
-        crate::http::serve(listener, shard, shared, config.clone(), shutdown, guard).await;
+        crate::http::serve(
+            listener,
+            shard,
+            shared,
+            config.clone(),
+            shutdown,
+            guard,
+            tls.map(|tls| tls.acceptor()),
+        )
+        .await;
         if tokio::time::timeout(config.shutdown_timeout, drain.wait())
             .await
             .is_err()

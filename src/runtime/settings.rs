@@ -1,7 +1,10 @@
 //! The one translation from [`Config`] to each component's settings: the hub's, the bus's
-//! retention limits, the authenticator (which reads the public key file, once). Pure apart from
-//! that file read, so it is table-tested here; everything that can be wrong in a configuration
+//! retention limits, the authenticator (which reads the public key file, once), TLS (which reads
+//! and checks the certificate and key). Pure apart from those file reads, so it is table-tested
+//! here; everything that can be wrong in a configuration
 //! surfaces from [`Settings::from_config`] as a [`ConfigError`] before anything starts.
+
+use std::sync::Arc;
 
 use crate::auth::{self, Auth, Verifier};
 use crate::bus;
@@ -9,6 +12,7 @@ use crate::config::{AuthMode, ChannelPolicy, Config, ConfigError, FsyncPolicy, S
 use crate::hub::{self, Limits, Policy, Topic};
 use crate::metrics::sampler;
 use crate::store::Fsync;
+use crate::tls::Tls;
 
 /// Everything the components are built from.
 #[derive(Debug)]
@@ -19,6 +23,8 @@ pub struct Settings {
     pub bus: bus::Options,
     /// Who may do what.
     pub auth: Auth,
+    /// HTTPS: the certificate (read and checked here) or ACME; `None` serves plain HTTP.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Settings {
@@ -67,7 +73,12 @@ impl Settings {
             AuthMode::Required => auth::Mode::Required,
         };
         let auth = Auth::new(mode, verifier(config)?, config.publisher_key.clone());
-        Ok(Settings { workers, bus, auth })
+        Ok(Settings {
+            workers,
+            bus,
+            auth,
+            tls: tls(config)?,
+        })
     }
 }
 
@@ -106,6 +117,26 @@ fn covers(pattern: &str, topic: &Topic) -> bool {
         Some(prefix) => topic.as_str().starts_with(prefix),
         None => pattern == topic.as_str(),
     }
+}
+
+/// TLS from the certificate files (read and checked now, so a bad pair is a configuration
+/// error), for ACME (no certificate yet), or none.
+fn tls(config: &Config) -> Result<Option<Arc<Tls>>, ConfigError> {
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let tls = Tls::from_files(cert, key).map_err(|e| ConfigError::Invalid {
+            key: "tls-cert",
+            reason: e.to_string(),
+        })?;
+        return Ok(Some(Arc::new(tls)));
+    }
+    if !config.acme_domain.is_empty() {
+        let tls = Tls::for_acme().map_err(|e| ConfigError::Invalid {
+            key: "acme-domain",
+            reason: e.to_string(),
+        })?;
+        return Ok(Some(Arc::new(tls)));
+    }
+    Ok(None)
 }
 
 /// The token verifier, if a key is configured. Reads the public key file.

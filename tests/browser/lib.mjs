@@ -29,8 +29,11 @@ export function parseArgs() {
   return { base: base.replace(/\/+$/, ""), shots };
 }
 
-/** Launches headless Chromium with a fresh profile (playwright makes a temporary one). */
-export async function launch() {
+/**
+ * Launches headless Chromium with a fresh profile (playwright makes a temporary one), with
+ * `extraArgs` added to its command line.
+ */
+export async function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     timeout: 20_000,
@@ -43,6 +46,7 @@ export async function launch() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...extraArgs,
     ],
   });
 }

@@ -23,8 +23,13 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(75);
 /// <screenshot-dir>` in `tests/browser/` and panics with the script's output unless it succeeds.
 pub fn run_script(script: &str, server_args: &[&str]) {
     let server = Server::spawn(server_args);
-    Script::start(script, &server.url(""), &[]).finish();
+    run_script_against(script, &server.url(""));
     drop(server);
+}
+
+/// Runs `node <script> <base> <screenshot-dir>` against a server the caller keeps running.
+pub fn run_script_against(script: &str, base: &str) {
+    Script::start(script, base, &[]).finish();
 }
 
 /// A Node script of `tests/browser/` running against a server the test owns (and may restart).

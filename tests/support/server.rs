@@ -389,12 +389,11 @@ impl Drop for Server {
     }
 }
 
-/// `sluice --listen 127.0.0.1:0 <args>` (unless `args` has a `--listen`) with `SLUICE_LOG=<log>` and no other `SLUICE_*` setting
+/// `sluice --listen 127.0.0.1:0 <args>` with `SLUICE_LOG=<log>` and no other `SLUICE_*` setting
 /// from the developer's shell, its pipes ready for [`Server`] to read.
 fn command(args: &[&str], log: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    // A test that restarts a server on its port names the port itself.
-    if !args.iter().any(|a| a.starts_with("--listen")) {
+    if !args.contains(&"--listen") {
         command.arg("--listen").arg("127.0.0.1:0");
     }
     command
@@ -419,9 +418,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `sluice listening on http://127.0.0.1:PORT (N workers)` → (address, N).
+/// `sluice listening on http[s]://127.0.0.1:PORT (N workers)` → (address, N).
 fn parse_listening_line(line: &str) -> Option<(SocketAddr, usize)> {
-    let rest = line.strip_prefix("sluice listening on http://")?;
+    let rest = line
+        .strip_prefix("sluice listening on http://")
+        .or_else(|| line.strip_prefix("sluice listening on https://"))?;
     let (addr, rest) = rest.split_once(' ')?;
     let workers = rest.strip_prefix('(')?.strip_suffix(" workers)")?;
     Some((addr.parse().ok()?, workers.parse().ok()?))
