@@ -1,8 +1,9 @@
 //! Real-browser tests of the two embedded pages, the dashboard (`GET /`) and the chat (`GET
 //! /chat`), of the three transports (EventSource, WebSocket, long polling) from a page, and of
-//! the browser client `sluice.js` (tabs sharing a stream, token refresh, reset): each
-//! test starts the real `sluice` binary and runs one Node script from
-//! `tests/browser/` against it, which drives Debian's headless Chromium with playwright-core.
+//! the browser client `sluice.js` (tabs sharing a stream, a frozen leader tab, token refresh,
+//! reset after a restart of the hub): each test starts the real `sluice` binary and runs one
+//! Node script from `tests/browser/` against it, which drives Debian's headless Chromium with
+//! playwright-core.
 //!
 //! The scripts own the browser side (what is clicked and checked, screenshots into
 //! `<target>/screenshots/`); `support::browser::run_script` checks the prerequisites, starts the
@@ -12,7 +13,9 @@
 
 mod support;
 
-use support::browser::run_script;
+use support::browser::{run_script, Script};
+use support::server::{free_port, temp_file};
+use support::Server;
 
 #[test]
 fn dashboard_in_a_browser() {
@@ -42,6 +45,26 @@ fn sluice_js_shares_one_stream_across_tabs_and_refreshes_tokens() {
             "browser-client-test-secret-0123456789",
         ],
     );
+}
+
+#[test]
+fn sluice_js_hands_reset_to_the_app_after_a_restart_of_the_memory_store() {
+    // Both runs listen on one port, as a restarted hub would; the page's client reconnects to
+    // the second with an id of the first.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["--listen", listen.as_str(), "--metrics-interval", "1h"];
+    let first = Server::spawn(&args);
+    let ready = temp_file("reset-ready", b"");
+    std::fs::remove_file(&ready).expect("remove the marker before the script creates it");
+    let marker = ready.to_str().expect("a UTF-8 temporary path");
+    let script = Script::start("reset.mjs", &first.url(""), &[marker]).wait_for_file(&ready);
+    // SIGTERM, as a restart would: the memory store goes with the process.
+    drop(first);
+    let second = Server::spawn(&args);
+    // The script publishes the three events once it sees the new run (a new epoch in /stats).
+    script.finish();
+    drop(second);
+    let _ = std::fs::remove_file(&ready);
 }
 
 #[test]

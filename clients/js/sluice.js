@@ -12,8 +12,9 @@
 // - a `reset` (events lost for good) is always handed to the app;
 // - tokens are refreshed on the live stream (POST /token) before they expire;
 // - with `shareAcrossTabs`, the tabs of an origin elect one leader (Web Locks) that holds the
-//   only stream and relays events (BroadcastChannel); when it goes, another tab takes over and
-//   resumes from the last id the tabs saw, and every tab drops what it already had;
+//   only stream and relays events (BroadcastChannel); when it closes or goes silent (a frozen
+//   tab), another tab takes over and resumes from the last id the tabs saw, and every tab drops
+//   what it already had;
 // - transports: an event stream read with `fetch` (any event name, an Authorization header),
 //   else EventSource, else a WebSocket, else long polling; the same API over each.
 
@@ -25,6 +26,14 @@ const REFRESH_MARGIN_MS = 30_000;
 const FAILURES_BEFORE_FALLBACK = 2;
 /** How long a tab that became leader waits for the others to tell their channels. */
 const TAKEOVER_GATHER_MS = 100;
+/** How often a leader tab tells the others it is alive. */
+const BEAT_MS = 250;
+/** How long followers wait without a word from the leader before one takes over. */
+const LEADER_SILENCE_MS = 1000;
+/** How often a follower checks on the leader. */
+const WATCH_MS = 100;
+/** The most a follower waits at random before stealing, so that one steals and the others see it. */
+const TAKEOVER_JITTER_MS = 150;
 /** Control events that are the hub's, not the application's. */
 const CONTROL = new Set(["connected", "reset", "dropped", "closed", "unsubscribed", "subscribed", "position", "error"]);
 
@@ -683,10 +692,19 @@ function randomId() {
   return Math.random().toString(36).slice(2) + Date.now().toString(36);
 }
 
+/** Messages only a leader sends: a follower takes them from the leader it follows only. */
+const FROM_LEADER = new Set(["leader", "beat", "event", "position", "reset", "state", "unsubscribed"]);
+
 /**
  * The tab-sharing side of a client: joins the group on a BroadcastChannel, competes for the
  * leader lock, and when it holds it runs the client's Stream with the union of every tab's
  * channels and relays what arrives.
+ *
+ * A leader announces itself every BEAT_MS. A follower that hears nothing from it for
+ * LEADER_SILENCE_MS (a frozen or hung tab keeps its lock) steals the lock and leads, resuming
+ * from the last id it saw. Each lead has a term, one more than the highest seen: followers take
+ * relays from the tab of the newest term only, and a leader that hears a newer one, or whose
+ * lock is stolen, steps down and closes its stream.
  */
 class Share {
   constructor(client, env) {
@@ -698,18 +716,23 @@ class Share {
     this.tabs = new Map(); // tab → channels
     this.leader = false;
     this.closed = false;
-    this.releaseLock = null;
+    this.hold = null; // the lock this tab leads with: {release}
+    this.term = 0; // the newest lead this tab knows of
+    this.leaderTab = null; // the tab that leads it
+    this.lastBeat = Date.now();
+    this.queued = false; // a plain (non-stealing) lock request is pending
+    this.stealTimer = null;
+    this.beatTimer = null;
     this.channel.onmessage = (e) => this.onMessage(e.data);
     this.send({ type: "channels", tab: this.tab, channels: [...client.wanted()] });
     this.send({ type: "hello", tab: this.tab });
     this.abort = new AbortController();
-    env.navigator.locks.request(this.name, { signal: this.abort.signal }, () => this.lead()).catch(() => {
-      // Aborted by close() before this tab ever led.
-    });
+    this.request(false);
+    this.watchTimer = setInterval(() => this.watch(), WATCH_MS);
   }
 
   send(message) {
-    if (!this.closed) this.channel.postMessage(message);
+    if (!this.closed) this.channel.postMessage({ ...message, from: this.tab, term: this.term });
   }
 
   union() {
@@ -718,17 +741,64 @@ class Share {
     return all;
   }
 
-  async lead() {
-    if (this.closed) return;
+  /** Asks for the leader lock: in turn, or (`steal`) from a leader that went silent. */
+  request(steal) {
+    const hold = { release: null };
+    const options = steal ? { steal: true } : { signal: this.abort.signal };
+    if (!steal) this.queued = true;
+    const done = () => {
+      if (!steal) this.queued = false;
+      // Stolen (the held lock's request rejects), or released: no longer leading with it.
+      if (this.hold === hold) this.stepDown();
+    };
+    this.env.navigator.locks.request(this.name, options, () => this.lead(hold, steal)).then(done, done);
+  }
+
+  async lead(hold, steal) {
+    if (!steal) this.queued = false;
+    if (this.closed || this.hold) return;
+    clearTimeout(this.stealTimer);
+    this.stealTimer = null;
+    this.hold = hold;
     this.leader = true;
+    this.term += 1;
+    this.leaderTab = this.tab;
     this.send({ type: "leader", tab: this.tab });
+    this.beatTimer = setInterval(() => this.send({ type: "beat" }), BEAT_MS);
     // Channels are known from earlier broadcasts; a moment lets any late tab answer `leader`.
     await new Promise((resolve) => setTimeout(resolve, TAKEOVER_GATHER_MS));
-    if (this.closed) return;
+    if (this.closed || this.hold !== hold) return;
+    if (steal) this.send({ type: "leader", tab: this.tab });
     const stream = this.client.stream;
     stream.channels = this.union();
     stream.start(this.client.lastSeen);
-    await new Promise((resolve) => (this.releaseLock = resolve));
+    await new Promise((resolve) => (hold.release = resolve));
+  }
+
+  /** Stops leading: the stream closes, and this tab waits in turn for the lock again. */
+  stepDown() {
+    const hold = this.hold;
+    if (!hold) return;
+    this.hold = null;
+    this.leader = false;
+    clearInterval(this.beatTimer);
+    this.client.stream.stop();
+    this.lastBeat = Date.now();
+    if (hold.release) hold.release();
+    if (!this.queued && !this.closed) this.request(false);
+  }
+
+  /** On a follower: steal the lock from a leader silent for LEADER_SILENCE_MS. */
+  watch() {
+    if (this.closed || this.leader || this.stealTimer) return;
+    if (Date.now() - this.lastBeat < LEADER_SILENCE_MS) return;
+    // A random delay, so that of several followers one steals and the others hear it lead.
+    this.stealTimer = setTimeout(() => {
+      this.stealTimer = null;
+      if (this.closed || this.leader || Date.now() - this.lastBeat < LEADER_SILENCE_MS) return;
+      this.lastBeat = Date.now();
+      this.request(true);
+    }, Math.random() * TAKEOVER_JITTER_MS);
   }
 
   /** This tab's channels changed. */
@@ -744,6 +814,26 @@ class Share {
 
   onMessage(message) {
     if (!message || this.closed) return;
+    if (FROM_LEADER.has(message.type)) {
+      if (message.term < this.term) return; // a former leader's, sent before it learnt
+      // Two followers stole at once, and both lead this term: the lock decides, the one it was
+      // taken from steps down when its request rejects, and the other announces itself again.
+      if (this.leader && message.term === this.term) return;
+      if (message.type === "leader" || message.term > this.term || !this.leaderTab) {
+        this.stepDown();
+        this.term = message.term;
+        this.leaderTab = message.from;
+      } else if (message.from !== this.leaderTab) {
+        return;
+      }
+      this.lastBeat = Date.now();
+      if (message.type === "leader") {
+        this.send({ type: "channels", tab: this.tab, channels: [...this.client.wanted()] });
+      } else if (message.type !== "beat") {
+        this.client.onRelayed(message);
+      }
+      return;
+    }
     switch (message.type) {
       case "channels":
         this.tabs.set(message.tab, message.channels);
@@ -754,12 +844,13 @@ class Share {
         if (this.leader) this.client.stream.setChannels(this.union());
         return;
       case "hello":
-      case "leader":
         this.send({ type: "channels", tab: this.tab, channels: [...this.client.wanted()] });
-        if (message.type === "hello" && this.leader) this.send({ type: "state", state: this.client.state });
+        if (this.leader) {
+          this.send({ type: "beat" });
+          this.send({ type: "state", state: this.client.state });
+        }
         return;
       default:
-        if (!this.leader) this.client.onRelayed(message);
     }
   }
 
@@ -767,9 +858,15 @@ class Share {
     if (this.closed) return;
     this.send({ type: "bye", tab: this.tab });
     this.closed = true;
+    clearInterval(this.watchTimer);
+    clearInterval(this.beatTimer);
+    clearTimeout(this.stealTimer);
     this.channel.close();
     this.abort.abort();
-    if (this.releaseLock) this.releaseLock();
+    const hold = this.hold;
+    this.hold = null;
+    this.leader = false;
+    if (hold && hold.release) hold.release();
   }
 }
 

@@ -5,7 +5,8 @@
 //! into `<target>/screenshots/`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::process::{drain, terminate, wait_until};
@@ -28,48 +29,102 @@ pub fn run_script(script: &str, server_args: &[&str]) {
 
 /// Runs `node <script> <base> <screenshot-dir>` against a server the caller keeps running.
 pub fn run_script_against(script: &str, base: &str) {
-    let dir = check_prerequisites();
-    let screenshots = screenshot_dir();
+    Script::start(script, base, &[]).finish();
+}
 
-    let started = Instant::now();
-    let mut child = Command::new("node")
-        .arg(script)
-        .arg(base)
-        .arg(&screenshots)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node (checked above)");
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    // Past the backstop, SIGTERM lets playwright close its browser; then SIGKILL.
-    let status = match wait_until(&mut child, started + SCRIPT_TIMEOUT) {
-        Some(status) => Some(status),
-        None => {
-            terminate(&mut child, Duration::from_secs(5));
-            None
-        }
-    };
-    let stdout = stdout.join().expect("stdout reader");
-    let stderr = stderr.join().expect("stderr reader");
-    let elapsed = started.elapsed();
+/// A Node script of `tests/browser/` running against a server the test owns (and may restart).
+pub struct Script {
+    name: String,
+    base: String,
+    screenshots: PathBuf,
+    child: Child,
+    started: Instant,
+    stdout: JoinHandle<String>,
+    stderr: JoinHandle<String>,
+}
 
-    match status {
-        Some(status) if status.success() => {
-            println!("{script} passed in {elapsed:.1?} against {base}\n{stdout}{stderr}");
+impl Script {
+    /// Runs `node <script> <base> <screenshot-dir> <extra...>` in `tests/browser/`.
+    pub fn start(script: &str, base: &str, extra: &[&str]) -> Script {
+        let dir = check_prerequisites();
+        let screenshots = screenshot_dir();
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg(base)
+            .arg(&screenshots)
+            .args(extra)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node (checked above)");
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        Script {
+            name: script.to_owned(),
+            base: base.to_owned(),
+            screenshots,
+            child,
+            started: Instant::now(),
+            stdout,
+            stderr,
         }
-        Some(status) => panic!(
-            "{script} failed ({status}) after {elapsed:.1?} against {base}\n\
-             --- stdout ---\n{stdout}--- stderr ---\n{stderr}\n\
-             screenshots, if any: {}",
-            screenshots.display()
-        ),
-        None => panic!(
-            "{script} did not finish within {SCRIPT_TIMEOUT:?} (stopped)\n\
-             --- stdout ---\n{stdout}--- stderr ---\n{stderr}"
-        ),
+    }
+
+    /// Waits until the script creates `path` (its way of saying it reached a step). Should it
+    /// exit first, or not get there within the backstop, this fails with its output.
+    pub fn wait_for_file(mut self, path: &Path) -> Script {
+        while !path.exists() {
+            let running = matches!(self.child.try_wait(), Ok(None));
+            if !running || self.started.elapsed() > SCRIPT_TIMEOUT {
+                let name = self.name.clone();
+                self.finish();
+                panic!("{name} ended without creating {}", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
+
+    /// Waits for the script to end (stopping it past the backstop) and panics with its output
+    /// unless it succeeded.
+    pub fn finish(self) {
+        let Script {
+            name,
+            base,
+            screenshots,
+            mut child,
+            started,
+            stdout,
+            stderr,
+        } = self;
+        // Past the backstop, SIGTERM lets playwright close its browser; then SIGKILL.
+        let status = match wait_until(&mut child, started + SCRIPT_TIMEOUT) {
+            Some(status) => Some(status),
+            None => {
+                terminate(&mut child, Duration::from_secs(5));
+                None
+            }
+        };
+        let elapsed = started.elapsed();
+        let stdout = stdout.join().expect("stdout reader");
+        let stderr = stderr.join().expect("stderr reader");
+        match status {
+            Some(status) if status.success() => {
+                println!("{name} passed in {elapsed:.1?} against {base}\n{stdout}{stderr}");
+            }
+            Some(status) => panic!(
+                "{name} failed ({status}) after {elapsed:.1?} against {base}\n\
+                 --- stdout ---\n{stdout}--- stderr ---\n{stderr}\n\
+                 screenshots, if any: {}",
+                screenshots.display()
+            ),
+            None => panic!(
+                "{name} did not finish within {SCRIPT_TIMEOUT:?} (stopped)\n\
+                 --- stdout ---\n{stdout}--- stderr ---\n{stderr}"
+            ),
+        }
     }
 }
 
