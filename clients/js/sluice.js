@@ -339,6 +339,10 @@ function overPolling(client, channels, lastEventId, sink) {
   let controller = null;
   let since = lastEventId;
   let current = channels;
+  // Set once a poll's answer has arrived and until it is handled. A channel change then waits
+  // for the next poll instead of aborting: the answer holds events the hub has already handed
+  // over, and its `next` is the only position a first poll (one without `since`) ever learns.
+  let answered = false;
   (async () => {
     // A poll is "open" once it is asked: its answer only comes with an event or the timeout.
     await null;
@@ -357,17 +361,20 @@ function overPolling(client, channels, lastEventId, sink) {
           cache: "no-store",
           credentials: client.credentials,
         });
+        answered = true;
         if (!response.ok) {
           if (!done) sink.failed(new Error(`HTTP ${response.status}`), { status: response.status });
           return;
         }
         body = await response.json();
       } catch (error) {
+        answered = false;
         if (done) return;
         if (error && error.name === "AbortError") continue; // channels changed: poll again
         sink.failed(error, {});
         return;
       }
+      answered = false;
       for (const event of body.events || []) sink.raw(event, false);
       if (body.next) {
         since = body.next;
@@ -379,7 +386,7 @@ function overPolling(client, channels, lastEventId, sink) {
     kind: "poll",
     setChannels(next) {
       current = next;
-      if (controller) controller.abort();
+      if (controller && !answered) controller.abort();
     },
     close() {
       done = true;

@@ -260,6 +260,8 @@ mod tests {
     fn scans_a_chunked_stream_split_anywhere() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let server = listener.local_addr().expect("addr");
+        let written = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let all_written = written.clone();
         let writer = std::thread::spawn(move || {
             let (mut socket, _) = listener.accept().expect("accept");
             for piece in canned_stream().chunks(3) {
@@ -267,6 +269,7 @@ mod tests {
                 socket.flush().expect("flush");
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
+            all_written.store(true, std::sync::atomic::Ordering::Release);
             // Keep the connection open until the client hangs up.
             let mut rest = Vec::new();
             let _ = std::io::Read::read_to_end(&mut socket, &mut rest);
@@ -302,13 +305,19 @@ mod tests {
         let counters = live.clone();
         let tally = local.block_on(&runtime, async move {
             let task = tokio::task::spawn_local(drive(conn, stop_rx));
-            // Until all three deliveries are in (bounded, so a bug fails instead of hanging).
+            // Until all three deliveries are in and every byte was written (bounded, so a bug
+            // fails instead of hanging). The stream's last bytes (the chunk's closing CRLF)
+            // follow the last delivery; one more turn of this runtime, which the connection
+            // task shares, lets it read them before it is stopped.
             for _ in 0..1000 {
-                if Live::get(&counters.delivered) == 3 {
+                if Live::get(&counters.delivered) == 3
+                    && written.load(std::sync::atomic::Ordering::Acquire)
+                {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let _ = stop_tx.send(true);
             task.await.expect("connection task")
         });
