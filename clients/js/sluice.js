@@ -341,7 +341,9 @@ function overPolling(client, channels, lastEventId, sink) {
   let current = channels;
   // Set once a poll's answer has arrived and until it is handled. A channel change then waits
   // for the next poll instead of aborting: the answer holds events the hub has already handed
-  // over, and its `next` is the only position a first poll (one without `since`) ever learns.
+  // over. So does a change before any answer (no `since` yet): an aborted first poll may have
+  // been answered on the wire, and a new poll without `since` would start after its events.
+  // Such a change takes effect when the first poll answers (its first event or its timeout).
   let answered = false;
   (async () => {
     // A poll is "open" once it is asked: its answer only comes with an event or the timeout.
@@ -386,7 +388,7 @@ function overPolling(client, channels, lastEventId, sink) {
     kind: "poll",
     setChannels(next) {
       current = next;
-      if (controller && !answered) controller.abort();
+      if (controller && !answered && since) controller.abort();
     },
     close() {
       done = true;
