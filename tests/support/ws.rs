@@ -119,19 +119,7 @@ pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 /// Opens a raw WebSocket on `?channel=a` (handshake by hand) and returns the stream after the
 /// 101 head.
 pub async fn raw_ws(addr: SocketAddr) -> TcpStream {
-    let mut stream = connect(addr).await;
-    stream
-        .write_all(upgrade_request("?channel=a", GOOD_HANDSHAKE).as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
+    handshake_on(connect(addr).await, "?channel=a").await
 }
 
 /// Reads server frames until a close frame and returns its code.
