@@ -20,6 +20,13 @@ pub(crate) struct ShardStats {
     pub(crate) inbox_depth: AtomicUsize,
     /// Channels with a subscriber on this shard.
     pub(crate) channels: AtomicUsize,
+    /// Body chunks handed to connections: each is one write of one or more joined frames.
+    pub(crate) writes: AtomicU64,
+    /// Longest time, in microseconds, the shard's loop spent in one turn of each kind, since
+    /// start: the stalls a stream's next frame can wait behind on this worker.
+    pub(crate) longest_inbox_batch_us: AtomicU64,
+    pub(crate) longest_heartbeat_us: AtomicU64,
+    pub(crate) longest_housekeeping_us: AtomicU64,
 }
 
 impl ShardStats {
@@ -35,8 +42,34 @@ impl ShardStats {
             slow_consumers_dropped: self.slow_consumers_dropped.load(Ordering::Relaxed),
             inbox_depth: self.inbox_depth.load(Ordering::Relaxed),
             channels: self.channels.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            longest_turn_us: LongestTurns {
+                inbox_batch: self.longest_inbox_batch_us.load(Ordering::Relaxed),
+                heartbeat: self.longest_heartbeat_us.load(Ordering::Relaxed),
+                housekeeping: self.longest_housekeeping_us.load(Ordering::Relaxed),
+            },
         }
     }
+}
+
+/// Raises `slot` to `elapsed` (in microseconds) if that is longer.
+pub(crate) fn note_longest(slot: &AtomicU64, elapsed: std::time::Duration) {
+    let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    if us > slot.load(Ordering::Relaxed) {
+        slot.store(us, Ordering::Relaxed);
+    }
+}
+
+/// The longest turn of a shard's loop by kind, in microseconds since start.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LongestTurns {
+    /// Applying one batch of inbox messages (publishes fanned out to this worker's streams).
+    pub inbox_batch: u64,
+    /// Queuing one heartbeat on every idle stream.
+    pub heartbeat: u64,
+    /// One housekeeping tick (idle, expiry and write-progress checks).
+    pub housekeeping: u64,
 }
 
 /// One shard's counters at a point in time.
@@ -55,6 +88,11 @@ pub struct ShardSnapshot {
     pub inbox_depth: usize,
     /// Channels with at least one subscriber on this worker.
     pub channels: usize,
+    /// Writes of frames to this worker's streams; `framesDelivered / writes` is how many frames
+    /// one write carries on average.
+    pub writes: u64,
+    /// The longest turn of this worker's hub loop, by kind, in microseconds since start.
+    pub longest_turn_us: LongestTurns,
 }
 
 /// The whole hub's counters at a point in time.

@@ -574,3 +574,91 @@ async fn a_held_stream_that_fails_gets_only_the_hint_not_the_live_events_behind_
     })
     .await;
 }
+
+/// Frames a reader has taken so far, and a signal each time it takes more.
+#[derive(Default)]
+struct Progress {
+    frames: std::cell::Cell<usize>,
+    notify: tokio::sync::Notify,
+}
+
+/// Spawns a task per subscription that reads it to its end, as a connection task does; each
+/// returns the texts of its frames' `data:` lines in order. The first one reports its progress.
+fn readers(
+    subs: Vec<Subscription>,
+    first: Rc<Progress>,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    subs.into_iter()
+        .enumerate()
+        .map(|(n, mut sub)| {
+            let progress = (n == 0).then(|| first.clone());
+            tokio::task::spawn_local(async move {
+                let mut got = Vec::new();
+                loop {
+                    match poll_fn(|cx| sub.poll_recv(cx)).await {
+                        Recv::Frames(bytes) => got.extend(
+                            String::from_utf8_lossy(&bytes)
+                                .lines()
+                                .filter_map(|line| line.strip_prefix("data: "))
+                                .map(str::to_owned),
+                        ),
+                        Recv::End | Recv::Evicted => return got,
+                    }
+                    if let Some(progress) = &progress {
+                        progress.frames.set(got.len());
+                        progress.notify.notify_one();
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fan_out_wakes_are_paced_so_a_publish_in_between_joins_the_writes_still_to_come() {
+    local(async {
+        let running = run(Settings {
+            channel_capacity: 256,
+            ..settings(1)
+        });
+        let shard = running.shards[0].clone();
+        // Several batches of wakes (64 each) per fan-out.
+        let count = 300;
+        let first = Rc::new(Progress::default());
+        let tasks = readers(
+            (0..count).map(|_| subscribe(&shard)).collect(),
+            first.clone(),
+        );
+        let before = running.hub.snapshot().shards[0].clone();
+        // A publisher in lockstep with the first stream, as one that publishes again as soon as
+        // it is answered: each event follows the previous one's first delivery.
+        let events = 20;
+        for n in 0..events {
+            publish(&running.hub, &broadcast(), &frame(&n.to_string())).unwrap();
+            while first.frames.get() <= n {
+                tokio::time::timeout(WAIT, first.notify.notified())
+                    .await
+                    .expect("the first stream gets each event");
+            }
+        }
+        // Everything arrives, in order, to every stream; then the shutdown ends the streams.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        running.trigger.fire();
+        let expected: Vec<String> = (0..events).map(|n| n.to_string()).collect();
+        for task in tasks {
+            let got = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+            assert_eq!(got, expected);
+        }
+        let after = running.hub.snapshot().shards[0].clone();
+        let frames = after.frames_delivered - before.frames_delivered;
+        let writes = after.writes - before.writes;
+        // The closing retry is one more frame and one more write per stream.
+        assert_eq!(frames, (events as u64 + 1) * count as u64);
+        // Unpaced, every stream is written before the publisher's next turn: one write per frame.
+        assert!(
+            writes * 4 < frames * 3,
+            "frames were not joined: {writes} writes for {frames} frames"
+        );
+    })
+    .await;
+}

@@ -54,6 +54,30 @@ pub fn render(hub: &HubSnapshot, auth_failures: u64, sample: Option<&Sample>) ->
         &per_worker(&|s| s.frames_delivered.to_string()),
     );
     metric(
+        "sluice_writes_total",
+        "counter",
+        "Writes of frames to streams (one or more joined frames each).",
+        &per_worker(&|s| s.writes.to_string()),
+    );
+    metric(
+        "sluice_longest_inbox_batch_seconds",
+        "gauge",
+        "Longest time a worker's hub loop spent applying one batch of publishes, since start.",
+        &per_worker(&|s| seconds(s.longest_turn_us.inbox_batch)),
+    );
+    metric(
+        "sluice_longest_heartbeat_seconds",
+        "gauge",
+        "Longest time a worker's hub loop spent queuing one round of heartbeats, since start.",
+        &per_worker(&|s| seconds(s.longest_turn_us.heartbeat)),
+    );
+    metric(
+        "sluice_longest_housekeeping_seconds",
+        "gauge",
+        "Longest housekeeping tick of a worker's hub loop, since start.",
+        &per_worker(&|s| seconds(s.longest_turn_us.housekeeping)),
+    );
+    metric(
         "sluice_slow_consumers_dropped_total",
         "counter",
         "Streams cut off because their queue was full.",
@@ -146,4 +170,9 @@ pub fn render(hub: &HubSnapshot, auth_failures: u64, sample: Option<&Sample>) ->
         );
     }
     out
+}
+
+/// Microseconds as Prometheus seconds.
+fn seconds(us: u64) -> String {
+    format!("{:.6}", us as f64 / 1e6)
 }

@@ -239,6 +239,8 @@ pub(crate) struct Conn {
     /// Live frames with a seq up to this were already seen by the client: it resumed from an id
     /// this shard had not reached yet (another worker delivered it first).
     pub(crate) seen_through: Cell<u64>,
+    /// In the shard's list of streams to wake (fan-out wakes are paced, see `Shard::wake_some`).
+    scheduled: Cell<bool>,
 }
 
 impl Conn {
@@ -273,6 +275,7 @@ impl Conn {
             failed: Cell::new(false),
             start: Cell::new(0),
             seen_through: Cell::new(0),
+            scheduled: Cell::new(false),
         }
     }
 
@@ -345,7 +348,8 @@ impl Conn {
     }
 
     /// Queues a frame without blocking. The hot path of fan-out: one refcount bump, no allocation
-    /// once the queue has grown to its working size.
+    /// once the queue has grown to its working size. Does not wake the stream's task: the shard
+    /// does, right away or paced ([`Conn::schedule`]).
     pub(crate) fn push(&self, frame: &Frame, seq: Seq) -> Push {
         if self.state.get() != State::Open {
             return Push::Gone;
@@ -359,8 +363,6 @@ impl Conn {
         }
         self.add_bytes(bytes.len());
         queue.push_back((bytes, None, seq));
-        drop(queue);
-        self.wake();
         Push::Queued
     }
 
@@ -385,8 +387,6 @@ impl Conn {
         }
         self.add_bytes(bytes.len());
         queue.push_back((bytes, None, seq));
-        drop(queue);
-        self.wake();
         Push::Queued
     }
 
@@ -415,8 +415,6 @@ impl Conn {
         }
         self.add_bytes(bytes.len());
         queue.push_back((bytes, Some(topic.clone()), seq));
-        drop(queue);
-        self.wake();
         Push::Queued
     }
 
@@ -484,10 +482,28 @@ impl Conn {
         }
     }
 
-    fn wake(&self) {
+    pub(super) fn wake(&self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
+    }
+
+    /// Marks the stream as being in the shard's list of streams to wake; false if it already was.
+    pub(super) fn schedule(&self) -> bool {
+        !self.scheduled.replace(true)
+    }
+
+    /// Takes the stream out of the shard's list of streams to wake.
+    pub(super) fn unschedule(&self) {
+        self.scheduled.set(false);
+    }
+
+    /// Whether half of the queue's frame or byte bound is taken: a stream this far behind is
+    /// woken at once rather than in its paced turn, so pacing never brings it to eviction.
+    pub(super) fn is_half_full(&self) -> bool {
+        let frames = self.queue.borrow().len();
+        frames.saturating_mul(2) >= self.capacity + self.allowance.get()
+            || self.bytes.get().saturating_mul(2) >= self.max_bytes
     }
 
     fn mark_closed(&self) {

@@ -21,6 +21,16 @@
 //! closed entries make up a quarter of the table. Fan-out is one `Vec::retain` pass that delivers
 //! and sweeps together.
 //!
+//! # Pacing
+//!
+//! Fan-out queues a frame on every subscriber but does not wake their tasks at once: the shard's
+//! loop wakes them [`WAKE_BATCH`] at a time and yields between batches, so the worker polls its
+//! sockets (a publisher's next request, the inbox) between them. When a publish arrives while a
+//! fan-out is still being written, it is queued behind the frames of streams not yet woken, and
+//! each of those writes both frames with one syscall. Under saturation the streams' writes carry
+//! several events each instead of one; when load is light every stream is woken in the same turn
+//! of the worker as before, a few batches apart, so the pacing adds no delay of its own.
+//!
 //! # Layout
 //!
 //! This file holds the tables, the run loop and ordered fan-out; `open.rs` opens and resumes
@@ -34,7 +44,7 @@ mod open;
 mod renew;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,7 +54,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::frame::{Frame, Keepalive};
 use super::history::{History, Seq};
-use super::stats::ShardStats;
+use super::stats::{note_longest, ShardStats};
 use super::{policy_for, Change, Command, Hub, HubError, Inbox, OpenError, Policy, Topic, UserId};
 use crate::shutdown::Shutdown;
 use crate::sse::EventName;
@@ -63,6 +73,11 @@ pub const MAX_TOPICS_PER_STREAM: usize = 64;
 /// Inbox messages taken per wake-up. Batching amortizes the wake-up; the bound keeps one busy
 /// inbox from starving the heartbeat tick.
 const INBOX_BATCH: usize = 256;
+
+/// Streams woken per turn of the shard's loop after a fan-out (see Pacing above). About one turn
+/// of the runtime's scheduler between two polls of its sockets (tokio's `event_interval` is 61),
+/// so a publish that arrives meanwhile is applied before the next batch is woken.
+const WAKE_BATCH: usize = 64;
 
 /// Closed entries tolerated before an early compaction (besides the quarter-of-table rule), so a
 /// handful of disconnects never trigger a walk of a large table.
@@ -101,6 +116,11 @@ pub struct Shard {
     expiries: RefCell<BTreeMap<(Instant, u64), Rc<Conn>>>,
     expiry_seq: Cell<u64>,
     inbox: RefCell<Option<Inbox>>,
+    /// Streams with frames queued by fan-out whose tasks are still to be woken, in fan-out order.
+    due: RefCell<VecDeque<Rc<Conn>>>,
+    /// Whether [`Shard::run`] is pacing the wakes; without the loop (benches, tests) fan-out
+    /// wakes each stream at once.
+    pacing: Cell<bool>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -135,6 +155,8 @@ impl Shard {
             expiries: RefCell::new(BTreeMap::new()),
             expiry_seq: Cell::new(0),
             inbox: RefCell::new(Some(inbox)),
+            due: RefCell::new(VecDeque::new()),
+            pacing: Cell::new(false),
         })
     }
 
@@ -222,6 +244,7 @@ impl Shard {
             match pushed {
                 Push::Queued => {
                     conn.last_event_tick.set(tick);
+                    self.wake_later(conn);
                     true
                 }
                 Push::Full => {
@@ -242,6 +265,25 @@ impl Shard {
                 .fetch_add(slow, Ordering::Relaxed);
         }
         delivered
+    }
+
+    /// Wakes a stream that fan-out gave a frame: at once, or in its turn when the loop paces.
+    fn wake_later(&self, conn: &Rc<Conn>) {
+        if !self.pacing.get() || conn.is_half_full() {
+            conn.wake();
+        } else if conn.schedule() {
+            self.due.borrow_mut().push_back(conn.clone());
+        }
+    }
+
+    /// Wakes up to `n` streams of the paced list, oldest first.
+    fn wake_some(&self, n: usize) {
+        let mut due = self.due.borrow_mut();
+        let n = n.min(due.len());
+        for conn in due.drain(..n) {
+            conn.unschedule();
+            conn.wake();
+        }
     }
 
     /// Fans out one publish; a user's event that reached a stream leaves the user's queue.
@@ -311,10 +353,12 @@ impl Shard {
         }
     }
 
+    /// Counts one write of `frames` joined frames.
     pub(crate) fn note_delivered(&self, frames: u64) {
         self.stats
             .frames_delivered
             .fetch_add(frames, Ordering::Relaxed);
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn note_closed(&self, conn: &Conn) {
@@ -392,7 +436,9 @@ impl Shard {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(INBOX_BATCH);
+        self.pacing.set(true);
         loop {
+            let waking = !self.due.borrow().is_empty();
             tokio::select! {
                 biased;
                 _ = shutdown.recv() => break,
@@ -401,12 +447,19 @@ impl Shard {
                         break;
                     }
                     self.stats.inbox_depth.fetch_sub(received, Ordering::Relaxed);
+                    let started = Instant::now();
                     for command in batch.drain(..) {
                         self.apply(command);
                     }
+                    note_longest(&self.stats.longest_inbox_batch_us, started.elapsed());
                 }
-                _ = heartbeat.tick() => self.heartbeat(),
+                _ = heartbeat.tick() => {
+                    let started = Instant::now();
+                    self.heartbeat();
+                    note_longest(&self.stats.longest_heartbeat_us, started.elapsed());
+                }
                 _ = housekeeping.tick() => {
+                    let started = Instant::now();
                     self.tick.set(self.tick.get().wrapping_add(1));
                     self.check_gap();
                     self.close_expired();
@@ -414,9 +467,20 @@ impl Shard {
                         self.close_idle(idle);
                     }
                     self.close_stalled(settings.write_timeout);
+                    note_longest(&self.stats.longest_housekeeping_us, started.elapsed());
                 }
+                // Streams are due a wake: nothing else to do first.
+                () = std::future::ready(()), if waking => {}
+            }
+            // A batch of wakes after every turn, then the worker polls its sockets (and runs the
+            // woken streams) before this loop applies more publishes or wakes the next batch.
+            if !self.due.borrow().is_empty() {
+                self.wake_some(WAKE_BATCH);
+                tokio::task::yield_now().await;
             }
         }
+        self.pacing.set(false);
+        self.wake_some(usize::MAX);
         self.closing.set(true);
         // Publishes accepted before the signal were answered 200: deliver them before the
         // closing retry, so a graceful end loses nothing that was acknowledged.
