@@ -83,6 +83,12 @@ enum Version {
 }
 
 /// Serves one accepted connection to its end.
+///
+/// This is the connection's task, allocated for the life of the connection at the size of its
+/// largest state, so every state that is large or short-lived is boxed: the sniff's timers (freed
+/// once the version is known), the TLS path (a TLS stream is several KiB), and each protocol's
+/// connection. An idle plain HTTP/1.1 stream then holds a task of a few hundred bytes besides
+/// hyper's connection.
 pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -91,20 +97,35 @@ pub(super) async fn serve(
     tls: Option<TlsAcceptor>,
     mut shutdown: Shutdown,
 ) {
-    let Some(acceptor) = tls else {
-        let version = tokio::select! {
-            version = tokio::time::timeout(super::HEADER_READ_TIMEOUT, sniff(&stream)) => version,
-            _ = shutdown.recv() => return,
-        };
-        // Each branch is boxed: this task's future is as large as its largest state, and every
-        // idle connection would otherwise pay for the HTTP/2 and TLS states it never uses.
-        match version {
-            Ok(Some(Version::Http2)) => Box::pin(serve_h2(stream, peer, ctx, shutdown)).await,
-            Ok(Some(Version::Http1)) => Box::pin(serve_h1(stream, peer, ctx, &h1, shutdown)).await,
-            Ok(None) | Err(_) => {}
+    if let Some(acceptor) = tls {
+        return Box::pin(serve_tls(stream, peer, ctx, &h1, acceptor, shutdown)).await;
+    }
+    let version = Box::pin(async {
+        tokio::select! {
+            version = tokio::time::timeout(super::HEADER_READ_TIMEOUT, sniff(&stream)) => {
+                version.ok().flatten()
+            }
+            _ = shutdown.recv() => None,
         }
-        return;
-    };
+    })
+    .await;
+    match version {
+        Some(Version::Http2) => Box::pin(serve_h2(stream, peer, ctx, shutdown)).await,
+        Some(Version::Http1) => Box::pin(serve_h1(stream, peer, ctx, &h1, shutdown)).await,
+        None => {}
+    }
+}
+
+/// The TLS handshake, then the protocol ALPN chose. No await holds the TLS stream itself, so
+/// this future stays small once the connection is served.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Rc<Ctx>,
+    h1: &http1::Builder,
+    acceptor: TlsAcceptor,
+    mut shutdown: Shutdown,
+) {
     let accepting = Box::pin(tokio::time::timeout(
         TLS_HANDSHAKE_TIMEOUT,
         acceptor.accept(stream),
@@ -113,7 +134,7 @@ pub(super) async fn serve(
         handshake = accepting => handshake,
         _ = shutdown.recv() => return,
     };
-    let mut stream = match handshake {
+    let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             tracing::debug!(%error, "TLS handshake failed");
@@ -127,11 +148,15 @@ pub(super) async fn serve(
     let alpn = stream.get_ref().1.alpn_protocol();
     if alpn == Some(ALPN_ACME) {
         // A TLS-ALPN-01 validation: the handshake itself was the answer.
-        let _ = stream.shutdown().await;
+        Box::pin(async move {
+            let mut stream = stream;
+            let _ = stream.shutdown().await;
+        })
+        .await;
     } else if alpn == Some(ALPN_H2) {
         Box::pin(serve_h2(stream, peer, ctx, shutdown)).await;
     } else {
-        Box::pin(serve_h1(stream, peer, ctx, &h1, shutdown)).await;
+        Box::pin(serve_h1(stream, peer, ctx, h1, shutdown)).await;
     }
 }
 
