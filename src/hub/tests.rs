@@ -346,6 +346,36 @@ async fn heartbeat_reaches_idle_streams_on_schedule() {
     .await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_gets_events_gets_no_heartbeat_and_an_idle_one_does() {
+    local(async {
+        let running = run(settings(1));
+        let beat = crate::sse::comment("heartbeat");
+        let mut sub = subscribe(&running.shards[0]);
+        // An event every 5 s for three periods: each one kept the stream alive.
+        for n in 0..9 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let event = frame(&n.to_string());
+            publish(&running.hub, &broadcast(), &event).unwrap();
+            assert_eq!(
+                &frames(&mut sub).await,
+                event.sse(),
+                "event {n}, no heartbeat"
+            );
+        }
+        assert!(poll_now(&mut sub).is_none());
+        // Then silence: a heartbeat comes within two periods.
+        let got = tokio::time::timeout(Duration::from_secs(30), poll_fn(|cx| sub.poll_recv(cx)))
+            .await
+            .expect("a heartbeat once the stream is idle");
+        match got {
+            Recv::Frames(bytes) => assert_eq!(bytes, beat),
+            other => panic!("expected a heartbeat, got {other:?}"),
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn connection_limit_is_hub_wide() {
     local(async {

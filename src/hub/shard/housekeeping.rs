@@ -32,11 +32,20 @@ impl Shard {
         }
     }
 
-    /// Queues a keep-alive (a comment, a ping) on every idle stream and sweeps closed entries.
+    /// Queues a keep-alive (a comment, a ping) on every stream that received no event for a
+    /// whole period, and sweeps closed entries. A stream that got an event meanwhile was kept
+    /// alive by it; skipping it spares a busy worker a write to every stream once a period, which
+    /// the events queued behind that burst would wait for. No stream is silent for two periods.
     pub fn heartbeat(&self) {
+        let period = self.hub.settings().heartbeat.as_millis() / HOUSEKEEPING.as_millis();
+        // Less one tick: the stamp and this beat each fall anywhere within a tick.
+        let quiet = u32::try_from(period).unwrap_or(u32::MAX).saturating_sub(1);
+        let now = self.tick.get();
         self.conns.borrow_mut().retain(|_, conn| {
-            if let Some(frame) = self.keepalive.get(conn.transport) {
-                conn.push_heartbeat(frame);
+            if now.wrapping_sub(conn.last_event_tick.get()) >= quiet {
+                if let Some(frame) = self.keepalive.get(conn.transport) {
+                    conn.push_heartbeat(frame);
+                }
             }
             conn.state() != State::Closed
         });
