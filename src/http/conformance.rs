@@ -3,10 +3,11 @@
 //! hyper answers some malformed requests itself, before any service runs: a request line or
 //! header section over its buffer (`max_buf_size`) gets 431 or 414 with an empty body, bytes it
 //! cannot parse get 400 with an empty body, and so does a `Transfer-Encoding` whose last coding is
-//! not `chunked` (or any `Transfer-Encoding` on HTTP/1.0). With both `Transfer-Encoding` and
-//! `Content-Length` (RFC 9112 §6.1, the request-smuggling shape) hyper drops `Content-Length`,
-//! reads the body as chunked and closes the connection after the response, which the RFC allows;
-//! the check below stays as defence in depth should a header map ever carry both.
+//! not `chunked` (or any `Transfer-Encoding` on HTTP/1.0). A request with both
+//! `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.1, the request-smuggling shape) also gets
+//! 400 with an empty body: stock hyper would drop `Content-Length` and read the body as chunked;
+//! Sluice's patched hyper (`patches/`) refuses it. The check below stays as defence in depth
+//! should a header map ever carry both.
 //!
 //! What hyper accepts and this module refuses:
 //! - an HTTP/1.1 request with no `Host`, or more than one (§3.2) → 400;

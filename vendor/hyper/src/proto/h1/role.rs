@@ -356,8 +356,12 @@ impl Http1Transaction for Server {
             return Err(Parse::transfer_encoding_invalid());
         }
 
+        // RFC 9112 section 6.1: a request with both is either a smuggling attempt or a broken
+        // intermediary, and a server may treat it as an error. Refusing it (400) means no two
+        // readings of its framing can ever exist, here or in a proxy in front.
         if is_te && is_cl {
-            keep_alive = false;
+            debug!("request with both transfer-encoding and content-length, bad request");
+            return Err(Parse::transfer_encoding_invalid());
         }
 
         let mut extensions = http::Extensions::default();
