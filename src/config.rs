@@ -220,6 +220,13 @@ pub struct Config {
     #[arg(long, env = "SLUICE_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_window: Duration,
 
+    /// With `--data-dir`: how long to wait for the directory's lock while another process holds
+    /// it. A rolling restart starts the new process while the old one drains: the new one binds
+    /// the port, waits here (requests queue in its accept backlog), then reads the log and
+    /// serves. Past the wait it exits with a configuration error.
+    #[arg(long, env = "SLUICE_LOCK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub lock_wait: Duration,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -59,6 +59,11 @@ pub(crate) use rate::Limits;
 /// slot and two buffers forever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long connections taken from the accept queue at shutdown have to send their request.
+/// They were queued before the listener closed and would be reset with it; a client that
+/// connected that late has its request on the wire already, so a second is plenty.
+pub const LATE_GRACE: Duration = Duration::from_secs(1);
+
 /// Pause after an accept error such as EMFILE, so a full descriptor table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -130,6 +135,26 @@ pub(crate) async fn serve(
         .writev(true)
         .max_buf_size(64 * 1024);
     let h1 = Rc::new(builder);
+    let serve_one = |stream: tokio::net::TcpStream,
+                     peer: std::net::SocketAddr,
+                     shutdown: Shutdown| {
+        if !ctx.limits.admit_connection(peer.ip()) {
+            // A reconnect storm from one address: close at once, before any buffer exists.
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        if ctx.config.send_buffer > 0 {
+            // Bounds what a reader that stops reading pins in the kernel (auto-tuning grows a
+            // send buffer to several MiB); the write timeout then cuts it off.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.config.send_buffer);
+        }
+        let serving = conn::serve(stream, peer, ctx.clone(), h1.clone(), tls.clone(), shutdown);
+        let guard = drain.clone();
+        tokio::task::spawn_local(async move {
+            serving.await;
+            drop(guard);
+        });
+    };
     loop {
         let accepted = tokio::select! {
             biased;
@@ -146,29 +171,36 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        if !ctx.limits.admit_connection(peer.ip()) {
-            // A reconnect storm from one address: close at once, before any buffer exists.
-            continue;
+        serve_one(stream, peer, shutdown.clone());
+    }
+    // Closing the listener resets every connection still in its accept queue: clients that
+    // connected a moment ago, some with a publish on the wire. Take them first and serve them
+    // under a shutdown of their own, fired after LATE_GRACE: a request is answered (a stream
+    // open gets its `retry:`, as every stream does now). Then close, and the kernel sends new
+    // connections to the port's other listeners (the next process's, in a rolling restart).
+    let Ok(listener) = listener.into_std() else {
+        return;
+    };
+    let (late_trigger, late) = crate::shutdown::channel();
+    let mut taken = 0usize;
+    while let Ok((stream, peer)) = listener.accept() {
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream));
+        if let Ok(stream) = stream {
+            taken += 1;
+            serve_one(stream, peer, late.clone());
         }
-        let _ = stream.set_nodelay(true);
-        if ctx.config.send_buffer > 0 {
-            // Bounds what a reader that stops reading pins in the kernel (auto-tuning grows a
-            // send buffer to several MiB); the write timeout then cuts it off.
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.config.send_buffer);
-        }
-        let serving = conn::serve(
-            stream,
-            peer,
-            ctx.clone(),
-            h1.clone(),
-            tls.clone(),
-            shutdown.clone(),
-        );
-        let guard = drain.clone();
+    }
+    drop(listener);
+    if taken > 0 {
+        tracing::debug!(taken, "served the accept queue left at shutdown");
         tokio::task::spawn_local(async move {
-            serving.await;
-            drop(guard);
+            tokio::time::sleep(LATE_GRACE).await;
+            late_trigger.fire();
         });
+    } else {
+        late_trigger.fire();
     }
 }
 
