@@ -134,9 +134,13 @@ pub(crate) async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .writev(true)
         .max_buf_size(64 * 1024);
-    let h1 = Rc::new(builder);
+    let h1 = Rc::new(builder.clone());
+    // For the connections taken from the accept queue at shutdown: one exchange, then close.
+    builder.keep_alive(false);
+    let h1_last = Rc::new(builder);
     let serve_one = |stream: tokio::net::TcpStream,
                      peer: std::net::SocketAddr,
+                     h1: &Rc<http1::Builder>,
                      shutdown: Shutdown| {
         if !ctx.limits.admit_connection(peer.ip()) {
             // A reconnect storm from one address: close at once, before any buffer exists.
@@ -171,12 +175,13 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        serve_one(stream, peer, shutdown.clone());
+        serve_one(stream, peer, &h1, shutdown.clone());
     }
     // Closing the listener resets every connection still in its accept queue: clients that
     // connected a moment ago, some with a publish on the wire. Take them first and serve them
-    // under a shutdown of their own, fired after LATE_GRACE: a request is answered (a stream
-    // open gets its `retry:`, as every stream does now). Then close, and the kernel sends new
+    // under a shutdown of their own, fired after LATE_GRACE: one request is answered (a stream
+    // open gets its `retry:`, as every stream does now) and the connection closes, so the
+    // client's next request finds the port's next listener. Then close, and the kernel sends new
     // connections to the port's other listeners (the next process's, in a rolling restart).
     let Ok(listener) = listener.into_std() else {
         return;
@@ -189,12 +194,15 @@ pub(crate) async fn serve(
             .and_then(|()| tokio::net::TcpStream::from_std(stream));
         if let Ok(stream) = stream {
             taken += 1;
-            serve_one(stream, peer, late.clone());
+            serve_one(stream, peer, &h1_last, late.clone());
         }
     }
     drop(listener);
     if taken > 0 {
-        tracing::debug!(taken, "served the accept queue left at shutdown");
+        tracing::info!(
+            taken,
+            "serving the connections left in the accept queue at shutdown"
+        );
         tokio::task::spawn_local(async move {
             tokio::time::sleep(LATE_GRACE).await;
             late_trigger.fire();
