@@ -188,7 +188,17 @@ pub(crate) async fn serve(
     };
     let (late_trigger, late) = crate::shutdown::channel();
     let mut taken = 0usize;
-    while let Ok((stream, peer)) = listener.accept() {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            // The queue is empty (or the descriptor table full): close now.
+            Err(error)
+                if !is_transient(&error) || error.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                break;
+            }
+            Err(_) => continue,
+        };
         let stream = stream
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(stream));
