@@ -610,6 +610,7 @@ mod tests {
         assert_eq!(cfg.max_connections, 10_000);
         assert_eq!(cfg.cors_origin, vec!["*".to_owned()]);
         assert_eq!(cfg.idle_timeout, None);
+        assert_eq!(cfg.lock_wait, Duration::from_secs(30));
         cfg.validate().unwrap();
     }
 
@@ -622,8 +623,10 @@ mod tests {
             "--max-body=1MiB",
             "--cors-origin=https://a.example,https://b.example",
             "--idle-timeout=2m",
+            "--lock-wait=1500ms",
         ])
         .unwrap();
+        assert_eq!(cfg.lock_wait, Duration::from_millis(1500));
         assert_eq!(cfg.workers, Some(3));
         assert_eq!(cfg.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(cfg.max_body, 1024 * 1024);
