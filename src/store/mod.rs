@@ -786,6 +786,53 @@ mod tests {
     }
 
     #[test]
+    fn a_publish_after_every_shard_stopped_is_acknowledged_when_it_is_on_disk() {
+        let dir = std::env::temp_dir().join(format!("sluice-stopped-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let settings = crate::hub::Settings {
+            shards: 2,
+            channel_capacity: 16,
+            heartbeat: Duration::from_secs(15),
+            idle_timeout: None,
+            max_connections: 10,
+            retry: Duration::from_secs(3),
+            policies: Vec::new(),
+            ordered_source: false,
+            write_timeout: Duration::from_secs(5),
+            queue_bytes: usize::MAX,
+        };
+        let topic = Topic::parse("news").unwrap();
+        let data = crate::hub::Payload::text("late");
+        // The shards' inboxes are gone, as after shutdown.
+        let memory = Arc::new(MemoryHistory::new(limits(10), limits(10)));
+        let (hub, inboxes) = crate::hub::Hub::new(settings.clone(), memory);
+        drop(inboxes);
+        assert!(matches!(
+            hub.publish_event(&topic, None, data),
+            Err(crate::hub::HubError::Closed)
+        ));
+        let store = Arc::new(
+            DurableHistory::open_with(&dir, options(limits(10)), 512)
+                .unwrap()
+                .0,
+        );
+        let (hub, inboxes) = crate::hub::Hub::new(settings, store.clone());
+        drop(inboxes);
+        let receipt = hub
+            .publish_event_keyed(&topic, None, data, Some("late-1"))
+            .unwrap();
+        drop((hub, store));
+        let store = DurableHistory::open_with(&dir, options(limits(10)), 512)
+            .unwrap()
+            .0;
+        assert_eq!(seqs(&store, "news", 0).unwrap(), vec![receipt.seq]);
+        let keys = store.take_keys();
+        assert_eq!((keys[0].key.as_str(), keys[0].seq), ("late-1", receipt.seq));
+        drop(store);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_held_lock_is_waited_for_then_refused() {
         let dir = std::env::temp_dir().join(format!("sluice-lock-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
