@@ -220,6 +220,13 @@ pub struct Config {
     #[arg(long, env = "SLUICE_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_window: Duration,
 
+    /// With `--data-dir`: how long to wait for the directory's lock while another process holds
+    /// it. A rolling restart starts the new process while the old one drains: the new one binds
+    /// the port, waits here (requests queue in its accept backlog), then reads the log and
+    /// serves. Past the wait it exits with a configuration error.
+    #[arg(long, env = "SLUICE_LOCK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub lock_wait: Duration,
+
     /// How long shutdown waits for streams to end before the process exits anyway.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -603,6 +610,7 @@ mod tests {
         assert_eq!(cfg.max_connections, 10_000);
         assert_eq!(cfg.cors_origin, vec!["*".to_owned()]);
         assert_eq!(cfg.idle_timeout, None);
+        assert_eq!(cfg.lock_wait, Duration::from_secs(30));
         cfg.validate().unwrap();
     }
 
@@ -615,8 +623,10 @@ mod tests {
             "--max-body=1MiB",
             "--cors-origin=https://a.example,https://b.example",
             "--idle-timeout=2m",
+            "--lock-wait=1500ms",
         ])
         .unwrap();
+        assert_eq!(cfg.lock_wait, Duration::from_millis(1500));
         assert_eq!(cfg.workers, Some(3));
         assert_eq!(cfg.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(cfg.max_body, 1024 * 1024);

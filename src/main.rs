@@ -64,6 +64,12 @@ fn main() -> ExitCode {
     };
     let server = match sluice::runtime::start(config.clone(), settings) {
         Ok(server) => server,
+        Err(error) if is_locked(&error) => {
+            // The data directory stayed in use for all of --lock-wait: a configuration error
+            // (two servers pointed at one directory), not a failure of this machine.
+            eprintln!("sluice: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
         Err(error) => {
             eprintln!("sluice: cannot start on {}: {error}", config.listen);
             return ExitCode::FAILURE;
@@ -99,6 +105,16 @@ fn main() -> ExitCode {
     server.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Whether start-up failed because another process kept the data directory's lock.
+fn is_locked(error: &std::io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<sluice::store::StoreError>()),
+        Some(sluice::store::StoreError::Locked(..))
+    )
 }
 
 /// Re-reads the certificate files; a bad pair is logged and the current one kept.

@@ -3,7 +3,9 @@
 //!
 //! Keys are remembered per channel for `--idempotency-window` in this process's memory, in lock
 //! stripes with a bound on how many each holds: past it the oldest key is forgotten early, so a
-//! flood of distinct keys costs bounded memory, never an error. Knows nothing of HTTP.
+//! flood of distinct keys costs bounded memory, never an error. With `--data-dir` the store also
+//! writes each key with its event, and a restart puts the keys still inside the window back in
+//! here ([`Dedup::restore`]). Knows nothing of HTTP.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -130,6 +132,19 @@ impl Dedup {
         Ok(receipt)
     }
 
+    /// Remembers a key read back from the durable store: `receipt` was answered `age` ago. Keys
+    /// are given oldest first; one already past the window is ignored.
+    pub fn restore(&self, topic: Topic, key: IdempotencyKey, receipt: Receipt, age: Duration) {
+        if age >= self.window {
+            return;
+        }
+        let now = Instant::now();
+        let at = now.checked_sub(age).unwrap_or(now);
+        let entry = (topic, key);
+        let mut stripe = self.stripe(&entry);
+        Self::insert(&mut stripe, entry, receipt, at);
+    }
+
     /// How long keys are remembered.
     pub fn window(&self) -> Duration {
         self.window
@@ -197,6 +212,32 @@ mod tests {
         assert_eq!(dedup.run(&news, Some(&key), || receipt(5)).unwrap().seq, 5);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(dedup.run(&news, Some(&key), || receipt(6)).unwrap().seq, 6);
+    }
+
+    #[test]
+    fn restored_keys_answer_until_their_window_ends() {
+        let dedup = Dedup::new(Duration::from_secs(60));
+        let news = Topic::parse("news").unwrap();
+        let (fresh, old) = (
+            IdempotencyKey::parse("fresh").unwrap(),
+            IdempotencyKey::parse("old").unwrap(),
+        );
+        let first = receipt(7).unwrap();
+        dedup.restore(news.clone(), fresh.clone(), first, Duration::from_secs(30));
+        dedup.restore(
+            news.clone(),
+            old.clone(),
+            receipt(8).unwrap(),
+            Duration::from_secs(61),
+        );
+        assert_eq!(
+            dedup.run(&news, Some(&fresh), || receipt(9)).unwrap().seq,
+            7
+        );
+        assert_eq!(
+            dedup.run(&news, Some(&old), || receipt(10)).unwrap().seq,
+            10
+        );
     }
 
     #[test]

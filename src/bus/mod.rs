@@ -61,6 +61,8 @@ pub struct Options {
     pub fsync: Fsync,
     /// `--idempotency-window`: how long a publish's `Idempotency-Key` is remembered.
     pub idempotency_window: Duration,
+    /// `--lock-wait`: how long a durable store waits for the directory's lock.
+    pub lock_wait: Duration,
 }
 
 /// The handle every handler publishes and opens through. Cloning is shallow.
@@ -82,11 +84,22 @@ enum Backend {
     Cluster(Broker),
 }
 
-/// What keeps a bus's background machinery alive (the broker connection's runtime). Held by
-/// the server and dropped after its workers stopped.
+/// What keeps a bus's background machinery alive (the broker connection's runtime) and what
+/// is left to do once the workers stopped (flush the durable store). Held by the server.
 #[derive(Debug)]
 pub struct Driver {
     _runtime: Option<tokio::runtime::Runtime>,
+    store: Option<Arc<DurableHistory>>,
+}
+
+impl Driver {
+    /// Called once the workers stopped, so nothing writes any more: forces the durable store's
+    /// log to the device. The directory's lock goes with the process.
+    pub fn close(self) {
+        if let Some(store) = &self.store {
+            store.close();
+        }
+    }
 }
 
 /// What `/stats` shows of a cluster node's broker.
@@ -127,29 +140,53 @@ impl Bus {
             data_dir,
             fsync,
             idempotency_window,
+            lock_wait,
         } = options;
         let dedup = Arc::new(Dedup::new(idempotency_window));
         if let (None, Some(dir)) = (&broker, data_dir) {
             settings.ordered_source = false;
+            let options = crate::store::Options {
+                channels,
+                users,
+                budget: (budget, max_event),
+                fsync,
+                lock_wait,
+                key_window: idempotency_window,
+            };
             let (history, recovered) =
-                DurableHistory::open(&dir, channels, users, (budget, max_event), fsync)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
+                DurableHistory::open(&dir, options).map_err(io::Error::other)?;
             tracing::info!(
                 dir = %dir.display(),
                 events = recovered.events,
+                keys = recovered.keys,
                 truncated = recovered.truncated,
                 took_ms = recovered.took.as_millis() as u64,
                 "event log read back"
             );
+            for stored in history.take_keys() {
+                // Keys were validated before they were written; one that no longer parses
+                // (a hand-edited log) is simply not recognised.
+                if let Ok(key) = IdempotencyKey::parse(&stored.key) {
+                    let receipt = Receipt {
+                        seq: stored.seq,
+                        id: history.format_id(stored.seq),
+                    };
+                    dedup.restore(stored.topic, key, receipt, stored.age);
+                }
+            }
             let history = Arc::new(history);
             let (hub, inboxes) = Hub::new(settings, history.clone());
             spawn_history_sweeper(history.clone(), shutdown.clone())?;
             let bus = Bus {
                 hub,
-                backend: Backend::Durable(history),
+                backend: Backend::Durable(history.clone()),
                 dedup,
             };
-            return Ok((bus, inboxes, Driver { _runtime: None }));
+            let driver = Driver {
+                _runtime: None,
+                store: Some(history),
+            };
+            return Ok((bus, inboxes, driver));
         }
         match broker {
             None => {
@@ -163,7 +200,11 @@ impl Bus {
                     backend: Backend::Embedded,
                     dedup,
                 };
-                Ok((bus, inboxes, Driver { _runtime: None }))
+                let driver = Driver {
+                    _runtime: None,
+                    store: None,
+                };
+                Ok((bus, inboxes, driver))
             }
             Some(url) => {
                 // The cluster log is read in seq order: a missing seq never arrives later.
@@ -189,6 +230,7 @@ impl Bus {
                     inboxes,
                     Driver {
                         _runtime: Some(runtime),
+                        store: None,
                     },
                 ))
             }
@@ -213,10 +255,17 @@ impl Bus {
         data: Payload<'_>,
         key: Option<&IdempotencyKey>,
     ) -> Result<Receipt, HubError> {
-        let publish = || self.hub.publish_event(topic, name, data);
         match &self.backend {
-            Backend::Embedded => self.dedup.run(topic, key, publish),
+            Backend::Embedded => {
+                let publish = || self.hub.publish_event(topic, name, data);
+                self.dedup.run(topic, key, publish)
+            }
             Backend::Durable(store) => {
+                // The key is written with the event: a retry after a restart is recognised.
+                let publish = || {
+                    self.hub
+                        .publish_event_keyed(topic, name, data, key.map(IdempotencyKey::as_str))
+                };
                 let receipt = self.dedup.run(topic, key, publish)?;
                 if !store.log().committed(store.log().position()).await {
                     return Err(HubError::Unavailable);

@@ -59,6 +59,11 @@ pub(crate) use rate::Limits;
 /// slot and two buffers forever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long connections taken from the accept queue at shutdown have to send their request.
+/// They were queued before the listener closed and would be reset with it; a client that
+/// connected that late has its request on the wire already, so a second is plenty.
+pub const LATE_GRACE: Duration = Duration::from_secs(1);
+
 /// Pause after an accept error such as EMFILE, so a full descriptor table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -129,7 +134,31 @@ pub(crate) async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .writev(true)
         .max_buf_size(64 * 1024);
-    let h1 = Rc::new(builder);
+    let h1 = Rc::new(builder.clone());
+    // For the connections taken from the accept queue at shutdown: one exchange, then close.
+    builder.keep_alive(false);
+    let h1_last = Rc::new(builder);
+    let serve_one = |stream: tokio::net::TcpStream,
+                     peer: std::net::SocketAddr,
+                     h1: &Rc<http1::Builder>,
+                     shutdown: Shutdown| {
+        if !ctx.limits.admit_connection(peer.ip()) {
+            // A reconnect storm from one address: close at once, before any buffer exists.
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        if ctx.config.send_buffer > 0 {
+            // Bounds what a reader that stops reading pins in the kernel (auto-tuning grows a
+            // send buffer to several MiB); the write timeout then cuts it off.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.config.send_buffer);
+        }
+        let serving = conn::serve(stream, peer, ctx.clone(), h1.clone(), tls.clone(), shutdown);
+        let guard = drain.clone();
+        tokio::task::spawn_local(async move {
+            serving.await;
+            drop(guard);
+        });
+    };
     loop {
         let accepted = tokio::select! {
             biased;
@@ -146,29 +175,50 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        if !ctx.limits.admit_connection(peer.ip()) {
-            // A reconnect storm from one address: close at once, before any buffer exists.
-            continue;
+        serve_one(stream, peer, &h1, shutdown.clone());
+    }
+    // Closing the listener resets every connection still in its accept queue: clients that
+    // connected a moment ago, some with a publish on the wire. Take them first and serve them
+    // under a shutdown of their own, fired after LATE_GRACE: one request is answered (a stream
+    // open gets its `retry:`, as every stream does now) and the connection closes, so the
+    // client's next request finds the port's next listener. Then close, and the kernel sends new
+    // connections to the port's other listeners (the next process's, in a rolling restart).
+    let Ok(listener) = listener.into_std() else {
+        return;
+    };
+    let (late_trigger, late) = crate::shutdown::channel();
+    let mut taken = 0usize;
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            // The queue is empty (or the descriptor table full): close now.
+            Err(error)
+                if !is_transient(&error) || error.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                break;
+            }
+            Err(_) => continue,
+        };
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream));
+        if let Ok(stream) = stream {
+            taken += 1;
+            serve_one(stream, peer, &h1_last, late.clone());
         }
-        let _ = stream.set_nodelay(true);
-        if ctx.config.send_buffer > 0 {
-            // Bounds what a reader that stops reading pins in the kernel (auto-tuning grows a
-            // send buffer to several MiB); the write timeout then cuts it off.
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.config.send_buffer);
-        }
-        let serving = conn::serve(
-            stream,
-            peer,
-            ctx.clone(),
-            h1.clone(),
-            tls.clone(),
-            shutdown.clone(),
+    }
+    drop(listener);
+    if taken > 0 {
+        tracing::info!(
+            taken,
+            "serving the connections left in the accept queue at shutdown"
         );
-        let guard = drain.clone();
         tokio::task::spawn_local(async move {
-            serving.await;
-            drop(guard);
+            tokio::time::sleep(LATE_GRACE).await;
+            late_trigger.fire();
         });
+    } else {
+        late_trigger.fire();
     }
 }
 

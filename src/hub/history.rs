@@ -90,6 +90,24 @@ pub trait History: Send + Sync + 'static {
         encode: &mut dyn FnMut(Seq) -> Frame,
     ) -> Result<(Seq, Frame), HistoryError>;
 
+    /// [`History::append`] for a publish with an idempotency key. A history that outlives the
+    /// process keeps the key with the event (in one write), so a retry after a restart is
+    /// recognised; the others keep only the event (the key lives in the publish path's table).
+    fn append_keyed(
+        &self,
+        topic: &Topic,
+        _key: &str,
+        encode: &mut dyn FnMut(Seq) -> Frame,
+    ) -> Result<(Seq, Frame), HistoryError> {
+        self.append(topic, encode)
+    }
+
+    /// Whether what is appended outlives this process (the durable store): an event appended
+    /// while every shard has stopped for shutdown is then not lost, only delivered later.
+    fn is_durable(&self) -> bool {
+        false
+    }
+
     /// Appends to `out` every retained event of `topic` with `after < seq <= upto`, in order.
     /// Fails if events in that range were evicted.
     fn replay(

@@ -353,7 +353,7 @@ impl Hub {
         topic: &Topic,
         encode: impl FnMut(Seq, &crate::sse::EventId) -> Frame,
     ) -> Result<Receipt, HubError> {
-        self.publish_counted(topic, encode, Count::Published)
+        self.publish_counted(topic, None, encode, Count::Published)
     }
 
     /// Publishes an event of the server's own (a metrics sample) like [`Hub::publish_event`],
@@ -366,12 +366,13 @@ impl Hub {
         data: Payload<'_>,
     ) -> Result<Receipt, HubError> {
         let encode = |_, id: &crate::sse::EventId| Frame::event(Some(id), Some(topic), name, data);
-        self.publish_counted(topic, encode, Count::Own)
+        self.publish_counted(topic, None, encode, Count::Own)
     }
 
     fn publish_counted(
         &self,
         topic: &Topic,
+        key: Option<&str>,
         mut encode: impl FnMut(Seq, &crate::sse::EventId) -> Frame,
         count: Count,
     ) -> Result<Receipt, HubError> {
@@ -380,17 +381,25 @@ impl Hub {
         }
         let history = &*self.inner.history;
         let mut id_text = String::new();
-        let (seq, frame) = history
-            .append(topic, &mut |seq| {
-                id_text = history.format_id(seq);
-                match crate::sse::EventId::parse(&id_text) {
-                    Ok(id) => encode(seq, &id),
-                    // Epochs are short base-36 strings, so ids always parse; never reached.
-                    Err(_) => Frame::from_parts(Bytes::new(), Bytes::new()),
-                }
-            })
-            .map_err(|_| HubError::Unavailable)?;
-        self.dispatch(seq, topic, &frame, count)?;
+        let mut build = |seq| {
+            id_text = history.format_id(seq);
+            match crate::sse::EventId::parse(&id_text) {
+                Ok(id) => encode(seq, &id),
+                // Epochs are short base-36 strings, so ids always parse; never reached.
+                Err(_) => Frame::from_parts(Bytes::new(), Bytes::new()),
+            }
+        };
+        let (seq, frame) = match key {
+            Some(key) => history.append_keyed(topic, key, &mut build),
+            None => history.append(topic, &mut build),
+        }
+        .map_err(|_| HubError::Unavailable)?;
+        match self.dispatch(seq, topic, &frame, count) {
+            // Every shard stopped for shutdown, but the event is on disk: the next process on
+            // the directory serves it to every stream that resumes. It was published.
+            Err(HubError::Closed) if history.is_durable() => {}
+            other => other?,
+        }
         Ok(Receipt { seq, id: id_text })
     }
 
@@ -489,13 +498,24 @@ impl Hub {
         name: Option<&crate::sse::EventName>,
         data: Payload<'_>,
     ) -> Result<Receipt, HubError> {
+        self.publish_event_keyed(topic, name, data, None)
+    }
+
+    /// [`Hub::publish_event`] with the publisher's idempotency key, which the history keeps
+    /// with the event if it outlives the process.
+    pub fn publish_event_keyed(
+        &self,
+        topic: &Topic,
+        name: Option<&crate::sse::EventName>,
+        data: Payload<'_>,
+        key: Option<&str>,
+    ) -> Result<Receipt, HubError> {
         let size = data.sse.len() + data.json.map_or(data.sse.len(), str::len);
         if !self.inner.history.admits(size) {
             return Err(HubError::TooLarge);
         }
-        self.publish(topic, |_, id| {
-            Frame::event(Some(id), Some(topic), name, data)
-        })
+        let encode = |_, id: &crate::sse::EventId| Frame::event(Some(id), Some(topic), name, data);
+        self.publish_counted(topic, key, encode, Count::Published)
     }
 
     /// Adds (`add`) or removes a live subscription of connection `id`, wherever it lives.

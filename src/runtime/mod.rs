@@ -39,8 +39,8 @@ pub struct Server {
     hub: Hub,
     trigger: Trigger,
     workers: Vec<JoinHandle<()>>,
-    /// The bus's background machinery; dropped after the workers stopped.
-    _driver: Driver,
+    /// The bus's background machinery; closed after the workers stopped.
+    driver: Driver,
 }
 
 /// The cores this machine offers (1 if it cannot tell).
@@ -59,7 +59,15 @@ pub fn start(config: Config, settings: Settings) -> io::Result<Server> {
         auth,
         tls,
     } = settings;
-    let listeners = bind_listeners(config.listen, count)?;
+    // A rolling restart: the old process on our data directory still holds the port. Share it
+    // (SO_REUSEPORT) and wait for the directory's lock before serving (see `store`).
+    let handing_over = || {
+        config
+            .data_dir
+            .as_deref()
+            .is_some_and(crate::store::is_locked)
+    };
+    let listeners = bind_listeners(config.listen, count, handing_over)?;
     let local_addr = listeners[0].local_addr()?;
     let (trigger, shutdown) = shutdown::channel();
     let (bus, inboxes, driver) = Bus::start(bus, &shutdown)?;
@@ -90,7 +98,7 @@ pub fn start(config: Config, settings: Settings) -> io::Result<Server> {
         hub,
         trigger,
         workers,
-        _driver: driver,
+        driver,
     })
 }
 
@@ -111,7 +119,8 @@ impl Server {
     }
 
     /// Stops accepting, ends every stream with a jittered `retry:`, waits for connections to
-    /// close (each worker gives up after the configured shutdown timeout) and joins the workers.
+    /// close (each worker gives up after the configured shutdown timeout), joins the workers and
+    /// flushes the durable store, if any.
     pub fn shutdown(self) {
         self.trigger.fire();
         for worker in self.workers {
@@ -119,6 +128,7 @@ impl Server {
                 tracing::error!("a worker thread panicked during shutdown");
             }
         }
+        self.driver.close();
     }
 }
 
@@ -172,14 +182,24 @@ fn run_worker(
 }
 
 /// Binds `count` listeners on one address with `SO_REUSEPORT`. With port 0 the first listener
-/// picks the port and the others join it.
-fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+/// picks the port and the others join it. A port already in use is refused unless
+/// `handing_over` says the user is the process this one takes over from.
+fn bind_listeners(
+    addr: SocketAddr,
+    count: usize,
+    handing_over: impl Fn() -> bool,
+) -> io::Result<Vec<std::net::TcpListener>> {
     if addr.port() != 0 {
         // SO_REUSEPORT would let a second server silently share a port already in use by the
         // same user. Probe it once without the option so that case fails loudly instead.
         let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         probe.set_reuse_address(true)?;
-        probe.bind(&addr.into())?;
+        if let Err(error) = probe.bind(&addr.into()) {
+            if !handing_over() {
+                return Err(error);
+            }
+            tracing::info!(%addr, "the port is held by the sluice process on our data directory: sharing it");
+        }
         drop(probe);
     }
     let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
@@ -212,7 +232,7 @@ mod tests {
 
     #[test]
     fn listeners_share_one_ephemeral_port() {
-        let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 3, || false).unwrap();
         let ports: Vec<u16> = listeners
             .iter()
             .map(|l| l.local_addr().unwrap().port())
@@ -225,6 +245,6 @@ mod tests {
     fn a_port_in_use_is_refused() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        assert!(bind_listeners(addr, 2).is_err());
+        assert!(bind_listeners(addr, 2, || false).is_err());
     }
 }

@@ -62,6 +62,7 @@ impl Settings {
             broker: config.broker.clone(),
             data_dir: config.data_dir.clone(),
             idempotency_window: config.idempotency_window,
+            lock_wait: config.lock_wait,
             fsync: match config.fsync {
                 FsyncPolicy::Always => Fsync::Always,
                 FsyncPolicy::Interval => Fsync::Interval,

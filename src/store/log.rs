@@ -204,25 +204,39 @@ impl Log {
     /// Appends one record (the body built by `body` into the given buffer) with a single
     /// `write` to the operating system, so it survives a crash of this process once this
     /// returns. Returns the log position after it, for [`Log::committed`].
-    pub fn append(&self, body: impl FnOnce(&mut Vec<u8>)) -> io::Result<u64> {
+    pub fn append(&self, mut body: impl FnMut(&mut Vec<u8>)) -> io::Result<u64> {
+        self.append_all(1, |_, buf| body(buf))
+    }
+
+    /// Appends `count` records (record `n`'s body built by `body(n, buf)`) with a single
+    /// `write`, so a crash of this process keeps all of them or none. Returns the log position
+    /// after the last, for [`Log::committed`].
+    pub fn append_all(
+        &self,
+        count: usize,
+        mut body: impl FnMut(usize, &mut Vec<u8>),
+    ) -> io::Result<u64> {
         let mut writer = lock(&self.shared.writer);
         let writer = &mut *writer;
         writer.buf.clear();
-        writer.buf.extend_from_slice(&[0; HEADER]);
-        body(&mut writer.buf);
-        let len = writer.buf.len() - HEADER;
-        let len32 = u32::try_from(len)
-            .ok()
-            .filter(|l| *l <= MAX_RECORD)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
-        let crc = crc32(&writer.buf[HEADER..]);
-        writer.buf[..4].copy_from_slice(&len32.to_le_bytes());
-        writer.buf[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+        for n in 0..count {
+            let start = writer.buf.len();
+            writer.buf.extend_from_slice(&[0; HEADER]);
+            body(n, &mut writer.buf);
+            let len = writer.buf.len() - start - HEADER;
+            let len32 = u32::try_from(len)
+                .ok()
+                .filter(|l| *l <= MAX_RECORD)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+            let crc = crc32(&writer.buf[start + HEADER..]);
+            writer.buf[start..start + 4].copy_from_slice(&len32.to_le_bytes());
+            writer.buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+        }
         if writer.bytes > 0 && writer.bytes + writer.buf.len() as u64 > self.shared.segment_bytes {
             self.next_segment(writer)?;
         }
         if let Err(error) = writer.file.write_all(&writer.buf) {
-            // Whatever part of the record reached the file is a torn tail: cut it off, so the
+            // Whatever part of the records reached the file is a torn tail: cut it off, so the
             // next record does not follow garbage.
             let _ = writer.file.set_len(writer.bytes);
             let _ = io::Seek::seek(&mut writer.file, io::SeekFrom::Start(writer.bytes));
@@ -280,6 +294,12 @@ impl Log {
         let mut synced = self.synced.clone();
         let outcome = tokio::time::timeout(COMMIT_TIMEOUT, synced.wait_for(|s| *s >= end)).await;
         matches!(outcome, Ok(Ok(_)))
+    }
+
+    /// Forces everything written so far to the device, whatever `--fsync` says: the last word
+    /// of a process that exits.
+    pub fn sync(&self) -> io::Result<()> {
+        lock(&self.shared.writer).file.sync_data()
     }
 
     /// Stops the committer after a last fsync.

@@ -7,17 +7,27 @@
 //! before it is acknowledged, and the log is read back at start-up through the same retention
 //! rules as a publish. Memory holds what those rules retain, so reads never touch the disk.
 //!
-//! The directory holds `lock` (held with an exclusive `flock` for the life of the process, so a
-//! second process on the same directory is refused), `epoch` (the epoch of every id this
-//! directory handed out) and `log/` (the segments). Knows nothing of HTTP or of the shards.
+//! Idempotency keys travel with their events: a keyed publish writes its event record and a
+//! `KEY` record in one `write`, compaction rewrites the keys still inside the window, and
+//! start-up hands the recent ones back ([`DurableHistory::take_keys`]) so a publisher that
+//! retries across a restart gets its first id back. Logs written before keys existed read back
+//! as before; a binary that predates keys skips `KEY` records and reads the events.
+//!
+//! The directory holds `lock` (held with an exclusive `flock` for the life of the process),
+//! `epoch` (the epoch of every id this directory handed out) and `log/` (the segments). A second
+//! process on the same directory waits for the lock up to `--lock-wait` before it reads anything:
+//! that is the handover of a rolling restart (the old process exits, the new one takes the lock
+//! and reads the log to its end, including the old one's last writes), and past the wait it is
+//! refused. Knows nothing of HTTP or of the shards.
 
 pub mod log;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -34,6 +44,17 @@ const DELIVERED: u8 = 2;
 const MARKS: u8 = 3;
 /// A snapshot's hub-wide floor of swept channels (in `seq`).
 const SWEPT: u8 = 4;
+/// The idempotency key of the event `seq` on the channel, published at `at_ms`: written with
+/// its event (same `write`) and again by compaction while inside the key window.
+const KEY: u8 = 5;
+
+/// How often a process waiting for the directory's lock tries again. The lock is released when
+/// the old process exits; this bounds how long the new one lets that go unnoticed.
+pub const LOCK_POLL: Duration = Duration::from_millis(10);
+
+/// Keys the store keeps for compaction at most (the oldest go first past it), as many as the
+/// idempotency table remembers: ~100 bytes each, so ~10 MB at the bound.
+pub const MAX_KEYS: usize = 100_000;
 
 /// Closed segments that trigger a compaction: the log is rewritten as one snapshot of what
 /// memory retains, so disk use stays near what the retention rules keep (plus at most this many
@@ -43,8 +64,8 @@ pub const COMPACT_AFTER_SEGMENTS: usize = 2;
 /// Why a data directory cannot be opened.
 #[derive(Debug)]
 pub enum StoreError {
-    /// Another process holds the directory's lock.
-    Locked(PathBuf),
+    /// Another process held the directory's lock for the whole of `--lock-wait`.
+    Locked(PathBuf, Duration),
     /// The directory or a file in it cannot be read or written.
     Io(PathBuf, io::Error),
     /// The epoch file holds something this store never wrote.
@@ -54,10 +75,12 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Locked(dir) => write!(
+            StoreError::Locked(dir, waited) => write!(
                 f,
-                "data directory {} is in use by another sluice process",
-                dir.display()
+                "data directory {} is in use by another sluice process (waited {} ms for its lock; \
+                 see --lock-wait)",
+                dir.display(),
+                waited.as_millis()
             ),
             StoreError::Io(path, error) => write!(f, "{}: {error}", path.display()),
             StoreError::BadEpoch(path) => {
@@ -76,14 +99,61 @@ pub struct Recovered {
     pub events: u64,
     /// Segments whose tail was torn or corrupt and cut off.
     pub truncated: usize,
-    /// How long reading the log took.
+    /// How long reading the log took (after the lock was taken).
     pub took: Duration,
+    /// Idempotency keys read back inside the window.
+    pub keys: usize,
+}
+
+/// How a store is opened: the retention rules, durability, and the two waits of a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Retention of channel history.
+    pub channels: Limits,
+    /// Retention of users' queues.
+    pub users: Limits,
+    /// The memory budget of what is retained (bytes, and the largest single event): what it
+    /// evicts from memory is gone for resumes, as in the memory store.
+    pub budget: (u64, u64),
+    /// When writes reach the device.
+    pub fsync: Fsync,
+    /// `--lock-wait`: how long to wait for a lock another process holds (the old process of a
+    /// rolling restart, draining) before giving up.
+    pub lock_wait: Duration,
+    /// `--idempotency-window`: keys older than this are neither read back nor compacted.
+    pub key_window: Duration,
+}
+
+/// An idempotency key read back from the log, for the publish path's table.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// The channel the keyed event was published on.
+    pub topic: Topic,
+    /// The key, as the publisher sent it.
+    pub key: String,
+    /// The event's seq.
+    pub seq: Seq,
+    /// How long ago it was published.
+    pub age: Duration,
+}
+
+/// A key kept for compaction.
+struct KeptKey {
+    at_ms: u64,
+    topic: Topic,
+    key: String,
+    seq: Seq,
 }
 
 /// The durable history: the memory rings, and the log that makes them survive a restart.
 pub struct DurableHistory {
     memory: Arc<MemoryHistory>,
     log: Log,
+    /// Keys inside the window, oldest first, for compaction to carry over.
+    keys: Mutex<VecDeque<KeptKey>>,
+    key_window: Duration,
+    /// What start-up read back, until the publish path takes it.
+    recovered_keys: Mutex<Vec<StoredKey>>,
     /// Held for its `flock` until the process exits.
     _lock: File,
 }
@@ -100,45 +170,84 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |error| StoreError::Io(path.to_owned(), error)
 }
 
+/// Whether another process holds the lock of the data directory `dir` right now (a sluice
+/// serving it). A missing or unreadable directory is not locked.
+pub fn is_locked(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join("lock")) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock))
+}
+
+/// Takes the directory's lock, waiting up to `wait` while another process holds it.
+fn take_lock(dir: &Path, wait: Duration) -> Result<File, StoreError> {
+    let path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_at(&path))?;
+    let started = Instant::now();
+    let mut waiting = false;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => {
+                if waiting {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "took the data directory's lock over"
+                    );
+                }
+                return Ok(lock);
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let waited = started.elapsed();
+                if waited >= wait {
+                    return Err(StoreError::Locked(dir.to_owned(), waited));
+                }
+                if !waiting {
+                    waiting = true;
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        lock_wait_ms = wait.as_millis() as u64,
+                        "the data directory is locked by another sluice process: waiting for it \
+                         to exit (a rolling restart) before serving"
+                    );
+                }
+                std::thread::sleep(LOCK_POLL.min(wait - waited));
+            }
+            Err(fs::TryLockError::Error(error)) => return Err(StoreError::Io(path, error)),
+        }
+    }
+}
+
 impl DurableHistory {
-    /// Opens (or creates) the store in `dir`: takes its lock, reads its epoch and its log back
-    /// into memory (cutting off a torn tail), and opens the log for appending.
-    ///
-    /// `budget` is the memory budget of what is retained (bytes, and the largest single event):
-    /// what it evicts from memory is gone for resumes, as in the memory store.
-    pub fn open(
-        dir: &Path,
-        channels: Limits,
-        users: Limits,
-        budget: (u64, u64),
-        fsync: Fsync,
-    ) -> Result<(DurableHistory, Recovered), StoreError> {
-        Self::open_with(dir, channels, users, budget, fsync, log::SEGMENT_BYTES)
+    /// Opens (or creates) the store in `dir`: takes its lock (waiting for it up to
+    /// `options.lock_wait`), reads its epoch and its log back into memory (cutting off a torn
+    /// tail), and opens the log for appending.
+    pub fn open(dir: &Path, options: Options) -> Result<(DurableHistory, Recovered), StoreError> {
+        Self::open_with(dir, options, log::SEGMENT_BYTES)
     }
 
     fn open_with(
         dir: &Path,
-        channels: Limits,
-        users: Limits,
-        (budget, max_event): (u64, u64),
-        fsync: Fsync,
+        options: Options,
         segment_bytes: u64,
     ) -> Result<(DurableHistory, Recovered), StoreError> {
-        let started = Instant::now();
+        let Options {
+            channels,
+            users,
+            budget: (budget, max_event),
+            fsync,
+            lock_wait,
+            key_window,
+        } = options;
         let logs = dir.join("log");
         fs::create_dir_all(&logs).map_err(io_at(&logs))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_at(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_owned())),
-            Err(fs::TryLockError::Error(error)) => return Err(StoreError::Io(lock_path, error)),
-        }
+        let lock = take_lock(dir, lock_wait)?;
+        let started = Instant::now();
         // A compaction that crashed before its rename left a partial snapshot: never read.
         let _ = fs::remove_file(logs.join(SNAPSHOT_TEMP));
         let epoch = read_or_create_epoch(dir)?;
@@ -147,6 +256,7 @@ impl DurableHistory {
         );
 
         let mut recovered = Recovered::default();
+        let mut keys = VecDeque::new();
         let segments = log::segments(&logs).map_err(io_at(&logs))?;
         let now_ms = now_ms();
         let mut last = None;
@@ -189,6 +299,17 @@ impl DurableHistory {
                     }
                     MARKS => memory.restore_marks(&record.topic, record.seq, record.at_ms),
                     SWEPT => memory.restore_swept(record.seq),
+                    KEY => {
+                        let fresh = now_ms.saturating_sub(record.at_ms) < key_window_ms(key_window);
+                        if let (true, Some(key)) = (fresh, record.key) {
+                            keys.push_back(KeptKey {
+                                at_ms: record.at_ms,
+                                topic: record.topic,
+                                key,
+                                seq: record.seq,
+                            });
+                        }
+                    }
                     _ => memory.mark_delivered(&record.topic, record.seq),
                 }
             }
@@ -196,14 +317,49 @@ impl DurableHistory {
         }
         let log = Log::open(&logs, last, fsync, segment_bytes).map_err(io_at(&logs))?;
         recovered.took = started.elapsed();
+        // Segments are read in order, but a snapshot's keys and later appends interleave in
+        // time only roughly: the window's expiry wants them oldest first.
+        keys.make_contiguous().sort_by_key(|k| k.at_ms);
+        while keys.len() > MAX_KEYS {
+            keys.pop_front();
+        }
+        recovered.keys = keys.len();
+        let stored = keys
+            .iter()
+            .map(|k| StoredKey {
+                topic: k.topic.clone(),
+                key: k.key.clone(),
+                seq: k.seq,
+                age: Duration::from_millis(now_ms.saturating_sub(k.at_ms)),
+            })
+            .collect();
         Ok((
             DurableHistory {
                 memory,
                 log,
+                keys: Mutex::new(keys),
+                key_window,
+                recovered_keys: Mutex::new(stored),
                 _lock: lock,
             },
             recovered,
         ))
+    }
+
+    /// The idempotency keys read back at start-up that are still inside the window, oldest
+    /// first (once: later calls get none).
+    pub fn take_keys(&self) -> Vec<StoredKey> {
+        std::mem::take(&mut *lock_keys(&self.recovered_keys))
+    }
+
+    /// Forces the log to the device: the last thing a process that exits does, so a deploy
+    /// loses nothing to a power cut that follows it, whatever `--fsync` says.
+    pub fn close(&self) {
+        match self.log.sync() {
+            Ok(()) => tracing::info!("event log flushed"),
+            Err(error) => tracing::error!(%error, "cannot flush the event log"),
+        }
+        self.log.close();
     }
 
     /// The memory side, for the sweeper.
@@ -255,6 +411,21 @@ impl DurableHistory {
         body.clear();
         encode(&mut body, SWEPT, &Topic::broadcast(), swept, 0, None);
         put(&mut out, &body);
+        {
+            let mut keys = lock_keys(&self.keys);
+            let window = key_window_ms(self.key_window);
+            while keys
+                .front()
+                .is_some_and(|k| now.saturating_sub(k.at_ms) >= window)
+            {
+                keys.pop_front();
+            }
+            for kept in keys.iter() {
+                body.clear();
+                encode_key(&mut body, &kept.topic, kept.seq, kept.at_ms, &kept.key);
+                put(&mut out, &body);
+            }
+        }
         if let Some(error) = failed {
             return Err(error);
         }
@@ -277,6 +448,20 @@ impl DurableHistory {
     }
 }
 
+fn lock_keys<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn key_window_ms(window: Duration) -> u64 {
+    u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A `KEY` record body: the common head (`kind | seq | at_ms | name_len | name`), then the key.
+fn encode_key(buf: &mut Vec<u8>, topic: &Topic, seq: Seq, at_ms: u64, key: &str) {
+    encode(buf, KEY, topic, seq, at_ms, None);
+    buf.extend_from_slice(key.as_bytes());
+}
+
 /// The name a snapshot is written under before it replaces the segments it summarises.
 const SNAPSHOT_TEMP: &str = "snapshot.tmp";
 
@@ -296,6 +481,10 @@ fn encode(buf: &mut Vec<u8>, kind: u8, topic: &Topic, seq: Seq, at_ms: u64, fram
         buf.extend_from_slice(&sse);
         buf.extend_from_slice(&ws);
     }
+}
+
+fn encode_event(buf: &mut Vec<u8>, topic: &Topic, seq: Seq, at_ms: u64, frame: &Frame) {
+    encode(buf, EVENT, topic, seq, at_ms, Some(frame));
 }
 
 fn now_ms() -> u64 {
@@ -342,6 +531,8 @@ struct Record {
     at_ms: u64,
     topic: Topic,
     frame: Frame,
+    /// A `KEY` record's key.
+    key: Option<String>,
 }
 
 impl Record {
@@ -354,6 +545,7 @@ impl Record {
         let name = std::str::from_utf8(body.get(19..19 + name_len)?).ok()?;
         let topic = Topic::parse_stored(name).ok()?;
         let rest = body.get(19 + name_len..)?;
+        let mut key = None;
         let frame = match kind {
             EVENT => {
                 let sse_len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
@@ -362,6 +554,17 @@ impl Record {
                 Frame::from_parts(Bytes::copy_from_slice(sse), Bytes::copy_from_slice(ws))
             }
             DELIVERED | MARKS | SWEPT => Frame::from_parts(Bytes::new(), Bytes::new()),
+            KEY => {
+                let text = std::str::from_utf8(rest).ok()?;
+                if text.is_empty()
+                    || text.len() > 255
+                    || !text.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return None;
+                }
+                key = Some(text.to_owned());
+                Frame::from_parts(Bytes::new(), Bytes::new())
+            }
             _ => return None,
         };
         Some(Record {
@@ -370,6 +573,7 @@ impl Record {
             at_ms,
             topic,
             frame,
+            key,
         })
     }
 }
@@ -395,6 +599,41 @@ impl History for DurableHistory {
                 HistoryError::Unavailable(error.to_string())
             })?;
         Ok((seq, frame))
+    }
+
+    fn append_keyed(
+        &self,
+        topic: &Topic,
+        key: &str,
+        encode: &mut dyn FnMut(Seq) -> Frame,
+    ) -> Result<(Seq, Frame), HistoryError> {
+        let (seq, frame) = self.memory.append(topic, encode)?;
+        let at_ms = now_ms();
+        // One write for both records: a crash keeps the event with its key or neither.
+        self.log
+            .append_all(2, |n, buf| match n {
+                0 => encode_event(buf, topic, seq, at_ms, &frame),
+                _ => encode_key(buf, topic, seq, at_ms, key),
+            })
+            .map_err(|error| {
+                tracing::error!(%error, "cannot write to the event log");
+                HistoryError::Unavailable(error.to_string())
+            })?;
+        let mut keys = lock_keys(&self.keys);
+        if keys.len() >= MAX_KEYS {
+            keys.pop_front();
+        }
+        keys.push_back(KeptKey {
+            at_ms,
+            topic: topic.clone(),
+            key: key.to_owned(),
+            seq,
+        });
+        Ok((seq, frame))
+    }
+
+    fn is_durable(&self) -> bool {
+        true
     }
 
     fn replay(
@@ -458,6 +697,17 @@ mod tests {
         }
     }
 
+    fn options(limits: Limits) -> Options {
+        Options {
+            channels: limits,
+            users: limits,
+            budget: (u64::MAX, u64::MAX),
+            fsync: Fsync::Never,
+            lock_wait: Duration::ZERO,
+            key_window: Duration::from_secs(600),
+        }
+    }
+
     fn publish(store: &DurableHistory, name: &str) -> Seq {
         let topic = Topic::parse(name).unwrap();
         store
@@ -474,21 +724,146 @@ mod tests {
         Ok(out.into_iter().map(|(s, _)| s).collect())
     }
 
+    fn publish_keyed(store: &DurableHistory, name: &str, key: &str) -> Seq {
+        let topic = Topic::parse(name).unwrap();
+        store
+            .append_keyed(&topic, key, &mut |seq| {
+                Frame::from_parts(Bytes::from(format!("id: {seq}\n\n")), Bytes::from("ws"))
+            })
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn keys_come_back_after_a_restart_and_a_compaction_within_their_window() {
+        let dir = std::env::temp_dir().join(format!("sluice-keys-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let open = |window: Duration| {
+            let options = Options {
+                key_window: window,
+                ..options(limits(10))
+            };
+            DurableHistory::open_with(&dir, options, 512).unwrap().0
+        };
+        let store = open(Duration::from_secs(600));
+        let mut published = Vec::new();
+        for n in 0..40 {
+            published.push((
+                format!("k{n}"),
+                publish_keyed(&store, "a", &format!("k{n}")),
+            ));
+            publish(&store, "b");
+        }
+        assert!(store.compact().unwrap());
+        published.push(("after".to_owned(), publish_keyed(&store, "b", "after")));
+        drop(store);
+
+        let store = open(Duration::from_secs(600));
+        let keys: Vec<(String, Seq)> = store
+            .take_keys()
+            .into_iter()
+            .map(|k| (k.key, k.seq))
+            .collect();
+        assert_eq!(
+            keys, published,
+            "every key, once, with its event's seq, oldest first"
+        );
+        assert!(store.take_keys().is_empty(), "handed out once");
+        // Evicted events keep their keys: a retry must not publish again.
+        let mut out = Vec::new();
+        assert!(store
+            .replay(&Topic::parse("a").unwrap(), 0, store.head(), &mut out)
+            .is_err());
+        drop(store);
+
+        let store = open(Duration::ZERO);
+        assert!(
+            store.take_keys().is_empty(),
+            "keys past the window are not read back"
+        );
+        drop(store);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_publish_after_every_shard_stopped_is_acknowledged_when_it_is_on_disk() {
+        let dir = std::env::temp_dir().join(format!("sluice-stopped-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let settings = crate::hub::Settings {
+            shards: 2,
+            channel_capacity: 16,
+            heartbeat: Duration::from_secs(15),
+            idle_timeout: None,
+            max_connections: 10,
+            retry: Duration::from_secs(3),
+            policies: Vec::new(),
+            ordered_source: false,
+            write_timeout: Duration::from_secs(5),
+            queue_bytes: usize::MAX,
+        };
+        let topic = Topic::parse("news").unwrap();
+        let data = crate::hub::Payload::text("late");
+        // The shards' inboxes are gone, as after shutdown.
+        let memory = Arc::new(MemoryHistory::new(limits(10), limits(10)));
+        let (hub, inboxes) = crate::hub::Hub::new(settings.clone(), memory);
+        drop(inboxes);
+        assert!(matches!(
+            hub.publish_event(&topic, None, data),
+            Err(crate::hub::HubError::Closed)
+        ));
+        let store = Arc::new(
+            DurableHistory::open_with(&dir, options(limits(10)), 512)
+                .unwrap()
+                .0,
+        );
+        let (hub, inboxes) = crate::hub::Hub::new(settings, store.clone());
+        drop(inboxes);
+        let receipt = hub
+            .publish_event_keyed(&topic, None, data, Some("late-1"))
+            .unwrap();
+        drop((hub, store));
+        let store = DurableHistory::open_with(&dir, options(limits(10)), 512)
+            .unwrap()
+            .0;
+        assert_eq!(seqs(&store, "news", 0).unwrap(), vec![receipt.seq]);
+        let keys = store.take_keys();
+        assert_eq!((keys[0].key.as_str(), keys[0].seq), ("late-1", receipt.seq));
+        drop(store);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_then_refused() {
+        let dir = std::env::temp_dir().join(format!("sluice-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let open = |wait: Duration| {
+            let options = Options {
+                lock_wait: wait,
+                ..options(limits(10))
+            };
+            DurableHistory::open_with(&dir, options, 512)
+        };
+        assert!(!is_locked(&dir));
+        let first = open(Duration::ZERO).unwrap().0;
+        assert!(is_locked(&dir));
+        match open(Duration::from_millis(50)) {
+            Err(StoreError::Locked(_, waited)) => assert!(waited >= Duration::from_millis(50)),
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        drop(first);
+        assert!(!is_locked(&dir));
+        assert!(open(Duration::ZERO).is_ok());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn compaction_keeps_what_is_retained_and_what_was_evicted() {
         let dir = std::env::temp_dir().join(format!("sluice-compact-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let open = || {
-            DurableHistory::open_with(
-                &dir,
-                limits(10),
-                limits(10),
-                (u64::MAX, u64::MAX),
-                Fsync::Never,
-                512,
-            )
-            .unwrap()
-            .0
+            DurableHistory::open_with(&dir, options(limits(10)), 512)
+                .unwrap()
+                .0
         };
         let store = open();
         for _ in 0..100 {
