@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-use crate::procfs::{self, Usage};
+use crate::procfs;
 use crate::run::{current_thread, Endpoint, RunError};
 use crate::source::{self, Sources};
 use crate::tally::new_histogram;
@@ -128,21 +128,13 @@ pub fn handshakes(plan: &HandshakePlan, endpoint: &Endpoint) -> Result<Handshake
     source::reserve_fds(concurrency).map_err(RunError::Fds)?;
     let runtime = current_thread().map_err(RunError::Thread)?;
     let local = tokio::task::LocalSet::new();
-    let usage = |endpoint: &Endpoint| -> Option<Usage> {
-        let pid = endpoint.pid?;
-        let mut usage = procfs::tree_usage(pid);
-        if let Some(upstream) = endpoint.upstream_pid {
-            usage.cpu += procfs::tree_usage(upstream).cpu;
-        }
-        Some(usage)
-    };
     // A new source address every 10 000 connections keeps clear of the TIME_WAIT ports the
     // closed connections leave behind.
     let sources = Sources::new(10_000);
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let server_before = usage(endpoint);
+    let server_before = endpoint.usage();
     let own_before = procfs::own_usage();
     let until = tokio::time::Instant::now() + plan.duration;
     let (histogram, first_error) = local.block_on(&runtime, async {
@@ -199,7 +191,7 @@ pub fn handshakes(plan: &HandshakePlan, endpoint: &Endpoint) -> Result<Handshake
     let now = Instant::now();
     let handshakes = histogram.len();
     let server_cpu_pct = server_before
-        .zip(usage(endpoint))
+        .zip(endpoint.usage())
         .map(|(before, after)| procfs::cpu_percent((started, before), (now, after)));
     let server_cpu_us_per_handshake = server_cpu_pct
         .filter(|_| handshakes > 0)

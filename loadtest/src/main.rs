@@ -417,6 +417,13 @@ fn main() -> ExitCode {
             "run",
             cancel,
         ),
+        Command::Compare { common } if common.tls || common.http2 => {
+            eprintln!(
+                "sluice-loadtest: compare runs WebSocket and long polling too, which stay on plain \
+                 HTTP/1.1: use `run --tls [--http2]`"
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
         Command::Compare { common } => runs(
             Transport::ALL
                 .iter()

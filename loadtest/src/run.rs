@@ -65,7 +65,7 @@ impl Endpoint {
     }
 
     /// The server's usage now (both processes when it has an upstream); none without a PID.
-    fn usage(&self) -> Option<Usage> {
+    pub(crate) fn usage(&self) -> Option<Usage> {
         let pid = self.pid?;
         let mut usage = procfs::tree_usage(pid);
         if let Some(upstream) = self.upstream_pid {

@@ -148,6 +148,8 @@ pub async fn session(
     let request = request
         .body(())
         .map_err(|_| SessionError::Protocol("cannot build the request"))?;
+    // What the request carries (path, authority, Last-Event-ID); HPACK makes the frames on the
+    // wire a little different, and the harness does not see them.
     state.tally.bytes_written += (conn.path.len() + conn.host.len() + state.last_id.len()) as u64;
     let (response, _) = send.send_request(request, true).map_err(h2_error)?;
     let response = tokio::select! {
