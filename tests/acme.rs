@@ -1,7 +1,9 @@
 //! ACME end to end against Debian's `pebble` (an ACME test CA) on loopback, started here: sluice
 //! orders a certificate for `localhost`, pebble validates TLS-ALPN-01 for real by connecting to
 //! sluice's TLS port, the issued certificate is served (it chains to pebble's root), written to
-//! the cache, and served again from the cache after a restart while pebble is gone.
+//! the cache, and served again from the cache after a restart while pebble is gone. With pebble
+//! issuing certificates that live for a minute, sluice renews before expiry and serves the new
+//! certificate while a stream opened under the old one carries on.
 
 #![allow(clippy::unwrap_used)]
 
@@ -45,8 +47,9 @@ fn free_port() -> u16 {
 }
 
 /// Starts pebble with its HTTPS certificate signed by a CA of ours (written to `dir/ca.pem`),
-/// validating TLS-ALPN-01 on `tls_port`.
-fn start_pebble(dir: &std::path::Path, tls_port: u16) -> Pebble {
+/// validating TLS-ALPN-01 on `tls_port`, issuing certificates valid for `validity` seconds
+/// (none: pebble's default of five years).
+fn start_pebble(dir: &std::path::Path, tls_port: u16, validity: Option<u64>) -> Pebble {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca =
@@ -61,7 +64,7 @@ fn start_pebble(dir: &std::path::Path, tls_port: u16) -> Pebble {
     std::fs::write(dir.join("pebble-key.pem"), key.serialize_pem()).unwrap();
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "pebble": {
             "listenAddress": listen.to_string(),
             "managementListenAddress": management.to_string(),
@@ -73,6 +76,9 @@ fn start_pebble(dir: &std::path::Path, tls_port: u16) -> Pebble {
             "externalAccountBindingRequired": false
         }
     });
+    if let Some(seconds) = validity {
+        config["pebble"]["certificateValidityPeriod"] = serde_json::json!(seconds);
+    }
     std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
     let child = Command::new("pebble")
         .arg("-config")
@@ -146,7 +152,7 @@ async fn pebble_issues_a_certificate_that_is_served_cached_and_reused() {
     std::fs::create_dir_all(&dir).unwrap();
     let cache = dir.join("cache");
     let port = free_port();
-    let pebble = start_pebble(&dir, port);
+    let pebble = start_pebble(&dir, port, None);
     let ca = dir.join("ca.pem");
     let listen = format!("127.0.0.1:{port}");
     let args = |directory: &str| {
@@ -216,5 +222,137 @@ async fn pebble_issues_a_certificate_that_is_served_cached_and_reused() {
         .expect("the cached certificate is served after a restart");
     assert_eq!(reused, issued);
     drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads `response` until `needle` has arrived, or `TIMEOUT` passes; whether it arrived.
+async fn read_until(response: &mut reqwest::Response, seen: &mut Vec<u8>, needle: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.extend_from_slice(&chunk),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_short_lived_certificate_is_renewed_before_expiry_without_dropping_a_stream() {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("sluice-acme-renew-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    // A minute of validity: sluice renews with a third of it left, 40 s after issue.
+    let pebble = start_pebble(&dir, port, Some(60));
+    let ca = dir.join("ca.pem");
+    let listen = format!("127.0.0.1:{port}");
+    let cache = dir.join("cache");
+    let args = [
+        "--listen",
+        &listen,
+        "--acme-domain",
+        "localhost",
+        "--acme-contact",
+        "mailto:ops@localhost.localdomain",
+        "--acme-cache",
+        &cache.display().to_string(),
+        "--acme-directory",
+        &pebble.directory,
+        "--acme-directory-ca",
+        &ca.display().to_string(),
+    ]
+    .map(str::to_owned);
+    let server = start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let root = pebble_root(&pebble, &std::fs::read_to_string(&ca).unwrap()).await;
+    let deadline = Instant::now() + ISSUE_TIMEOUT;
+    let first = loop {
+        if let Some(leaf) = served_leaf(server.addr, &root).await {
+            break leaf;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate within {ISSUE_TIMEOUT:?}; sluice stderr:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (_, first_cert) = x509_parser::parse_x509_certificate(&first).unwrap();
+    let lifetime =
+        first_cert.validity().not_after.timestamp() - first_cert.validity().not_before.timestamp();
+    assert!(lifetime <= 120, "pebble issued a {lifetime} s certificate");
+
+    // A stream opened under the first certificate (HTTP/2 over TLS).
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&root).unwrap())
+        .resolve("localhost", server.addr)
+        .build()
+        .unwrap();
+    let mut stream = client
+        .get(format!("https://localhost:{port}/events?channel=renew"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = Vec::new();
+    assert!(read_until(&mut stream, &mut seen, "event: connected").await);
+
+    // Renewed before the first one expires: a new handshake sees another certificate.
+    let renew_by = Instant::now() + Duration::from_secs(lifetime as u64) + ISSUE_TIMEOUT;
+    let second = loop {
+        if let Some(leaf) = served_leaf(server.addr, &root).await {
+            if leaf != first {
+                break leaf;
+            }
+        }
+        assert!(
+            Instant::now() < renew_by,
+            "not renewed; sluice stderr:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, second_cert) = x509_parser::parse_x509_certificate(&second).unwrap();
+    assert_ne!(second_cert.serial, first_cert.serial);
+    assert!(
+        second_cert.validity().not_after.timestamp() > first_cert.validity().not_after.timestamp()
+    );
+    // Renewed before expiry, not after it.
+    assert!(
+        x509_parser::time::ASN1Time::now().timestamp()
+            < first_cert.validity().not_after.timestamp(),
+        "renewed only after the first certificate expired"
+    );
+
+    // The stream opened before the renewal still receives events, published over a connection
+    // that handshakes with the new certificate.
+    let publisher = reqwest::Client::builder()
+        .use_rustls_tls()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&root).unwrap())
+        .resolve("localhost", server.addr)
+        .build()
+        .unwrap();
+    let published = publisher
+        .post(format!("https://localhost:{port}/api/publish"))
+        .json(&serde_json::json!({"channel": "renew", "data": {"after": "renewal"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(published.status().is_success(), "{}", published.status());
+    assert!(
+        read_until(&mut stream, &mut seen, "\"after\":\"renewal\"").await,
+        "the stream opened under the first certificate got: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    drop(stream);
+    drop(server);
+    drop(pebble);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -142,11 +142,7 @@ fn custom_plan(custom: Custom, connections: usize) -> Plan {
 
 fn endpoint(custom: &Plan, pid: Option<u32>) -> Endpoint {
     let sub = &custom.custom.as_ref().expect("custom").sub;
-    Endpoint {
-        addr: sub.addr,
-        pid,
-        banner: "custom".into(),
-    }
+    Endpoint::new(sub.addr, pid, "custom".into())
 }
 
 fn assert_every_event_once(report: &Report, connections: usize) {

@@ -21,6 +21,8 @@
 //! - [`source`]: loopback source addresses and the open-file budget.
 //! - [`spawn`]: starting and stopping `sluice`, the Express baseline and nginx + Nchan.
 //! - [`procfs`]: memory and CPU of a process tree from `/proc`, kernel TCP buffer memory.
+//! - [`handshake`]: full TLS handshakes per second (`handshakes`).
+//! - [`tls`]: the TLS client (`--tls`, `--ca`) and the test CA a spawned TLS server gets.
 //! - [`stats`]: Sluice's own counters (`GET /stats`): streams it cut off as slow consumers.
 //! - [`report`] and [`chart`]: results as text, the comparison table, JSON and SVG.
 //! - [`regress`]: results compared with a saved baseline, and as CSV.
@@ -33,6 +35,7 @@
 pub mod account;
 pub mod chart;
 pub mod custom;
+pub mod handshake;
 pub mod http1;
 pub mod plan;
 pub mod procfs;
@@ -47,6 +50,7 @@ pub mod spawn;
 pub mod stats;
 pub mod storm;
 pub mod tally;
+pub mod tls;
 pub mod transport;
 
 pub use plan::{Cancel, Plan, Rate, Stall, Target, Transport};

@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_loadtest::custom::Custom;
+use sluice_loadtest::handshake::{self, HandshakePlan};
+use sluice_loadtest::spawn::TlsFiles;
 use sluice_loadtest::storm::{self, Cut, StormPlan, StormReport};
+use sluice_loadtest::tls::Tls;
 use sluice_loadtest::{
     chart, regress, run, run_spawned, Cancel, Endpoint, Launch, Plan, Rate, Report, Stall, Target,
     Transport,
@@ -87,6 +90,74 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Full TLS handshakes per second: a new connection each (no resumption), closed as soon as
+    /// the handshake is through, for --duration; with the server's CPU time per handshake.
+    Handshakes {
+        /// Server kind (all three serve TLS when spawned).
+        #[arg(long, value_enum, default_value = "sluice")]
+        target: TargetArg,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// How long to make handshakes.
+        #[arg(long, short = 'd', default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Offer h2 by ALPN (default http/1.1).
+        #[arg(long)]
+        http2: bool,
+        /// A running server, https://HOST:PORT (loopback).
+        #[arg(long, conflicts_with = "spawn")]
+        url: Option<String>,
+        /// PID of the server at --url, for its CPU.
+        #[arg(long, alias = "pid")]
+        server_pid: Option<u32>,
+        /// Start the server with TLS on a free loopback port (a test CA and leaf, or
+        /// --tls-cert/--tls-key), stop it at the end.
+        #[arg(long)]
+        spawn: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// The sluice binary for --spawn; default: `sluice` next to this executable.
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+        /// Extra argument for a spawned sluice (repeatable), e.g. --server-arg=--workers=1.
+        #[arg(long, allow_hyphen_values = true)]
+        server_arg: Vec<String>,
+        /// Worker processes of a spawned nginx (sluice-nginx, nchan).
+        #[arg(long, default_value_t = 2)]
+        nginx_workers: usize,
+        /// The baselines directory; default: this source tree's.
+        #[arg(long)]
+        baselines: Option<PathBuf>,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Which CA to trust and which certificate a spawned server gets.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// PEM of the CA to trust over TLS (default: the system's roots; with --spawn and no
+    /// --tls-cert, the test CA the harness made for the server).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// With --spawn: the server's certificate chain (PEM) instead of a test one.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// With --spawn: the key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.ca.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +243,22 @@ struct Common {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Connect over TLS (https): streams, publishes and /stats. With --spawn the server gets a
+    /// test CA and a leaf for localhost/127.0.0.1 (or --tls-cert/--tls-key).
+    #[arg(long)]
+    tls: bool,
+    #[command(flatten)]
+    tls_args: TlsArgs,
+    /// SSE streams as HTTP/2 streams: over TLS as agreed by ALPN, h2c (prior knowledge)
+    /// without --tls. Spawned nginx targets listen with http2 too.
+    #[arg(long)]
+    http2: bool,
+    /// HTTP/2 streams per connection: the streams go over ceil(connections / N) connections.
+    #[arg(long, default_value_t = 1)]
+    streams_per_connection: usize,
+    /// Worker processes of a spawned nginx (sluice-nginx, nchan).
+    #[arg(long, default_value_t = 2)]
+    nginx_workers: usize,
 }
 
 /// A custom target (`--target custom`).
@@ -240,6 +327,8 @@ enum TargetArg {
     Sluice,
     Express,
     Nchan,
+    /// nginx terminating TLS and HTTP/2 in front of a plain Sluice.
+    SluiceNginx,
     Custom,
 }
 
@@ -259,6 +348,7 @@ impl From<TargetArg> for Target {
             TargetArg::Sluice => Target::Sluice,
             TargetArg::Express => Target::Express,
             TargetArg::Nchan => Target::Nchan,
+            TargetArg::SluiceNginx => Target::SluiceNginx,
             TargetArg::Custom => Target::Custom,
         }
     }
@@ -327,6 +417,13 @@ fn main() -> ExitCode {
             "run",
             cancel,
         ),
+        Command::Compare { common } if common.tls || common.http2 => {
+            eprintln!(
+                "sluice-loadtest: compare runs WebSocket and long polling too, which stay on plain \
+                 HTTP/1.1: use `run --tls [--http2]`"
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
         Command::Compare { common } => runs(
             Transport::ALL
                 .iter()
@@ -365,7 +462,104 @@ fn main() -> ExitCode {
             };
             storm_command(target.into(), settings, drop_one, &custom, &common, cancel)
         }
+        Command::Handshakes {
+            target,
+            concurrency,
+            duration,
+            http2,
+            url,
+            server_pid,
+            spawn,
+            tls,
+            server_bin,
+            server_arg,
+            nginx_workers,
+            baselines,
+            out,
+        } => {
+            let target: Target = target.into();
+            if !target.serves_tls() {
+                eprintln!("sluice-loadtest: handshakes: --target sluice, sluice-nginx or nchan");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let plan = HandshakePlan {
+                duration,
+                concurrency,
+                http2,
+            };
+            let mut launch = Launch::new(target, concurrency);
+            launch.server_bin = server_bin;
+            launch.server_args = server_arg;
+            launch.tls = true;
+            launch.http2 = http2;
+            launch.tls_files = tls.files();
+            launch.nginx_workers = nginx_workers;
+            if let Some(dir) = baselines {
+                launch.baselines = dir;
+            }
+            let result = match (url, spawn) {
+                (Some(url), _) => match https_endpoint(&url, server_pid, tls.ca.as_deref()) {
+                    Ok(endpoint) => handshake::handshakes(&plan, &endpoint),
+                    Err(message) => {
+                        eprintln!("sluice-loadtest: {message}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                },
+                (None, true) => handshake::handshakes_spawned(&plan, &launch),
+                (None, false) => {
+                    eprintln!("sluice-loadtest: give --spawn or --url https://HOST:PORT");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match result {
+                Ok(report) => {
+                    println!("{}", report.summary());
+                    if let Some(path) = out {
+                        let document = serde_json::json!({
+                            "command": std::env::args().collect::<Vec<_>>(),
+                            "mode": "handshakes",
+                            "runs": [report],
+                        });
+                        let text = serde_json::to_string_pretty(&document).unwrap_or_default();
+                        if let Err(error) = std::fs::write(&path, text + "\n") {
+                            eprintln!("sluice-loadtest: cannot write {}: {error}", path.display());
+                            return ExitCode::from(EXIT_FAILED);
+                        }
+                    }
+                    if report.is_clean() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("sluice-loadtest: some handshakes failed");
+                        ExitCode::from(EXIT_UNCLEAN)
+                    }
+                }
+                Err(error) => {
+                    eprintln!(
+                        "sluice-loadtest: handshakes on {}: {error}",
+                        target.as_str()
+                    );
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
     }
+}
+
+/// The endpoint at `https://HOST:PORT` with a TLS client for HOST trusting `ca`.
+fn https_endpoint(
+    url: &str,
+    pid: Option<u32>,
+    ca: Option<&std::path::Path>,
+) -> Result<Endpoint, String> {
+    let (addr, host, secure) =
+        parse_url(url).ok_or_else(|| format!("--url {url}: expected https://HOST:PORT"))?;
+    if !secure {
+        return Err(format!("--url {url}: expected https://HOST:PORT"));
+    }
+    let tls = Tls::new(ca, &host).map_err(|e| e.to_string())?;
+    let mut endpoint = Endpoint::new(addr, pid, format!("{url} (not spawned)"));
+    endpoint.tls = Some(Arc::new(tls));
+    Ok(endpoint)
 }
 
 /// The plan and where the server comes from, or the exit status of a usage error.
@@ -396,21 +590,31 @@ fn prepare(
                         .to_owned(),
                 ));
             }
-            Some(Endpoint {
-                addr: custom.sub.addr,
-                pid: common.server_pid,
-                banner: format!(
+            Some(Endpoint::new(
+                custom.sub.addr,
+                common.server_pid,
+                format!(
                     "custom target http://{}{} (not spawned)",
                     custom.sub.authority, custom.sub.path
                 ),
-            })
+            ))
         }
         (None, Some(url)) => match parse_url(url) {
-            Some(addr) => Some(Endpoint {
-                addr,
-                pid: common.server_pid,
-                banner: format!("{url} (not spawned)"),
-            }),
+            Some((addr, host, secure)) => {
+                if secure != common.tls {
+                    return Err(usage(format!(
+                        "--url {url}: use https:// with --tls and http:// without it"
+                    )));
+                }
+                let mut endpoint =
+                    Endpoint::new(addr, common.server_pid, format!("{url} (not spawned)"));
+                if common.tls {
+                    let tls = Tls::new(common.tls_args.ca.as_deref(), &host)
+                        .map_err(|e| usage(e.to_string()))?;
+                    endpoint.tls = Some(Arc::new(tls));
+                }
+                Some(endpoint)
+            }
             None => return Err(usage(format!("--url {url}: expected http://HOST:PORT"))),
         },
         (None, None) if common.spawn => None,
@@ -592,6 +796,10 @@ fn plan(common: &Common, transport: Transport, target: Target) -> Plan {
         reconnect: sluice_loadtest::plan::Reconnect::Fast,
         ramp: common.ramp,
         drop_one: false,
+        tls: common.tls,
+        http2: common.http2,
+        streams_per_connection: common.streams_per_connection,
+        tls_client: None,
     }
 }
 
@@ -599,6 +807,10 @@ fn launch(common: &Common, target: Target) -> Launch {
     let mut launch = Launch::new(target, common.connections);
     launch.server_bin = common.server_bin.clone();
     launch.server_args = common.server_arg.clone();
+    launch.tls = common.tls;
+    launch.http2 = common.http2;
+    launch.tls_files = common.tls_args.files();
+    launch.nginx_workers = common.nginx_workers;
     if let Some(dir) = &common.baselines {
         launch.baselines = dir.clone();
     }
@@ -629,11 +841,20 @@ fn parse_stall(text: &str) -> Result<Stall, String> {
     Stall::from_fraction(fraction).map_err(|error| error.to_string())
 }
 
-/// `http://HOST:PORT[/...]` or `HOST:PORT` → the first address it resolves to.
-fn parse_url(url: &str) -> Option<SocketAddr> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+/// `http://HOST:PORT[/...]`, `https://HOST:PORT[/...]` or `HOST:PORT` → the first address it
+/// resolves to, the host (the TLS server name) and whether it is https.
+fn parse_url(url: &str) -> Option<(SocketAddr, String, bool)> {
+    let (rest, secure) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://").unwrap_or(url), false),
+    };
     let authority = rest.split('/').next()?;
-    authority.to_socket_addrs().ok()?.next()
+    let addr = authority.to_socket_addrs().ok()?.next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => authority,
+    };
+    Some((addr, host.to_owned(), secure))
 }
 
 /// `--svg`.

@@ -58,6 +58,10 @@ pub enum Target {
     Express,
     /// nginx with Nchan, from `loadtest/baselines/nchan` (SSE only).
     Nchan,
+    /// Sluice behind nginx (`loadtest/baselines/nginx-proxy`): nginx terminates TLS and HTTP/2
+    /// and proxies to a plain Sluice over keep-alive HTTP/1.1, unbuffered (SSE only).
+    #[serde(rename = "sluice-nginx")]
+    SluiceNginx,
     /// Any SSE server, described by `--sub`, `--header` and `--pub` ([`Custom`]).
     Custom,
 }
@@ -69,6 +73,7 @@ impl Target {
             Target::Sluice => "sluice",
             Target::Express => "express",
             Target::Nchan => "nchan",
+            Target::SluiceNginx => "sluice-nginx",
             Target::Custom => "custom",
         }
     }
@@ -81,7 +86,7 @@ impl Target {
     /// Path and query of the publish endpoint (a custom target's comes from its hook).
     pub fn publish_path(self, channel: &str) -> String {
         match self {
-            Target::Sluice => "/api/publish".to_owned(),
+            Target::Sluice | Target::SluiceNginx => "/api/publish".to_owned(),
             Target::Express => "/publish".to_owned(),
             Target::Nchan => format!("/publish?channel={channel}"),
             Target::Custom => String::new(),
@@ -101,7 +106,22 @@ impl Target {
     /// baselines register a subscriber before they send the response head, so the head is the
     /// signal there.
     pub fn has_position(self) -> bool {
-        self == Target::Sluice
+        self.is_sluice()
+    }
+
+    /// Whether Sluice serves the streams (alone or behind nginx): it has `/stats`.
+    pub fn is_sluice(self) -> bool {
+        matches!(self, Target::Sluice | Target::SluiceNginx)
+    }
+
+    /// Whether `storm` can break and restart it (a proxy in front hides the cut).
+    pub fn supports_storm(self) -> bool {
+        self != Target::SluiceNginx
+    }
+
+    /// Whether the harness can start this server with TLS.
+    pub fn serves_tls(self) -> bool {
+        matches!(self, Target::Sluice | Target::SluiceNginx | Target::Nchan)
     }
 }
 
@@ -266,6 +286,17 @@ pub struct Plan {
     /// so a test can check that a run which loses an event fails.
     #[serde(skip)]
     pub drop_one: bool,
+    /// Connect over TLS (`--tls`): subscribers, publishers and `/stats` alike.
+    pub tls: bool,
+    /// SSE streams as HTTP/2 streams (`--http2`): over TLS as agreed by ALPN, or h2c with prior
+    /// knowledge without TLS.
+    pub http2: bool,
+    /// HTTP/2 streams per connection (`--streams-per-connection`): N streams share one
+    /// connection, so ceil(connections / N) connections carry them.
+    pub streams_per_connection: usize,
+    /// The TLS client the run connects with, set from the endpoint when the run starts.
+    #[serde(skip)]
+    pub tls_client: Option<Arc<crate::tls::Tls>>,
 }
 
 /// How a dropped SSE stream comes back.
@@ -323,6 +354,10 @@ impl Default for Plan {
             reconnect: Reconnect::Fast,
             ramp: None,
             drop_one: false,
+            tls: false,
+            http2: false,
+            streams_per_connection: 1,
+            tls_client: None,
         }
     }
 }
@@ -393,6 +428,37 @@ impl Plan {
                     "--sub, --pub and --header apply to --target custom only",
                 ))
             }
+        }
+        if (self.tls || self.http2) && self.transport != Transport::Sse {
+            return invalid(
+                "tls",
+                "--tls and --http2 carry SSE streams only (WebSocket stays on HTTP/1.1)",
+            );
+        }
+        if self.tls && !self.target.serves_tls() && self.target != Target::Custom {
+            return invalid("tls", "the express baseline serves plain HTTP only");
+        }
+        if self.target == Target::Custom && (self.tls || self.http2) {
+            return invalid(
+                "tls",
+                "custom targets are reached over plain HTTP/1.1 (their --sub is http://)",
+            );
+        }
+        if self.http2 && !self.tls && matches!(self.target, Target::Nchan | Target::SluiceNginx) {
+            return invalid(
+                "http2",
+                "nginx serves h2c only with prior knowledge on a listener of its own, so HTTP/1.1 \
+                 publishes cannot share it: add --tls (HTTP/2 by ALPN)",
+            );
+        }
+        if self.streams_per_connection == 0 {
+            return invalid("streams-per-connection", "must be at least 1");
+        }
+        if self.streams_per_connection > 1 && !self.http2 {
+            return invalid(
+                "streams-per-connection",
+                "only HTTP/2 puts several streams on one connection: add --http2",
+            );
         }
         if let Some(ramp) = self.ramp {
             if !(ramp.is_finite() && ramp > 0.0) {

@@ -6,6 +6,12 @@
 //! that pads it to that size. A custom target's hook gets its own body template instead, with
 //! the marker in place of `{marker}`, its content type and the `--header` lines.
 //!
+//! Over `--tls` the publishers speak HTTP/1.1 over TLS to the same listener the subscribers use
+//! (a TLS listener serves nothing plain), whether the streams are HTTP/1.1 or HTTP/2: the
+//! publisher's transport is not on the measured path (an event's latency runs from the time
+//! stamped into it to its arrival on a stream), and one keep-alive connection costs the server
+//! the same whichever version carries it.
+//!
 //! A publish that is refused (503 under overload, any other status, a socket error or a
 //! timeout) is counted, never retried: the event is then not expected by anyone, and the error
 //! shows in the results. Publishers run on their own thread so that reading thousands of sockets
@@ -26,6 +32,7 @@ use crate::custom::Hook;
 use crate::http1::{parse_head, Dechunker, Framing};
 use crate::plan::{Plan, Rate};
 use crate::tally::{new_histogram, Live, SeqSet};
+use crate::tls::{Io, Tls};
 use crate::transport::now_us;
 
 /// Longest wait for one publish's response.
@@ -136,7 +143,9 @@ struct Link {
     payload_bytes: usize,
     /// A custom target's body template (none: the built-in JSON envelope).
     hook: Option<Hook>,
-    stream: Option<TcpStream>,
+    /// TLS to the server (`--tls`; a custom target's hook is plain HTTP).
+    tls: Option<Arc<Tls>>,
+    stream: Option<Box<dyn Io>>,
     payload: Vec<u8>,
     request: Vec<u8>,
     buf: Vec<u8>,
@@ -171,6 +180,11 @@ impl Link {
             server,
             prefix: head.into_bytes(),
             payload_bytes,
+            tls: if hook.is_some() {
+                None
+            } else {
+                plan.tls_client.clone()
+            },
             hook,
             stream: None,
             payload: Vec::with_capacity(256 + payload_bytes),
@@ -225,12 +239,17 @@ impl Link {
         let stream = match &mut self.stream {
             Some(stream) => stream,
             None => {
-                let stream = TcpStream::connect(self.server).await?;
-                stream.set_nodelay(true)?;
+                let tcp = TcpStream::connect(self.server).await?;
+                tcp.set_nodelay(true)?;
+                let stream: Box<dyn Io> = match &self.tls {
+                    Some(tls) => Box::new(tls.connect(tcp, false).await?),
+                    None => Box::new(tcp),
+                };
                 self.stream.insert(stream)
             }
         };
         stream.write_all(&self.request).await?;
+        stream.flush().await?;
         self.body.clear();
         self.response_head.clear();
         let head = loop {

@@ -106,6 +106,8 @@ pub struct Connections {
     /// Streams the server cut off as slow consumers during the run, by its own count (Sluice's
     /// `/stats`; none for the baselines): the stalled ones, and any other that fell behind.
     pub server_evictions: Option<u64>,
+    /// HTTP/2 connections the streams were carried on, reconnections included (`--http2`).
+    pub http2_connections: Option<u64>,
 }
 
 /// The connections that stopped reading once ready (`--stall`).
@@ -329,9 +331,23 @@ impl Report {
         let p = &self.plan;
         let _ = writeln!(
             out,
-            "== {} over {} — {} connections, {}{}{}{}, {}",
+            "== {} over {}{} — {} connections, {}{}{}{}, {}",
             self.target.as_str(),
             self.transport.as_str(),
+            match (p.tls, p.http2) {
+                (false, false) => String::new(),
+                (true, false) => " (TLS, HTTP/1.1)".to_owned(),
+                (tls, true) => format!(
+                    " ({}HTTP/2, {} stream{} per connection)",
+                    if tls { "TLS, " } else { "h2c, " },
+                    p.streams_per_connection,
+                    if p.streams_per_connection == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                ),
+            },
             p.connections,
             if self.listening.is_some() {
                 "listening only".to_owned()
@@ -376,6 +392,13 @@ impl Report {
             c.server_evictions
                 .map_or_else(|| "n/a".to_owned(), |n| n.to_string())
         );
+        if let Some(n) = c.http2_connections {
+            let _ = writeln!(
+                out,
+                "http2        {} streams over {n} connections opened",
+                c.requested
+            );
+        }
         if let Some(st) = &self.stalled {
             let when = st.cut_off_after_s.map_or_else(String::new, |[first, median, last]| {
                 format!(

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
 use crate::account;
-use crate::plan::{Plan, PlanError, Target, Transport};
+use crate::plan::{Plan, PlanError, Transport};
 use crate::procfs::{self, Usage};
 use crate::publisher::{self, Outcome, PublishError};
 use crate::report::{self, Percentiles, Report};
@@ -28,6 +28,7 @@ use crate::source::{self, FdError, Sources};
 use crate::spawn::{Launch, SpawnError, Spawned};
 use crate::stats;
 use crate::tally::{ConnTally, Live, ThreadTally};
+use crate::tls::{Tls, TlsError};
 use crate::transport::{self, now_us, Conn, Marks, Thread, READ_BUF};
 
 /// How often the main thread samples `/proc` during the run.
@@ -45,6 +46,35 @@ pub struct Endpoint {
     pub pid: Option<u32>,
     /// How to describe it in the report.
     pub banner: String,
+    /// The TLS client to reach it with (`--tls`).
+    pub tls: Option<Arc<Tls>>,
+    /// A second process whose memory and CPU count as the server's: the Sluice behind a proxy.
+    pub upstream_pid: Option<u32>,
+}
+
+impl Endpoint {
+    /// A plain server at `addr`.
+    pub fn new(addr: SocketAddr, pid: Option<u32>, banner: String) -> Self {
+        Endpoint {
+            addr,
+            pid,
+            banner,
+            tls: None,
+            upstream_pid: None,
+        }
+    }
+
+    /// The server's usage now (both processes when it has an upstream); none without a PID.
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        let pid = self.pid?;
+        let mut usage = procfs::tree_usage(pid);
+        if let Some(upstream) = self.upstream_pid {
+            let more = procfs::tree_usage(upstream);
+            usage.rss_kib += more.rss_kib;
+            usage.cpu += more.cpu;
+        }
+        Some(usage)
+    }
 }
 
 /// A run that could not be carried out (as opposed to one that ran and found problems).
@@ -62,6 +92,8 @@ pub enum RunError {
     NoPrimerId,
     /// A thread or runtime could not be created.
     Thread(std::io::Error),
+    /// The TLS client could not be set up.
+    Tls(TlsError),
 }
 
 impl fmt::Display for RunError {
@@ -78,6 +110,7 @@ impl fmt::Display for RunError {
                 )
             }
             RunError::Thread(error) => write!(f, "cannot start a client thread: {error}"),
+            RunError::Tls(error) => write!(f, "TLS: {error}"),
         }
     }
 }
@@ -90,11 +123,13 @@ pub fn run_spawned(plan: &Plan, launch: &Launch) -> Result<Report, RunError> {
     // Raise the limit before the server starts, so it inherits the raised soft limit too.
     source::reserve_fds(plan.connections + plan.publishers).map_err(RunError::Fds)?;
     let server = Spawned::start(launch).map_err(RunError::Spawn)?;
-    let endpoint = Endpoint {
-        addr: server.addr,
-        pid: Some(server.pid()),
-        banner: server.banner.clone(),
-    };
+    let mut endpoint = Endpoint::new(server.addr, Some(server.pid()), server.banner.clone());
+    endpoint.upstream_pid = server.upstream_pid();
+    if plan.tls {
+        // The spawned server's certificate is for `localhost` (and 127.0.0.1).
+        let tls = Tls::new(server.ca.as_deref(), "localhost").map_err(RunError::Tls)?;
+        endpoint.tls = Some(Arc::new(tls));
+    }
     let result = run(plan, &endpoint);
     server.stop();
     result
@@ -106,10 +141,21 @@ pub(crate) type ThreadResult = (Vec<(usize, ConnTally)>, ThreadTally);
 /// Runs `plan` against a server that is already listening.
 pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
     plan.validate().map_err(RunError::Plan)?;
+    let mut plan = plan.clone();
+    plan.tls_client = match (plan.tls, &endpoint.tls) {
+        (true, Some(tls)) => Some(tls.clone()),
+        (true, None) => {
+            return Err(RunError::Tls(TlsError(
+                "--tls without a TLS client for the endpoint".to_owned(),
+            )))
+        }
+        (false, _) => None,
+    };
+    let plan = &plan;
     source::reserve_fds(plan.connections + plan.publishers).map_err(RunError::Fds)?;
     let load_start = procfs::load_average();
-    let sample = |pid: Option<u32>| pid.map(procfs::tree_usage).unwrap_or_default();
-    let idle = sample(endpoint.pid);
+    let sample = |endpoint: &Endpoint| endpoint.usage().unwrap_or_default();
+    let idle = sample(endpoint);
 
     let primer_id = if plan.is_subscribe_only() {
         None
@@ -154,7 +200,7 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
 
     let bar = progress_bar(plan);
     let mut peaks = Peaks::new(ramp_started);
-    let mut last_sample = (Instant::now(), sample(endpoint.pid));
+    let mut last_sample = (Instant::now(), sample(endpoint));
     let mut own_last = (Instant::now(), procfs::own_usage());
     let total = plan.connections as u64;
     bar.set_length(total);
@@ -167,10 +213,10 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
             break;
         }
         std::thread::sleep(TICK);
-        peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
+        peaks.maybe_sample(endpoint, &mut last_sample, &mut own_last);
     }
     let ramp = ramp_started.elapsed();
-    let connected = sample(endpoint.pid);
+    let connected = sample(endpoint);
     let ready = Live::get(&live.ready);
 
     // Publishing, on its own thread.
@@ -188,7 +234,7 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
             Ok(local.block_on(&runtime, publisher::run(&publish_plan, addr, publish_live)))
         })
         .map_err(RunError::Thread)?;
-    let publish_window = (Instant::now(), sample(endpoint.pid), procfs::own_usage());
+    let publish_window = (Instant::now(), sample(endpoint), procfs::own_usage());
     let publish_started_us = now_us();
     bar.set_length(plan.events().unwrap_or(0));
     bar.set_position(0);
@@ -205,9 +251,9 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
                 String::new()
             }
         ));
-        peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
+        peaks.maybe_sample(endpoint, &mut last_sample, &mut own_last);
     }
-    let publish_end = (Instant::now(), sample(endpoint.pid), procfs::own_usage());
+    let publish_end = (Instant::now(), sample(endpoint), procfs::own_usage());
     let outcome = match publisher.join() {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(error)) => return Err(RunError::Thread(error)),
@@ -228,10 +274,10 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         && !plan.cancel.is_cancelled()
     {
         std::thread::sleep(TICK);
-        peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
+        peaks.maybe_sample(endpoint, &mut last_sample, &mut own_last);
     }
     // The end state, with every connection still open.
-    let drained = sample(endpoint.pid);
+    let drained = sample(endpoint);
     let tcp_buffers_end = procfs::tcp_buffers_kib();
     let evictions = evictions_before
         .zip(server_evictions(plan, endpoint))
@@ -254,7 +300,7 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         }
     }
     bar.finish_and_clear();
-    peaks.maybe_sample(endpoint.pid, &mut last_sample, &mut own_last);
+    peaks.maybe_sample(endpoint, &mut last_sample, &mut own_last);
 
     let inputs = Inputs {
         plan,
@@ -269,6 +315,7 @@ pub fn run(plan: &Plan, endpoint: &Endpoint) -> Result<Report, RunError> {
         drained,
         tcp_buffers_end,
         evictions,
+        http2_connections: plan.http2.then(|| Live::get(&live.http2_connections)),
         peaks,
         outcome,
     };
@@ -291,8 +338,9 @@ fn listen(plan: &Plan) -> Outcome {
 /// Streams Sluice has cut off as slow consumers so far (none for the baselines, or when
 /// `/stats` does not answer).
 fn server_evictions(plan: &Plan, endpoint: &Endpoint) -> Option<u64> {
-    (plan.target == Target::Sluice)
-        .then(|| stats::slow_consumers_dropped(endpoint.addr))
+    plan.target
+        .is_sluice()
+        .then(|| stats::slow_consumers_dropped(endpoint.addr, plan.tls_client.as_deref()))
         .flatten()
 }
 
@@ -353,9 +401,13 @@ pub(crate) fn client_thread(
     let ramp_started = tokio::time::Instant::from_std(ramp_started);
     let start_after: Option<Rc<str>> = start_after.map(Into::into);
     let cap = plan.connect_concurrency as u64;
+    let mut group: Option<Rc<transport::http2::Group>> = None;
     let tallies = local.block_on(&runtime, async {
         let mut handles = Vec::new();
-        for index in (thread..plan.connections).step_by(plan.client_threads) {
+        for (ordinal, index) in (thread..plan.connections)
+            .step_by(plan.client_threads)
+            .enumerate()
+        {
             // Pace the ramp: few attempts in flight keep the server's accept queue short.
             while in_flight(&live) >= cap && !*stop.borrow() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -365,6 +417,15 @@ pub(crate) fn client_thread(
                 tokio::time::sleep_until(due).await;
             }
             Live::bump(&live.opened);
+            if plan.http2 && ordinal % plan.streams_per_connection == 0 {
+                group = Some(Rc::new(transport::http2::Group::new(
+                    server,
+                    sources.address(index),
+                    plan.tls_client.clone(),
+                    plan.streams_per_connection,
+                    live.clone(),
+                )));
+            }
             let conn = Conn {
                 index,
                 server,
@@ -384,6 +445,8 @@ pub(crate) fn client_thread(
                 marks,
                 reconnect: plan.reconnect,
                 drop_one: plan.drop_one && index == 0,
+                tls: plan.tls_client.clone(),
+                http2: group.clone(),
                 thread: state.clone(),
                 live: live.clone(),
             };
@@ -439,7 +502,7 @@ impl Peaks {
     /// Samples the server and the harness if [`SAMPLE_EVERY`] has passed since the last sample.
     fn maybe_sample(
         &mut self,
-        pid: Option<u32>,
+        endpoint: &Endpoint,
         last: &mut (Instant, Usage),
         own: &mut (Instant, Usage),
     ) {
@@ -447,8 +510,7 @@ impl Peaks {
         if now.duration_since(last.0) < SAMPLE_EVERY {
             return;
         }
-        if let Some(pid) = pid {
-            let usage = procfs::tree_usage(pid);
+        if let Some(usage) = endpoint.usage() {
             self.server_rss_kib = self.server_rss_kib.max(usage.rss_kib);
             self.server_rss.push((
                 now.duration_since(self.started).as_secs_f64(),
@@ -487,6 +549,8 @@ struct Inputs<'a> {
     tcp_buffers_end: u64,
     /// Streams the server cut off during the run, by its own count.
     evictions: Option<u64>,
+    /// HTTP/2 connections opened (`--http2`).
+    http2_connections: Option<u64>,
     peaks: Peaks,
     outcome: Outcome,
 }
@@ -509,6 +573,7 @@ fn build_report(
         drained,
         tcp_buffers_end,
         evictions,
+        http2_connections,
         mut peaks,
         outcome,
     } = inputs;
@@ -582,6 +647,7 @@ fn build_report(
             resets: accounts.resets,
             dropped_notices: accounts.dropped_notices,
             server_evictions: evictions,
+            http2_connections,
         },
         publish,
         delivery: accounts.delivery,

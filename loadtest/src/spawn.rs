@@ -1,7 +1,15 @@
 //! Starting and stopping the server under load: the `sluice` binary, the Express baseline
-//! (`node server.js`) or nginx with Nchan (a config written from the template into a scratch
-//! directory). Each listens on a free loopback port; each is stopped by its PID (SIGTERM, then
-//! SIGKILL for it and any descendant left), and the scratch directory is removed.
+//! (`node server.js`), nginx with Nchan, or nginx in front of a plain Sluice (`sluice-nginx`;
+//! nginx configs are written from the templates into a scratch directory). Each listens on a
+//! free loopback port; each is stopped by its PID (SIGTERM, then SIGKILL for it and any
+//! descendant left), and the scratch directory is removed.
+//!
+//! With `tls` the server serves HTTPS (ALPN `h2` and `http/1.1`): with the certificate files
+//! given, or with a test CA and a leaf for `localhost`/`127.0.0.1` made here (the CA is what the
+//! clients then trust). nginx terminates TLS itself (`listen … ssl http2`) and, for
+//! `sluice-nginx`, proxies to Sluice over plain keep-alive HTTP/1.1 with buffering off, as
+//! Sluice is deployed behind it. `http2` without TLS makes nginx listen for h2c (prior
+//! knowledge); Sluice speaks h2c next to HTTP/1.1 on every plain listener anyway.
 //!
 //! Knows where the binaries and baselines are and how each announces that it is ready; knows
 //! nothing of the workload.
@@ -44,6 +52,25 @@ pub struct Launch {
     /// The loopback port to listen on (none: a free one). A storm restarts the server on the
     /// port it had.
     pub port: Option<u16>,
+    /// Serve HTTPS (Sluice, `sluice-nginx`, Nchan).
+    pub tls: bool,
+    /// nginx targets: HTTP/2 on the listener (with TLS by ALPN, without it h2c).
+    pub http2: bool,
+    /// The certificate chain, key and CA to use with `tls` (none: a test CA and leaf are made).
+    pub tls_files: Option<TlsFiles>,
+    /// Worker processes of nginx (Sluice: `--server-arg=--workers=N`); default 2, one per core.
+    pub nginx_workers: usize,
+}
+
+/// Certificate files for a spawned TLS server.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The chain (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
+    /// The CA the clients trust (none: the system's roots).
+    pub ca: Option<PathBuf>,
 }
 
 impl Launch {
@@ -56,6 +83,10 @@ impl Launch {
             connections,
             server_args: Vec::new(),
             port: None,
+            tls: false,
+            http2: false,
+            tls_files: None,
+            nginx_workers: 2,
         }
     }
 }
@@ -125,6 +156,10 @@ pub struct Spawned {
     pub target: Target,
     /// Its listening line (or the harness's description of it, for nginx).
     pub banner: String,
+    /// The CA its certificate chains to, with `tls` (none: the system's roots).
+    pub ca: Option<PathBuf>,
+    /// The server behind it (`sluice-nginx`: the plain Sluice nginx proxies to).
+    upstream: Option<Box<Spawned>>,
     scratch: Option<PathBuf>,
     stopped: bool,
 }
@@ -136,8 +171,14 @@ impl Spawned {
             Target::Sluice => start_sluice(launch),
             Target::Express => start_express(launch),
             Target::Nchan => start_nchan(launch),
+            Target::SluiceNginx => start_sluice_nginx(launch),
             Target::Custom => Err(SpawnError::Custom),
         }
+    }
+
+    /// The process id of the server behind a proxy (`sluice-nginx`).
+    pub fn upstream_pid(&self) -> Option<u32> {
+        self.upstream.as_ref().map(|upstream| upstream.pid())
     }
 
     /// The process id (nginx: the master).
@@ -184,6 +225,9 @@ impl Spawned {
                 signal("KILL", child);
             }
         }
+        if let Some(mut upstream) = self.upstream.take() {
+            upstream.shutdown_with(first);
+        }
         if let Some(dir) = self.scratch.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -224,12 +268,32 @@ fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
         });
     }
     let max_connections = (launch.connections + 1000).max(10_000);
+    let (tls_args, ca, scratch) = if launch.tls {
+        let scratch = scratch_dir("sluice")?;
+        let files = match tls_files(launch, &scratch) {
+            Ok(files) => files,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(error);
+            }
+        };
+        let args = vec![
+            "--tls-cert".to_owned(),
+            files.cert.display().to_string(),
+            "--tls-key".to_owned(),
+            files.key.display().to_string(),
+        ];
+        (args, files.ca, Some(scratch))
+    } else {
+        (Vec::new(), None, None)
+    };
     let mut command = Command::new(&bin);
     command
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", launch.port.unwrap_or(0)))
         .arg("--max-connections")
         .arg(max_connections.to_string())
+        .args(&tls_args)
         .args(&launch.server_args)
         .env(
             "SLUICE_LOG",
@@ -241,7 +305,41 @@ fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
             command.env_remove(key);
         }
     }
-    start_with_banner(command, Target::Sluice, None)
+    let mut spawned = start_with_banner(command, Target::Sluice, scratch)?;
+    spawned.ca = ca;
+    Ok(spawned)
+}
+
+/// A scratch directory for a spawned server's files.
+fn scratch_dir(what: &str) -> Result<PathBuf, SpawnError> {
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-loadtest-{what}-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(dir.join("logs")).map_err(|error| SpawnError::Io {
+        what: "cannot create a scratch dir",
+        error,
+    })?;
+    Ok(dir)
+}
+
+/// The certificate files a TLS server is started with: the given ones, or a test CA and leaf
+/// made in the server's scratch directory `dir`.
+fn tls_files(launch: &Launch, dir: &Path) -> Result<TlsFiles, SpawnError> {
+    if let Some(files) = &launch.tls_files {
+        return Ok(files.clone());
+    }
+    let pki = crate::tls::TestPki::create(dir).map_err(|error| SpawnError::Io {
+        what: "cannot make the test certificates",
+        error: std::io::Error::other(error.0),
+    })?;
+    let files = TlsFiles {
+        cert: pki.cert,
+        key: pki.key,
+        ca: Some(pki.ca),
+    };
+    Ok(files)
 }
 
 fn start_express(launch: &Launch) -> Result<Spawned, SpawnError> {
@@ -294,6 +392,8 @@ fn start_with_banner(
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         target,
         banner: String::new(),
+        ca: None,
+        upstream: None,
         scratch,
         stopped: false,
     };
@@ -317,20 +417,17 @@ fn start_with_banner(
     }
 }
 
-/// The address in `... listening on http://ADDR ...`.
+/// The address in `... listening on http://ADDR ...` (or `https://`).
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("listening on http://").nth(1)?;
+    let rest = line.split("listening on ").nth(1)?;
+    let rest = rest
+        .strip_prefix("http://")
+        .or_else(|| rest.strip_prefix("https://"))?;
     let addr = rest.split(|c: char| c.is_whitespace() || c == '/').next()?;
     addr.parse().ok()
 }
 
 fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
-    let template_path = launch.baselines.join("nchan").join("nginx.conf.template");
-    let template = std::fs::read_to_string(&template_path).map_err(|_| SpawnError::Missing {
-        what: "the Nchan config template",
-        path: template_path.clone(),
-        hint: "pass --baselines DIR pointing at loadtest/baselines",
-    })?;
     let module = NCHAN_MODULES
         .iter()
         .map(PathBuf::from)
@@ -340,6 +437,43 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
             path: PathBuf::from(NCHAN_MODULES[0]),
             hint: "apt-get install nginx-light libnginx-mod-nchan",
         })?;
+    let fields = [("{{MODULE}}", module.display().to_string())];
+    start_nginx(launch, "nchan", &fields, None, "nginx + nchan")
+}
+
+/// nginx terminating TLS (and HTTP/2) in front of a plain Sluice, proxying over keep-alive
+/// HTTP/1.1 with buffering off. Both processes count as the server.
+fn start_sluice_nginx(launch: &Launch) -> Result<Spawned, SpawnError> {
+    let mut behind = launch.clone();
+    behind.target = Target::Sluice;
+    behind.tls = false;
+    behind.port = None;
+    let upstream = start_sluice(&behind)?;
+    let fields = [("{{UPSTREAM}}", upstream.addr.to_string())];
+    start_nginx(
+        launch,
+        "nginx-proxy",
+        &fields,
+        Some(upstream),
+        "nginx in front of sluice",
+    )
+}
+
+/// nginx with the config `baselines/<dir>/nginx.conf.template`, its `{{...}}` fields filled
+/// (the common ones and `fields`), listening with TLS and HTTP/2 as `launch` says.
+fn start_nginx(
+    launch: &Launch,
+    dir: &str,
+    fields: &[(&str, String)],
+    upstream: Option<Spawned>,
+    title: &str,
+) -> Result<Spawned, SpawnError> {
+    let template_path = launch.baselines.join(dir).join("nginx.conf.template");
+    let template = std::fs::read_to_string(&template_path).map_err(|_| SpawnError::Missing {
+        what: "the nginx config template",
+        path: template_path.clone(),
+        hint: "pass --baselines DIR pointing at loadtest/baselines",
+    })?;
     let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
         .iter()
         .map(PathBuf::from)
@@ -357,15 +491,33 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
             .map_err(io("cannot find a free port"))?
             .port(),
     };
-    let scratch = std::env::temp_dir().join(format!(
-        "sluice-loadtest-nchan-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(scratch.join("logs")).map_err(io("cannot create a scratch dir"))?;
-    let config = render_nchan(&template, &scratch, port, &module, launch.connections);
+    let scratch = scratch_dir(dir)?;
+    let files = match launch.tls {
+        true => match tls_files(launch, &scratch) {
+            Ok(files) => Some(files),
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(error);
+            }
+        },
+        false => None,
+    };
+    let listen = Listen {
+        port,
+        tls: files.as_ref().map(|f| (f.cert.as_path(), f.key.as_path())),
+        http2: launch.http2,
+        workers: launch.nginx_workers.max(1),
+    };
+    let mut config = render_nginx(&template, &scratch, &listen, launch.connections);
+    for (field, value) in fields {
+        config = config.replace(field, value);
+    }
     let config_path = scratch.join("nginx.conf");
-    std::fs::write(&config_path, config).map_err(io("cannot write nginx.conf"))?;
+    let written = std::fs::write(&config_path, config).map_err(io("cannot write nginx.conf"));
+    if let Err(error) = written {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(error);
+    }
     let child = Command::new(&nginx)
         .arg("-p")
         .arg(&scratch)
@@ -379,11 +531,18 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
         .spawn()
         .map_err(io("cannot start nginx"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let scheme = if launch.tls { "https" } else { "http" };
     let mut spawned = Spawned {
         child,
         addr,
-        target: Target::Nchan,
-        banner: format!("nginx + nchan listening on http://{addr} (2 workers)"),
+        target: launch.target,
+        banner: format!(
+            "{title} listening on {scheme}://{addr} ({} workers{})",
+            launch.nginx_workers,
+            if launch.http2 { ", http2" } else { "" }
+        ),
+        ca: files.and_then(|f| f.ca),
+        upstream: upstream.map(Box::new),
         scratch: Some(scratch.clone()),
         stopped: false,
     };
@@ -398,7 +557,7 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
                 std::fs::read_to_string(scratch.join("logs").join("error.log")).unwrap_or_default();
             spawned.shutdown();
             return Err(SpawnError::NotListening {
-                target: Target::Nchan,
+                target: launch.target,
                 detail: format!("error.log: {log}"),
             });
         }
@@ -406,21 +565,54 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
     }
 }
 
-/// Fills the template's `{{PREFIX}}`, `{{PORT}}`, `{{MODULE}}` and `{{WORKER_CONNECTIONS}}`.
-pub fn render_nchan(
+/// How an nginx target listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen<'a> {
+    /// The loopback port.
+    pub port: u16,
+    /// The certificate chain and key, for HTTPS.
+    pub tls: Option<(&'a Path, &'a Path)>,
+    /// HTTP/2 on the listener (h2c without TLS).
+    pub http2: bool,
+    /// Worker processes.
+    pub workers: usize,
+}
+
+/// Fills a template's `{{PREFIX}}`, `{{PORT}}`, `{{LISTEN}}` (the listen parameters: `ssl`,
+/// `http2`), `{{TLS}}` (the certificate directives), `{{WORKERS}}` and
+/// `{{WORKER_CONNECTIONS}}`; the caller
+/// fills the rest (`{{MODULE}}`, `{{UPSTREAM}}`).
+pub fn render_nginx(
     template: &str,
     prefix: &Path,
-    port: u16,
-    module: &Path,
+    listen: &Listen<'_>,
     connections: usize,
 ) -> String {
     // Each worker may end up with every connection (accept is not balanced), and each client
-    // connection is one fd; leave room for the publisher and listeners.
-    let worker_connections = (connections + 1024).max(4096);
+    // connection is one fd (two behind a proxy: its upstream connection); leave room for the
+    // publisher and listeners.
+    let worker_connections = (2 * connections + 1024).max(4096);
+    let mut params = String::new();
+    if listen.tls.is_some() {
+        params.push_str(" ssl");
+    }
+    if listen.http2 {
+        params.push_str(" http2");
+    }
+    let tls = match listen.tls {
+        Some((cert, key)) => format!(
+            "ssl_certificate {}; ssl_certificate_key {};",
+            cert.display(),
+            key.display()
+        ),
+        None => "# plain HTTP".to_owned(),
+    };
     template
         .replace("{{PREFIX}}", &prefix.display().to_string())
-        .replace("{{PORT}}", &port.to_string())
-        .replace("{{MODULE}}", &module.display().to_string())
+        .replace("{{PORT}}", &listen.port.to_string())
+        .replace("{{LISTEN}}", &params)
+        .replace("{{TLS}}", &tls)
+        .replace("{{WORKERS}}", &listen.workers.to_string())
         .replace("{{WORKER_CONNECTIONS}}", &worker_connections.to_string())
 }
 
@@ -446,13 +638,14 @@ mod tests {
         let template =
             std::fs::read_to_string(default_baselines().join("nchan/nginx.conf.template"))
                 .expect("the template ships with the crate");
-        let config = render_nchan(
-            &template,
-            Path::new("/tmp/x"),
-            4321,
-            Path::new("/m.so"),
-            9000,
-        );
+        let listen = Listen {
+            port: 4321,
+            tls: None,
+            http2: false,
+            workers: 2,
+        };
+        let config = render_nginx(&template, Path::new("/tmp/x"), &listen, 9000)
+            .replace("{{MODULE}}", "/m.so");
         let unfilled = config
             .lines()
             .filter(|line| !line.trim_start().starts_with('#'))
@@ -460,7 +653,34 @@ mod tests {
         assert!(!unfilled, "{config}");
         assert!(config.contains("listen 127.0.0.1:4321"));
         assert!(config.contains("load_module /m.so;"));
-        assert!(config.contains("worker_connections 10024;"));
+        assert!(config.contains("worker_connections 19024;"));
+    }
+
+    #[test]
+    fn the_proxy_template_renders_with_tls_and_http2() {
+        let template =
+            std::fs::read_to_string(default_baselines().join("nginx-proxy/nginx.conf.template"))
+                .expect("the template ships with the crate");
+        let listen = Listen {
+            port: 4321,
+            tls: Some((Path::new("/c.pem"), Path::new("/k.pem"))),
+            http2: true,
+            workers: 2,
+        };
+        let config = render_nginx(&template, Path::new("/tmp/x"), &listen, 100)
+            .replace("{{UPSTREAM}}", "127.0.0.1:9");
+        let unfilled = config
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .any(|line| line.contains("{{"));
+        assert!(!unfilled, "{config}");
+        assert!(
+            config.contains("listen 127.0.0.1:4321 ssl http2"),
+            "{config}"
+        );
+        assert!(config.contains("ssl_certificate /c.pem;"), "{config}");
+        assert!(config.contains("server 127.0.0.1:9"), "{config}");
+        assert!(config.contains("proxy_buffering off;"), "{config}");
     }
 
     #[test]

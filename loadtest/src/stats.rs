@@ -3,7 +3,7 @@
 //! stalled socket; this is the server's side of the same story, and it also counts evictions of
 //! connections that were not meant to stall.
 //!
-//! One blocking request on a fresh connection, from the thread that samples `/proc`. Sluice
+//! One blocking request on a fresh connection (TLS with `--tls`), from the thread that samples `/proc`. Sluice
 //! only: the baselines have no such endpoint. Knows nothing of the run.
 
 use std::io::{Read, Write};
@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::http1::{parse_head, Dechunker, Framing};
+use crate::tls::Tls;
 
 /// Longest wait for the whole answer.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -20,23 +21,35 @@ const MAX_ANSWER: usize = 256 * 1024;
 
 /// Streams the server has cut off as slow consumers since it started; `None` if it did not
 /// answer with that counter.
-pub fn slow_consumers_dropped(server: SocketAddr) -> Option<u64> {
-    let body = get(server, "/stats")?;
+pub fn slow_consumers_dropped(server: SocketAddr, tls: Option<&Tls>) -> Option<u64> {
+    let body = get(server, tls, "/stats")?;
     crate::scan::number_field(&body, b"\"slowConsumersDropped\":")
 }
 
 /// The body of `GET path` (`Connection: close`), if the answer is a 200.
-fn get(server: SocketAddr, path: &str) -> Option<Vec<u8>> {
-    let mut stream = TcpStream::connect_timeout(&server, TIMEOUT).ok()?;
+fn get(server: SocketAddr, tls: Option<&Tls>, path: &str) -> Option<Vec<u8>> {
+    let stream = TcpStream::connect_timeout(&server, TIMEOUT).ok()?;
     stream.set_read_timeout(Some(TIMEOUT)).ok()?;
     stream.set_write_timeout(Some(TIMEOUT)).ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
     let mut answer = Vec::new();
-    stream
-        .take(MAX_ANSWER as u64)
-        .read_to_end(&mut answer)
-        .ok()?;
+    match tls {
+        Some(tls) => {
+            let mut stream = tls.blocking(stream).ok()?;
+            stream.write_all(request.as_bytes()).ok()?;
+            stream.flush().ok()?;
+            // A TLS server may close without close_notify: keep what arrived before that.
+            let _ = stream.take(MAX_ANSWER as u64).read_to_end(&mut answer);
+        }
+        None => {
+            let mut stream = stream;
+            stream.write_all(request.as_bytes()).ok()?;
+            stream
+                .take(MAX_ANSWER as u64)
+                .read_to_end(&mut answer)
+                .ok()?;
+        }
+    }
     body_of(&answer)
 }
 

@@ -346,16 +346,19 @@ pub fn storm(plan: &Plan, settings: &StormPlan, server: Server) -> Result<StormR
     let mut plan = plan.clone();
     plan.reconnect = Reconnect::AsBrowser;
     plan.validate().map_err(RunError::Plan)?;
+    if plan.tls || plan.http2 || !plan.target.supports_storm() {
+        return Err(RunError::Plan(crate::plan::PlanError::Invalid {
+            key: "tls",
+            reason: "a storm runs over plain HTTP/1.1 against sluice, express, nchan or custom"
+                .to_owned(),
+        }));
+    }
     source::reserve_fds(plan.connections + plan.publishers).map_err(RunError::Fds)?;
     let load_start = procfs::load_average();
     let (mut spawned, mut endpoint, mut launch) = match server {
         Server::Spawn(launch) => {
             let spawned = Spawned::start(&launch).map_err(RunError::Spawn)?;
-            let endpoint = Endpoint {
-                addr: spawned.addr,
-                pid: Some(spawned.pid()),
-                banner: spawned.banner.clone(),
-            };
+            let endpoint = Endpoint::new(spawned.addr, Some(spawned.pid()), spawned.banner.clone());
             (Some(spawned), endpoint, Some(launch))
         }
         Server::Running(endpoint) => (None, endpoint, None),

@@ -190,7 +190,9 @@ impl AttemptError {
             },
             Some(SessionError::Timeout) => AttemptError::Timeout,
             Some(SessionError::Status(_)) => AttemptError::Status,
-            Some(SessionError::Protocol(_) | SessionError::WebSocket(_)) => AttemptError::Other,
+            Some(
+                SessionError::Protocol(_) | SessionError::WebSocket(_) | SessionError::Http2(_),
+            ) => AttemptError::Other,
         }
     }
 }
@@ -364,6 +366,8 @@ pub struct Live {
     pub cut_on_first_drop: std::sync::atomic::AtomicBool,
     /// Connections ready again after the cut.
     pub back: AtomicU64,
+    /// HTTP/2 connections opened (`--http2`): the streams share them.
+    pub http2_connections: AtomicU64,
 }
 
 impl Live {

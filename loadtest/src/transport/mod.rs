@@ -8,12 +8,13 @@
 //! dropped stream comes back after a short fixed pause, or as a browser's `EventSource` would
 //! (after the stream's `retry:`), as the plan says.
 //!
-//! The protocol of each transport lives in its own file ([`sse`], [`ws`], [`poll`]; the SSE
-//! wire format in [`event_stream`]); this file owns the retry policy and what a connection
+//! The protocol of each transport lives in its own file ([`sse`], [`ws`], [`poll`]; SSE over
+//! HTTP/2 in [`http2`]; the SSE wire format in [`event_stream`]); this file owns the retry policy and what a connection
 //! shares with the other connections of its thread.
 //! Nothing here knows about the publisher or the server process.
 
 pub mod event_stream;
+pub mod http2;
 pub mod poll;
 pub mod sse;
 pub mod ws;
@@ -93,6 +94,11 @@ pub struct Conn {
     pub reconnect: Reconnect,
     /// Test-only: ignore the second event after the first reconnect (see `Plan::drop_one`).
     pub drop_one: bool,
+    /// TLS to the server (`--tls`).
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The HTTP/2 connection this stream shares (`--http2`); none: a stream is its own
+    /// HTTP/1.1 connection.
+    pub http2: Option<Rc<http2::Group>>,
     /// The thread's shared state.
     pub thread: Rc<RefCell<Thread>>,
     /// Cross-thread counters.
@@ -135,6 +141,8 @@ pub enum SessionError {
     Protocol(&'static str),
     /// The WebSocket layer failed.
     WebSocket(String),
+    /// The HTTP/2 layer failed (a stream reset, a GOAWAY, a protocol error).
+    Http2(String),
 }
 
 impl fmt::Display for SessionError {
@@ -145,6 +153,7 @@ impl fmt::Display for SessionError {
             SessionError::Status(status) => write!(f, "server answered {status}"),
             SessionError::Protocol(what) => write!(f, "protocol: {what}"),
             SessionError::WebSocket(what) => write!(f, "websocket: {what}"),
+            SessionError::Http2(what) => write!(f, "http2: {what}"),
         }
     }
 }
@@ -263,6 +272,9 @@ pub async fn drive(conn: Conn, mut stop: watch::Receiver<bool>) -> ConnTally {
         }
         state.session_ready = false;
         let result = match conn.transport {
+            Transport::Sse if conn.http2.is_some() => {
+                http2::session(&conn, &mut state, &mut stop).await
+            }
             Transport::Sse => sse::session(&conn, &mut state, &mut stop).await,
             Transport::Ws => ws::session(&conn, &mut state, &mut stop).await,
             Transport::Poll => poll::session(&conn, &mut state, &mut stop).await,

@@ -5,12 +5,12 @@
 //! Ready means subscribed with a known position: on Sluice the id-only position frame that
 //! follows `connected` (and any catch-up), or a `reset` (which carries the position); on the
 //! baselines and custom targets the response head, since they register a subscriber before
-//! sending it. A reconnect sends `Last-Event-ID` (the last id seen, as `EventSource` does). A
+//! sending it. With `--tls` the same bytes go through rustls. A reconnect sends `Last-Event-ID` (the last id seen, as `EventSource` does). A
 //! stalled connection stops reading right there.
 
 use std::io::ErrorKind;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -28,8 +28,13 @@ enum Phase {
     Body(Framing, Dechunker),
 }
 
+/// Bytes one read of a TLS stream takes (rustls keeps the rest of a record for the next read).
+/// Each TLS connection has its own buffer: the shared one cannot be held across the await of a
+/// TLS read.
+const TLS_READ_BUF: usize = 4 * 1024;
+
 /// The event-stream side of one session.
-struct Scanner {
+pub(super) struct Scanner {
     /// The response head until it is complete.
     pending: Vec<u8>,
     parser: EventStream,
@@ -37,7 +42,7 @@ struct Scanner {
     connected: bool,
 }
 
-/// One TCP connection's worth of the stream.
+/// One TCP connection's worth of the stream (over TLS with `--tls`).
 pub async fn session(
     conn: &Conn,
     state: &mut State,
@@ -49,17 +54,20 @@ pub async fn session(
         _ = tokio::time::sleep_until(ready_by) => return Err(SessionError::Timeout),
         stream = crate::source::connect(conn.source, conn.server) => stream?,
     };
+    if let Some(tls) = &conn.tls {
+        let stream = tokio::select! {
+            _ = stopped(stop) => return Ok(End::Stopped),
+            _ = tokio::time::sleep_until(ready_by) => return Err(SessionError::Timeout),
+            stream = tls.connect(stream, false) => stream?,
+        };
+        return secure(conn, state, stop, stream, ready_by).await;
+    }
     let request = request(conn, &state.last_id);
     stream.write_all(request.as_bytes()).await?;
     state.tally.bytes_written += request.len() as u64;
 
     let mut phase = Phase::Head;
-    let mut scanner = Scanner {
-        pending: Vec::new(),
-        // The last event id outlives the connection, as in `EventSource`.
-        parser: EventStream::with_last_event_id(&state.last_id),
-        connected: false,
-    };
+    let mut scanner = Scanner::new(&state.last_id);
     loop {
         let readable = tokio::select! {
             biased;
@@ -75,6 +83,61 @@ pub async fn session(
         }
         if conn.stall && state.tally.ready {
             return Ok(super::stall(conn, &stream, stop).await);
+        }
+    }
+}
+
+/// The stream over TLS: the same request and parsing, the bytes read (decrypted) through rustls
+/// into the connection's own buffer. Bytes on the wire count the decrypted bytes.
+async fn secure(
+    conn: &Conn,
+    state: &mut State,
+    stop: &mut watch::Receiver<bool>,
+    mut stream: tokio_rustls::client::TlsStream<TcpStream>,
+    ready_by: tokio::time::Instant,
+) -> Result<End, SessionError> {
+    let request = request(conn, &state.last_id);
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    state.tally.bytes_written += request.len() as u64;
+    let mut buf = vec![0; TLS_READ_BUF];
+    let mut phase = Phase::Head;
+    let mut scanner = Scanner::new(&state.last_id);
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = stopped(stop) => return Ok(End::Stopped),
+            _ = tokio::time::sleep_until(ready_by), if !state.session_ready => {
+                return Err(SessionError::Timeout)
+            }
+            n = stream.read(&mut buf) => n,
+        };
+        let n = match n {
+            Ok(0) => return Ok(End::Closed),
+            Ok(n) => n,
+            // A server that closes without close_notify (as an eviction's reset does) ends
+            // the stream like a plain close.
+            Err(error) if error.kind() == ErrorKind::UnexpectedEof => return Ok(End::Closed),
+            Err(error) => return Err(error.into()),
+        };
+        state.tally.bytes_read += n as u64;
+        state.tally.reads += 1;
+        let done = {
+            let mut thread = conn.thread.borrow_mut();
+            process(
+                conn,
+                state,
+                &mut thread.tally,
+                &buf[..n],
+                &mut phase,
+                &mut scanner,
+            )?
+        };
+        if done {
+            return Ok(End::Closed);
+        }
+        if conn.stall && state.tally.ready {
+            return Ok(super::stall(conn, stream.get_ref().0, stop).await);
         }
     }
 }
@@ -97,7 +160,18 @@ fn read_ready(
     };
     state.tally.bytes_read += n as u64;
     state.tally.reads += 1;
-    let input = &buf[..n];
+    process(conn, state, tally, &buf[..n], phase, scanner)
+}
+
+/// Handles bytes of the response (head, then body); true at the end of the body.
+fn process(
+    conn: &Conn,
+    state: &mut State,
+    tally: &mut ThreadTally,
+    input: &[u8],
+    phase: &mut Phase,
+    scanner: &mut Scanner,
+) -> Result<bool, SessionError> {
     match phase {
         Phase::Head => {
             scanner.pending.extend_from_slice(input);
@@ -164,8 +238,23 @@ fn feed_body(
 }
 
 impl Scanner {
+    /// A scanner at the start of a response; `last_id` is the id the stream resumes from.
+    pub(super) fn new(last_id: &[u8]) -> Self {
+        Scanner {
+            pending: Vec::new(),
+            // The last event id outlives the connection, as in `EventSource`.
+            parser: EventStream::with_last_event_id(last_id),
+            connected: false,
+        }
+    }
+
+    /// The stream's last `retry:`, if it sent one.
+    pub(super) fn retry(&self) -> Option<std::time::Duration> {
+        self.parser.retry()
+    }
+
     /// Parses body bytes and handles every block that ends in them.
-    fn feed(
+    pub(super) fn feed(
         &mut self,
         body: &[u8],
         conn: &Conn,
@@ -295,6 +384,8 @@ mod tests {
             marks: crate::transport::Marks::Json,
             reconnect: crate::plan::Reconnect::Fast,
             drop_one: false,
+            tls: None,
+            http2: None,
             thread: Rc::new(RefCell::new(Thread {
                 buf: vec![0; READ_BUF],
                 tally: crate::tally::ThreadTally::new(),
