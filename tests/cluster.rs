@@ -2,7 +2,8 @@
 //! real `redis-server` (Debian's package, started here on a free loopback port with an
 //! append-only file, so a restart keeps what Redis acknowledged). Publish on one node, receive on
 //! the other; resume on one node with an id seen on the other; users' queues and chat history
-//! shared; and Redis going away and coming back mid-stream with nothing acknowledged lost.
+//! shared; Redis going away and coming back mid-stream with nothing acknowledged lost; and Redis
+//! coming back empty, which the nodes survive by starting a new epoch on their own.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::redis::Redis;
 use support::server::free_port;
-use support::{epoch_of, json_of, seq_of, Server, TIMEOUT};
+use support::{epoch_of, ids, json_of, seq_of, Frame, Server, TIMEOUT};
 
 async fn node(redis: &Redis, args: &[&str]) -> Server {
     let url = redis.url();
@@ -389,4 +390,105 @@ async fn a_publish_that_timed_out_while_redis_was_frozen_is_published_once_on_re
         vec![first["id"].as_str().unwrap().to_owned(), after.id.clone()],
         "the event once, then the next"
     );
+}
+
+/// Publishes `data` on `node` with an idempotency key until the node accepts it (a node whose
+/// Redis came back empty refuses publishes until it joined the new epoch); the key makes a retry
+/// of a publish that timed out yet was stored return that event instead of a second one.
+async fn publish_until_accepted(node: &Server, data: &str, deadline: Instant) -> String {
+    let body = json!({"channel": "news", "data": data, "idempotencyKey": data});
+    loop {
+        let (status, answer) = node.post_json("/api/publish", &body).await;
+        if status == 200 {
+            return answer["id"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("same Idempotency-Key"),
+            "{answer}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "publishes were still refused: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_back_empty_gets_a_new_epoch_on_every_node_without_a_restart() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let mut on_a = a.stream("/events?channel=news", &[]).await;
+    let mut on_b = b.stream("/events?channel=news", &[]).await;
+    on_a.opening().await;
+    on_b.opening().await;
+    let mut before = Vec::new();
+    for n in 0..4 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        before.push(server.publish("news", json!(n)).await.id);
+    }
+    let last = before.last().unwrap().clone();
+    for stream in [&mut on_a, &mut on_b] {
+        assert_eq!(ids(&stream.events_through(&last).await), before);
+    }
+
+    redis.restart_empty();
+    // Within 15 s every node takes publishes again and is healthy, with no restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut after = vec![
+        publish_until_accepted(&a, "after-on-a", deadline).await,
+        publish_until_accepted(&b, "after-on-b", deadline).await,
+    ];
+    for server in [&a, &b] {
+        loop {
+            let (status, body) = server.health().await;
+            if status == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "healthz stayed {status}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let new_epoch = epoch_of(&after[0]).to_owned();
+    assert_ne!(new_epoch, epoch_of(&before[0]), "a new epoch");
+    assert_eq!(epoch_of(&after[1]), new_epoch, "one epoch for the cluster");
+    assert_eq!(seq_of(&after[0]), 1, "the sequence starts over");
+    for server in [&a, &b] {
+        let stats = server.stats().await;
+        assert_eq!(stats["broker"]["epoch"], new_epoch.as_str(), "{stats}");
+        assert_eq!(stats["broker"]["epochChanges"], 1, "{stats}");
+    }
+
+    // The open streams are ended with a reconnection hint, with nothing of the new epoch on
+    // them; reconnecting as a browser does (its last id, of the old epoch) gets `reset`, then
+    // the new epoch's events, then live ones, each once.
+    for (server, mut stream, name) in [(&a, on_a, "a"), (&b, on_b, "b")] {
+        let rest = stream.events_to_end(TIMEOUT).await;
+        assert!(stream.end().is_some(), "the stream on {name} was not ended");
+        assert_eq!(ids(&rest), Vec::<String>::new(), "on {name} after the heal");
+        assert_eq!(stream.last_event_id(), last);
+        let mut again = server
+            .stream("/events?channel=news", &[("Last-Event-ID", &last)])
+            .await;
+        let opening = again.opening().await;
+        let reset = opening.reset.expect("an id of the lost epoch: a reset");
+        assert_eq!(json_of(&reset)["reason"], "unknown");
+        let live = server.publish("news", json!(format!("live-{name}"))).await;
+        after.push(live.id.clone());
+        let mut got = Vec::new();
+        while got.last() != Some(&live.id) {
+            if let Frame::Event(message) = again.frame().await {
+                got.push(message.id.unwrap());
+            }
+        }
+        assert_eq!(
+            got, after,
+            "on {name}: the new epoch's events, in order, once"
+        );
+    }
 }

@@ -375,7 +375,7 @@ impl Record {
 }
 
 impl History for DurableHistory {
-    fn epoch(&self) -> &str {
+    fn epoch(&self) -> std::sync::Arc<str> {
         self.memory.epoch()
     }
 
