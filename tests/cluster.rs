@@ -462,6 +462,19 @@ async fn redis_back_empty_gets_a_new_epoch_on_every_node_without_a_restart() {
         let stats = server.stats().await;
         assert_eq!(stats["broker"]["epoch"], new_epoch.as_str(), "{stats}");
         assert_eq!(stats["broker"]["epochChanges"], 1, "{stats}");
+        let scrape = server
+            .http
+            .get(server.url("/metrics/prometheus"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            scrape.contains("\nsluice_broker_epoch_changes_total 1\n"),
+            "{scrape}"
+        );
     }
 
     // The open streams are ended with a reconnection hint, with nothing of the new epoch on

@@ -76,7 +76,10 @@ async fn follow(broker: &Broker, hub: &Hub) {
             None => {
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_response_timeout(Some(BLOCK + RESPONSE_TIMEOUT))
-                    .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+                    .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+                    // Bounds how long after Redis is back the reader notices (the reconnection
+                    // attempts otherwise back off to several seconds).
+                    .set_max_delay(MAX_BACKOFF);
                 match ConnectionManager::new_with_config(broker.inner.client.clone(), config).await
                 {
                     Ok(conn) => connection.insert(conn),
