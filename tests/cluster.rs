@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::redis::Redis;
 use support::server::free_port;
-use support::{epoch_of, ids, json_of, seq_of, Frame, Server, TIMEOUT};
+use support::{epoch_of, ids, json_of, post_json_with, seq_of, Frame, Server, TIMEOUT};
 
 async fn node(redis: &Redis, args: &[&str]) -> Server {
     let url = redis.url();
@@ -504,4 +504,96 @@ async fn redis_back_empty_gets_a_new_epoch_on_every_node_without_a_restart() {
             "on {name}: the new epoch's events, in order, once"
         );
     }
+}
+
+/// Publishes on `base` every 10 ms until `stop`, each event with its own idempotency key and
+/// retried with it on 503; returns the ids acknowledged, in order, and how many answers were 503.
+async fn publish_steadily(
+    base: String,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<String>, usize) {
+    let client = support::http();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for n in 0.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let key = format!("{name}-{n}");
+        let body = json!({"channel": "race", "data": key, "idempotencyKey": key});
+        loop {
+            let (status, answer) = post_json_with(&client, &base, "/api/publish", &body).await;
+            if status == 200 {
+                acknowledged.push(answer["id"].as_str().unwrap().to_owned());
+                break;
+            }
+            assert_eq!(status, 503, "{answer}");
+            refused += 1;
+            assert!(Instant::now() < deadline, "never accepted again: {answer}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (acknowledged, refused)
+}
+
+#[tokio::test]
+async fn publishes_racing_the_new_epoch_are_refused_or_kept_never_acknowledged_and_lost() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let old_epoch = epoch_of(&a.publish("race", json!("first")).await.id).to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_a = tokio::spawn(publish_steadily(a.base.clone(), "a", stop.clone()));
+    let on_b = tokio::spawn(publish_steadily(b.base.clone(), "b", stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart_empty();
+    // Both nodes in the new epoch and publishing for a while.
+    for server in [&a, &b] {
+        server
+            .settle_and("the node moved to a new epoch", |s| {
+                s["broker"]["epochChanges"] == 1 && s["broker"]["connected"] == true
+            })
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acknowledged, refused_a) = on_a.await.unwrap();
+    let (on_b, refused_b) = on_b.await.unwrap();
+    acknowledged.extend(on_b);
+    // The publishers ran across the switch: some of their attempts were refused and retried.
+    assert!(refused_a + refused_b > 0, "no publish met the outage");
+    let new_epoch = a.stats().await["broker"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut kept: Vec<String> = acknowledged
+        .iter()
+        .filter(|id| epoch_of(id) == new_epoch)
+        .cloned()
+        .collect();
+    kept.sort_by_key(|id| seq_of(id));
+    assert!(
+        kept.len() >= 2,
+        "publishes resumed on both nodes: {acknowledged:?}"
+    );
+    assert!(
+        acknowledged
+            .iter()
+            .all(|id| epoch_of(id) == new_epoch || epoch_of(id) == old_epoch),
+        "{acknowledged:?}"
+    );
+    // Every publish acknowledged in the new epoch is retained, once; nothing else is.
+    caught_up(&b, seq_of(kept.last().unwrap())).await;
+    let mut stream = b
+        .stream("/events?channel=race", &[("Last-Event-ID", "x0old-1")])
+        .await;
+    assert!(stream.opening().await.reset.is_some());
+    let mut retained = Vec::new();
+    while let Frame::Event(message) = stream.frame().await {
+        retained.push(message.id.unwrap());
+    }
+    assert_eq!(retained, kept);
 }
