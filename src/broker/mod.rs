@@ -36,11 +36,12 @@
 //! If Redis comes back without the cluster's data (restarted without persistence), the epoch key
 //! is gone. The first node to notice starts a new epoch ([`scripts::START_EPOCH`]: one atomic
 //! step, so however many nodes race, Redis holds one new epoch and every node adopts it). The
-//! seq counter and log start over under it. Each node's reader then moves its cursor and its
-//! shards to the start of the new log and closes its streams with a reconnection hint: they come
-//! back with an id of the old epoch and get `reset`, then the new epoch's retained events, then
-//! live ones. Publishes carry the node's epoch into the publish script, which refuses any other,
-//! so a publish racing the switch is either refused (503) or stored under the new epoch.
+//! seq counter and log start over under it. Each node's reader then moves its shards and its
+//! cursor to the start of the new log, and the shards close their streams with a reconnection
+//! hint: they come back with an id of the old epoch and get `reset`, then the new epoch's
+//! retained events, then live ones. Publishes carry the node's epoch into the publish script,
+//! which refuses any other, so a publish racing the switch is either refused (503) or stored
+//! under the new epoch.
 
 mod history;
 mod open;
@@ -330,17 +331,15 @@ impl Broker {
     /// handed out in it and the cursor goes to the start of its log. Called by the reader once
     /// the shards have moved.
     fn adopt_epoch(&self, epoch: Arc<str>) {
-        let mut current = self.inner.epoch.write().unwrap_or_else(|p| p.into_inner());
         tracing::warn!(
             broker = %self.inner.url,
-            old = %*current,
+            old = %self.epoch(),
             new = %epoch,
             "redis lost the cluster's data; this node continues in a new epoch"
         );
         // A new epoch's seq counter and log start over (see START_EPOCH).
         self.inner.cursor.store(0, Ordering::Release);
-        *current = epoch;
-        drop(current);
+        *self.inner.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch;
         self.inner.epoch_changes.fetch_add(1, Ordering::Relaxed);
         // Users' delivered marks not written yet name seqs of the old epoch (the shards applied
         // their last event of it before this).

@@ -33,7 +33,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How often the epoch is checked while reads succeed. A Redis that restarted empty breaks the
 /// connection and is noticed by the failed read; this catches the rest (a `FLUSHALL`) within a
-/// second, for one `GET` per second per node.
+/// second, for one short script (a `GET` while the epoch is there) per second per node.
 const EPOCH_CHECK: Duration = Duration::from_secs(1);
 
 /// Starts the reader thread.
