@@ -2,7 +2,8 @@
 //! real `redis-server` (Debian's package, started here on a free loopback port with an
 //! append-only file, so a restart keeps what Redis acknowledged). Publish on one node, receive on
 //! the other; resume on one node with an id seen on the other; users' queues and chat history
-//! shared; and Redis going away and coming back mid-stream with nothing acknowledged lost.
+//! shared; Redis going away and coming back mid-stream with nothing acknowledged lost; and Redis
+//! coming back empty, which the nodes survive by starting a new epoch on their own.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::redis::Redis;
 use support::server::free_port;
-use support::{epoch_of, json_of, seq_of, Server, TIMEOUT};
+use support::{epoch_of, ids, json_of, post_json_with, seq_of, Frame, Server, TIMEOUT};
 
 async fn node(redis: &Redis, args: &[&str]) -> Server {
     let url = redis.url();
@@ -389,4 +390,210 @@ async fn a_publish_that_timed_out_while_redis_was_frozen_is_published_once_on_re
         vec![first["id"].as_str().unwrap().to_owned(), after.id.clone()],
         "the event once, then the next"
     );
+}
+
+/// Publishes `data` on `node` with an idempotency key until the node accepts it (a node whose
+/// Redis came back empty refuses publishes until it joined the new epoch); the key makes a retry
+/// of a publish that timed out yet was stored return that event instead of a second one.
+async fn publish_until_accepted(node: &Server, data: &str, deadline: Instant) -> String {
+    let body = json!({"channel": "news", "data": data, "idempotencyKey": data});
+    loop {
+        let (status, answer) = node.post_json("/api/publish", &body).await;
+        if status == 200 {
+            return answer["id"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("same Idempotency-Key"),
+            "{answer}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "publishes were still refused: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_back_empty_gets_a_new_epoch_on_every_node_without_a_restart() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let mut on_a = a.stream("/events?channel=news", &[]).await;
+    let mut on_b = b.stream("/events?channel=news", &[]).await;
+    on_a.opening().await;
+    on_b.opening().await;
+    let mut before = Vec::new();
+    for n in 0..4 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        before.push(server.publish("news", json!(n)).await.id);
+    }
+    let last = before.last().unwrap().clone();
+    for stream in [&mut on_a, &mut on_b] {
+        assert_eq!(ids(&stream.events_through(&last).await), before);
+    }
+
+    redis.restart_empty();
+    // Within 15 s every node takes publishes again and is healthy, with no restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut after = vec![
+        publish_until_accepted(&a, "after-on-a", deadline).await,
+        publish_until_accepted(&b, "after-on-b", deadline).await,
+    ];
+    for server in [&a, &b] {
+        loop {
+            let (status, body) = server.health().await;
+            if status == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "healthz stayed {status}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let new_epoch = epoch_of(&after[0]).to_owned();
+    assert_ne!(new_epoch, epoch_of(&before[0]), "a new epoch");
+    assert_eq!(epoch_of(&after[1]), new_epoch, "one epoch for the cluster");
+    assert_eq!(seq_of(&after[0]), 1, "the sequence starts over");
+    for server in [&a, &b] {
+        let stats = server.stats().await;
+        assert_eq!(stats["broker"]["epoch"], new_epoch.as_str(), "{stats}");
+        assert_eq!(stats["broker"]["epochChanges"], 1, "{stats}");
+        let scrape = server
+            .http
+            .get(server.url("/metrics/prometheus"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            scrape.contains("\nsluice_broker_epoch_changes_total 1\n"),
+            "{scrape}"
+        );
+    }
+
+    // The open streams are ended with a reconnection hint, with nothing of the new epoch on
+    // them; reconnecting as a browser does (its last id, of the old epoch) gets `reset`, then
+    // the new epoch's events, then live ones, each once.
+    for (server, mut stream, name) in [(&a, on_a, "a"), (&b, on_b, "b")] {
+        let rest = stream.events_to_end(TIMEOUT).await;
+        assert!(stream.end().is_some(), "the stream on {name} was not ended");
+        assert_eq!(ids(&rest), Vec::<String>::new(), "on {name} after the heal");
+        assert_eq!(stream.last_event_id(), last);
+        let mut again = server
+            .stream("/events?channel=news", &[("Last-Event-ID", &last)])
+            .await;
+        let opening = again.opening().await;
+        let reset = opening.reset.expect("an id of the lost epoch: a reset");
+        assert_eq!(json_of(&reset)["reason"], "unknown");
+        let live = server.publish("news", json!(format!("live-{name}"))).await;
+        after.push(live.id.clone());
+        let mut got = Vec::new();
+        while got.last() != Some(&live.id) {
+            if let Frame::Event(message) = again.frame().await {
+                got.push(message.id.unwrap());
+            }
+        }
+        assert_eq!(
+            got, after,
+            "on {name}: the new epoch's events, in order, once"
+        );
+    }
+}
+
+/// Publishes on `base` every 10 ms until `stop`, each event with its own idempotency key and
+/// retried with it on 503; returns the ids acknowledged, in order, and how many answers were 503.
+async fn publish_steadily(
+    base: String,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<String>, usize) {
+    let client = support::http();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for n in 0.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let key = format!("{name}-{n}");
+        let body = json!({"channel": "race", "data": key, "idempotencyKey": key});
+        loop {
+            let (status, answer) = post_json_with(&client, &base, "/api/publish", &body).await;
+            if status == 200 {
+                acknowledged.push(answer["id"].as_str().unwrap().to_owned());
+                break;
+            }
+            assert_eq!(status, 503, "{answer}");
+            refused += 1;
+            assert!(Instant::now() < deadline, "never accepted again: {answer}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (acknowledged, refused)
+}
+
+#[tokio::test]
+async fn publishes_racing_the_new_epoch_are_refused_or_kept_never_acknowledged_and_lost() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let old_epoch = epoch_of(&a.publish("race", json!("first")).await.id).to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_a = tokio::spawn(publish_steadily(a.base.clone(), "a", stop.clone()));
+    let on_b = tokio::spawn(publish_steadily(b.base.clone(), "b", stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart_empty();
+    // Both nodes in the new epoch and publishing for a while.
+    for server in [&a, &b] {
+        server
+            .settle_and("the node moved to a new epoch", |s| {
+                s["broker"]["epochChanges"] == 1 && s["broker"]["connected"] == true
+            })
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acknowledged, refused_a) = on_a.await.unwrap();
+    let (on_b, refused_b) = on_b.await.unwrap();
+    acknowledged.extend(on_b);
+    // The publishers ran across the switch: some of their attempts were refused and retried.
+    assert!(refused_a + refused_b > 0, "no publish met the outage");
+    let new_epoch = a.stats().await["broker"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut kept: Vec<String> = acknowledged
+        .iter()
+        .filter(|id| epoch_of(id) == new_epoch)
+        .cloned()
+        .collect();
+    kept.sort_by_key(|id| seq_of(id));
+    assert!(
+        kept.len() >= 2,
+        "publishes resumed on both nodes: {acknowledged:?}"
+    );
+    assert!(
+        acknowledged
+            .iter()
+            .all(|id| epoch_of(id) == new_epoch || epoch_of(id) == old_epoch),
+        "{acknowledged:?}"
+    );
+    // Every publish acknowledged in the new epoch is retained, once; nothing else is.
+    caught_up(&b, seq_of(kept.last().unwrap())).await;
+    let mut stream = b
+        .stream("/events?channel=race", &[("Last-Event-ID", "x0old-1")])
+        .await;
+    assert!(stream.opening().await.reset.is_some());
+    let mut retained = Vec::new();
+    while let Frame::Event(message) = stream.frame().await {
+        retained.push(message.id.unwrap());
+    }
+    assert_eq!(retained, kept);
 }

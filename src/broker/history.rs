@@ -29,7 +29,7 @@ impl BrokerHistory {
 }
 
 impl History for BrokerHistory {
-    fn epoch(&self) -> &str {
+    fn epoch(&self) -> std::sync::Arc<str> {
         self.broker.epoch()
     }
 

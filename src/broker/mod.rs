@@ -32,6 +32,16 @@
 //! acknowledged that Redis did not store), `/healthz` reports unhealthy, and the reader retries
 //! with backoff. When Redis is back it continues from the last seq it delivered, so subscribers
 //! miss nothing Redis accepted.
+//!
+//! If Redis comes back without the cluster's data (restarted without persistence), the epoch key
+//! is gone. The first node to notice starts a new epoch ([`scripts::START_EPOCH`]: one atomic
+//! step, so however many nodes race, Redis holds one new epoch and every node adopts it). The
+//! seq counter and log start over under it. Each node's reader then moves its shards and its
+//! cursor to the start of the new log, and the shards close their streams with a reconnection
+//! hint: they come back with an id of the old epoch and get `reset`, then the new epoch's
+//! retained events, then live ones. Publishes carry the node's epoch into the publish script,
+//! which refuses any other, so a publish racing the switch is either refused (503) or stored
+//! under the new epoch.
 
 mod history;
 mod open;
@@ -42,7 +52,7 @@ mod scripts;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -110,14 +120,16 @@ struct Inner {
     url: String,
     client: redis::Client,
     commands: ConnectionManager,
-    epoch: String,
+    /// The cluster epoch this node hands out ids in; replaced when Redis lost the cluster's
+    /// data and a new epoch started.
+    epoch: RwLock<Arc<str>>,
     caps: Caps,
     /// Last seq the reader handed to the shards.
     cursor: AtomicU64,
     /// Whether Redis answered the last command (reader or publish).
     healthy: AtomicBool,
-    /// Redis lost the cluster's data while this node ran: unhealthy for good.
-    lost: AtomicBool,
+    /// Epochs this node adopted after the one it started in (Redis lost the cluster's data).
+    epoch_changes: AtomicU64,
     /// Users' delivered-through marks waiting to be written (coalesced per user).
     delivered: Mutex<HashMap<Topic, Seq>>,
     publish: redis::Script,
@@ -128,7 +140,7 @@ impl fmt::Debug for Broker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Broker")
             .field("url", &self.inner.url)
-            .field("epoch", &self.inner.epoch)
+            .field("epoch", &self.epoch())
             .finish_non_exhaustive()
     }
 }
@@ -156,17 +168,7 @@ impl Broker {
             let mut commands = ConnectionManager::new_with_config(client.clone(), config)
                 .await
                 .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
-            let fresh = new_epoch();
-            let _: redis::Value = redis::cmd("SET")
-                .arg(key_epoch())
-                .arg(&fresh)
-                .arg("NX")
-                .query_async(&mut commands)
-                .await
-                .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
-            let epoch: String = redis::cmd("GET")
-                .arg(key_epoch())
-                .query_async(&mut commands)
+            let epoch = join_epoch(&mut commands)
                 .await
                 .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
             let head: Option<u64> = redis::cmd("GET")
@@ -181,11 +183,11 @@ impl Broker {
                 url: redact(url),
                 client,
                 commands,
-                epoch,
+                epoch: RwLock::new(epoch.into()),
                 caps,
                 cursor: AtomicU64::new(head),
                 healthy: AtomicBool::new(true),
-                lost: AtomicBool::new(false),
+                epoch_changes: AtomicU64::new(0),
                 delivered: Mutex::new(HashMap::new()),
                 publish: redis::Script::new(scripts::PUBLISH),
                 fetch: redis::Script::new(scripts::FETCH),
@@ -195,13 +197,22 @@ impl Broker {
     }
 
     /// The cluster epoch (the first part of every id).
-    pub fn epoch(&self) -> &str {
-        &self.inner.epoch
+    pub fn epoch(&self) -> Arc<str> {
+        self.inner
+            .epoch
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How many times this node adopted a new epoch because Redis lost the cluster's data.
+    pub fn epoch_changes(&self) -> u64 {
+        self.inner.epoch_changes.load(Ordering::Relaxed)
     }
 
     /// Whether Redis answered the last command.
     pub fn is_healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed) && !self.inner.lost.load(Ordering::Relaxed)
+        self.inner.healthy.load(Ordering::Relaxed)
     }
 
     /// The last seq this node's reader handed to its shards.
@@ -236,9 +247,9 @@ impl Broker {
         id_first: bool,
         idempotency: Option<(&str, Duration)>,
     ) -> Result<Receipt, HubError> {
-        if self.inner.lost.load(Ordering::Relaxed) {
-            return Err(HubError::Unavailable);
-        }
+        // The script refuses any epoch but the one Redis holds: a publish that races a new
+        // epoch is either refused or stored (and identified) under the new one.
+        let epoch = self.epoch();
         let cap = if topic.is_user() {
             self.inner.caps.user
         } else if topic.is_chat() {
@@ -269,7 +280,7 @@ impl Broker {
             .arg(if data.json.is_some() { "1" } else { "0" })
             .arg(if id_first { "1" } else { "0" })
             .arg(if topic.is_user() { "1" } else { "0" })
-            .arg(&self.inner.epoch)
+            .arg(&*epoch)
             .arg(idempotency.map_or("", |(key, _)| key))
             .arg(idempotency.map_or(0, |(_, window)| {
                 u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -281,7 +292,7 @@ impl Broker {
                 self.inner.healthy.store(true, Ordering::Relaxed);
                 Ok(Receipt {
                     seq,
-                    id: format!("{}-{seq}", self.inner.epoch),
+                    id: format!("{epoch}-{seq}"),
                 })
             }
             Err(error) => {
@@ -311,12 +322,32 @@ impl Broker {
     }
 
     fn note_success(&self) {
-        if self.inner.lost.load(Ordering::Relaxed) {
-            return;
-        }
         if !self.inner.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!(broker = %self.inner.url, "redis is reachable again");
         }
+    }
+
+    /// Moves this node to `epoch` (Redis lost the cluster's data and holds a new one): ids are
+    /// handed out in it and the cursor goes to the start of its log. Called by the reader once
+    /// the shards have moved.
+    fn adopt_epoch(&self, epoch: Arc<str>) {
+        tracing::warn!(
+            broker = %self.inner.url,
+            old = %self.epoch(),
+            new = %epoch,
+            "redis lost the cluster's data; this node continues in a new epoch"
+        );
+        // A new epoch's seq counter and log start over (see START_EPOCH).
+        self.inner.cursor.store(0, Ordering::Release);
+        *self.inner.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch;
+        self.inner.epoch_changes.fetch_add(1, Ordering::Relaxed);
+        // Users' delivered marks not written yet name seqs of the old epoch (the shards applied
+        // their last event of it before this).
+        self.inner
+            .delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Records that a user's events up to `seq` reached a stream; written to Redis in batches.
@@ -403,6 +434,18 @@ pub(crate) fn frame_of(
             json: json.as_deref(),
         },
     ))
+}
+
+/// The epoch Redis holds, after starting a new one if it holds none (a new cluster, or Redis
+/// lost the cluster's data): every node that asks at the same time gets the same answer.
+async fn join_epoch(connection: &mut ConnectionManager) -> redis::RedisResult<String> {
+    redis::Script::new(scripts::START_EPOCH)
+        .key(key_epoch())
+        .key(key_seq())
+        .key(key_log())
+        .arg(new_epoch())
+        .invoke_async(connection)
+        .await
 }
 
 fn new_epoch() -> String {

@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::redis_value::bulk_string;
 use super::scripts::{decode_fetch, Fetched};
-use super::{frame_of, key_delivered, key_history, key_lost, key_seq, Broker, CHAT_CAP};
+use super::{frame_of, key_delivered, key_epoch, key_history, key_lost, key_seq, Broker, CHAT_CAP};
 use crate::hub::history::{Gap, HistoryError, HistorySize, Position};
 use crate::hub::{Frame, History, HubError, OpenError, Opening, Seq, Shard, Subscription, Topic};
 
@@ -19,6 +21,9 @@ impl Broker {
         let broker = self.clone();
         let shard = shard.clone();
         tokio::task::spawn_local(async move {
+            if !held.is_open() {
+                return; // Ended before its turn (by the client, or by a new epoch).
+            }
             let upto = held.position();
             match broker.prefetch(&opening, upto, &shard).await {
                 Ok((fetched, initial)) => shard.release(held, opening.as_open(&initial), &fetched),
@@ -31,7 +36,7 @@ impl Broker {
 
 /// A catch-up fetched from Redis, answering the history questions of one stream's opening.
 struct Prefetched {
-    epoch: String,
+    epoch: Arc<str>,
     /// The cluster's last seq when the catch-up was fetched.
     head: Seq,
     replays: HashMap<Topic, Result<Vec<(Seq, Frame)>, Gap>>,
@@ -52,11 +57,14 @@ impl Broker {
         shard: &Shard,
     ) -> Result<(Prefetched, Vec<(Seq, Frame)>), HubError> {
         let local = shard.history();
+        // Everything is read and labelled in the epoch the node is in now; if Redis holds
+        // another, the node has not adopted it yet and the stream retries later.
+        let epoch = self.epoch();
         // Resume ids are judged against the cluster's last seq, not this node's: a client may
         // come from a node that is ahead of this one.
-        let head = self.cluster_head().await?.max(upto);
+        let head = self.cluster_head(&epoch).await?.max(upto);
         let mut fetched = Prefetched {
-            epoch: self.epoch().to_owned(),
+            epoch: epoch.clone(),
             head,
             replays: HashMap::new(),
             retained: HashMap::new(),
@@ -82,7 +90,7 @@ impl Broker {
                     let replay = self.fetch("replay", topic, after, upto, 0).await?;
                     fetched
                         .replays
-                        .insert(topic.clone(), self.replay_of(topic, after, replay));
+                        .insert(topic.clone(), self.replay_of(&epoch, topic, after, replay));
                 }
             }
             Some(Position::Foreign) => {
@@ -93,7 +101,7 @@ impl Broker {
                     }
                     fetched
                         .retained
-                        .insert(topic.clone(), self.frames(topic, &all));
+                        .insert(topic.clone(), frames(&epoch, topic, &all));
                 }
             }
             Some(_) => {}
@@ -107,7 +115,7 @@ impl Broker {
                         taken.entries.retain(|(_, f)| age_ms(f.at_ms) <= ttl);
                         taken.lost += (before - taken.entries.len()) as u64;
                     }
-                    let frames = self.frames(topic, &taken);
+                    let frames = frames(&epoch, topic, &taken);
                     fetched.queued.insert(topic.clone(), (frames, taken.lost));
                 }
                 if let Some(room) = &opening.recent {
@@ -117,25 +125,34 @@ impl Broker {
                         .entries
                         .retain(|(_, fields)| fields.name == "message");
                     recent.entries.truncate(room.count);
-                    let mut frames = self.frames(&room.topic, &recent);
-                    frames.reverse();
-                    initial.extend(frames);
+                    let mut recent = frames(&epoch, &room.topic, &recent);
+                    recent.reverse();
+                    initial.extend(recent);
                 }
             }
         }
         Ok((fetched, initial))
     }
 
-    async fn cluster_head(&self) -> Result<Seq, HubError> {
+    /// The cluster's last seq, if Redis is in `epoch`.
+    async fn cluster_head(&self, epoch: &str) -> Result<Seq, HubError> {
         let mut connection = self.inner.commands.clone();
-        let head: Result<Option<u64>, _> = redis::cmd("GET")
+        let answer: Result<Vec<redis::Value>, _> = redis::cmd("MGET")
+            .arg(key_epoch())
             .arg(key_seq())
             .query_async(&mut connection)
             .await;
-        head.map(Option::unwrap_or_default).map_err(|error| {
+        let answer = answer.map_err(|error| {
             self.note_failure(&error);
             HubError::Unavailable
-        })
+        })?;
+        let [current, head] = answer.as_slice() else {
+            return Err(HubError::Unavailable);
+        };
+        if bulk_string(current).as_deref() != Some(epoch) {
+            return Err(HubError::Unavailable);
+        }
+        Ok(bulk_string(head).and_then(|h| h.parse().ok()).unwrap_or(0))
     }
 
     async fn fetch(
@@ -171,18 +188,11 @@ impl Broker {
         }
     }
 
-    fn frames(&self, topic: &Topic, fetched: &Fetched) -> Vec<(Seq, Frame)> {
-        fetched
-            .entries
-            .iter()
-            .filter_map(|(seq, fields)| Some((*seq, frame_of(self.epoch(), *seq, topic, fields)?)))
-            .collect()
-    }
-
     /// A replay is complete unless events after `after` were trimmed, or the oldest one in the
     /// range is older than the channel's time limit.
     fn replay_of(
         &self,
+        epoch: &str,
         topic: &Topic,
         after: Seq,
         fetched: Fetched,
@@ -195,7 +205,7 @@ impl Broker {
                 return Err(Gap::Expired);
             }
         }
-        Ok(self.frames(topic, &fetched))
+        Ok(frames(epoch, topic, &fetched))
     }
 
     /// The time limit of `topic`'s retained events.
@@ -208,6 +218,15 @@ impl Broker {
     }
 }
 
+/// The frames of fetched entries, with ids of `epoch`.
+fn frames(epoch: &str, topic: &Topic, fetched: &Fetched) -> Vec<(Seq, Frame)> {
+    fetched
+        .entries
+        .iter()
+        .filter_map(|(seq, fields)| Some((*seq, frame_of(epoch, *seq, topic, fields)?)))
+        .collect()
+}
+
 fn age_ms(at_ms: u64) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -216,8 +235,8 @@ fn age_ms(at_ms: u64) -> Duration {
 }
 
 impl History for Prefetched {
-    fn epoch(&self) -> &str {
-        &self.epoch
+    fn epoch(&self) -> Arc<str> {
+        self.epoch.clone()
     }
 
     fn head(&self) -> Seq {

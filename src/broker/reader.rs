@@ -2,15 +2,20 @@
 //! and hands each event to the node's shards, in seq order, encoded once. It also writes users'
 //! delivered-through marks between reads. On errors it retries with backoff and continues from
 //! where it stopped, so a Redis restart loses nothing Redis kept.
+//!
+//! It is also the one that notices Redis lost the cluster's data (after any error, and every
+//! [`EPOCH_CHECK`] anyway): it joins the epoch Redis then holds (starting one if none), moves the
+//! shards to the start of it (ending their streams, which come back and get `reset`), then the
+//! broker, and reads the new log from its start.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::Value;
 
-use super::redis_value::{bulk_string, xread_entries};
+use super::redis_value::xread_entries;
 use super::scripts::decode_entries;
-use super::{frame_of, key_epoch, key_log, Broker, RESPONSE_TIMEOUT};
+use super::{frame_of, join_epoch, key_log, Broker, RESPONSE_TIMEOUT};
 use crate::hub::{Hub, HubError, Topic};
 use crate::shutdown::Shutdown;
 
@@ -25,6 +30,11 @@ const BLOCK: Duration = Duration::from_millis(200);
 /// Backoff between attempts while Redis is unreachable.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How often the epoch is checked while reads succeed. A Redis that restarted empty breaks the
+/// connection and is noticed by the failed read; this catches the rest (a `FLUSHALL`) within a
+/// second, for one short script (a `GET` while the epoch is there) per second per node.
+const EPOCH_CHECK: Duration = Duration::from_secs(1);
 
 /// Starts the reader thread.
 pub(super) fn spawn(
@@ -59,13 +69,17 @@ async fn follow(broker: &Broker, hub: &Hub) {
     let mut connection: Option<ConnectionManager> = None;
     // After a failure the epoch is checked again: Redis may have come back without its data.
     let mut check_epoch = false;
+    let mut checked_at = Instant::now();
     loop {
         let conn = match connection.as_mut() {
             Some(conn) => conn,
             None => {
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_response_timeout(Some(BLOCK + RESPONSE_TIMEOUT))
-                    .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+                    .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+                    // Bounds how long after Redis is back the reader notices (the reconnection
+                    // attempts otherwise back off to several seconds).
+                    .set_max_delay(MAX_BACKOFF);
                 match ConnectionManager::new_with_config(broker.inner.client.clone(), config).await
                 {
                     Ok(conn) => connection.insert(conn),
@@ -77,19 +91,15 @@ async fn follow(broker: &Broker, hub: &Hub) {
                 }
             }
         };
-        if check_epoch {
-            match epoch_matches(broker, conn).await {
-                Ok(true) => check_epoch = false,
-                Ok(false) => {
-                    lost_history(broker, hub);
-                    return;
-                }
-                Err(error) => {
-                    broker.note_failure(&error);
-                    back_off(&mut backoff).await;
-                    continue;
-                }
+        if check_epoch || checked_at.elapsed() >= EPOCH_CHECK {
+            if let Err(error) = follow_epoch(broker, hub, conn).await {
+                broker.note_failure(&error);
+                check_epoch = true;
+                back_off(&mut backoff).await;
+                continue;
             }
+            check_epoch = false;
+            checked_at = Instant::now();
         }
         broker.flush_delivered(conn).await;
         let cursor = broker.position();
@@ -132,9 +142,10 @@ async fn follow(broker: &Broker, hub: &Hub) {
                 let _ = hub.reconnect_all();
             }
         }
+        let epoch = broker.epoch();
         for (seq, fields) in events {
             if let Ok(topic) = Topic::parse_stored(&fields.topic) {
-                if let Some(frame) = frame_of(broker.epoch(), seq, &topic, &fields) {
+                if let Some(frame) = frame_of(&epoch, seq, &topic, &fields) {
                     deliver(hub, seq, &topic, &frame).await;
                 }
             }
@@ -162,26 +173,21 @@ async fn deliver(hub: &Hub, seq: u64, topic: &Topic, frame: &crate::hub::Frame) 
     }
 }
 
-async fn epoch_matches(broker: &Broker, conn: &mut ConnectionManager) -> redis::RedisResult<bool> {
-    let epoch: Value = redis::cmd("GET").arg(key_epoch()).query_async(conn).await?;
-    Ok(bulk_string(&epoch).as_deref() == Some(broker.epoch()))
-}
-
-/// Redis came back without the cluster's data (no persistence): every id handed out so far
-/// names events that are gone. The node stops reading and reports unhealthy for good, so a load
-/// balancer takes it out; a restart joins the new epoch.
-fn lost_history(broker: &Broker, hub: &Hub) {
-    tracing::error!(
-        broker = %broker.inner.url,
-        "redis lost the cluster's data (its epoch changed); this node stops and must be restarted"
-    );
-    broker
-        .inner
-        .lost
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    broker
-        .inner
-        .healthy
-        .store(false, std::sync::atomic::Ordering::Relaxed);
-    let _ = hub.reconnect_all();
+/// Joins the epoch Redis holds (starting a new one if Redis lost the cluster's data) and, if it
+/// is not this node's, moves to it: first the shards (so nothing of the old epoch is delivered
+/// after this, and streams opening meanwhile are refused: the broker's epoch is still the old
+/// one, which Redis no longer holds), then the broker's epoch and cursor. The caller's next read
+/// starts at the new log's beginning.
+async fn follow_epoch(
+    broker: &Broker,
+    hub: &Hub,
+    conn: &mut ConnectionManager,
+) -> redis::RedisResult<()> {
+    let joined = join_epoch(conn).await?;
+    if *joined != *broker.epoch() {
+        // A new epoch's sequence starts over (see START_EPOCH).
+        hub.start_epoch(0).await;
+        broker.adopt_epoch(joined.into());
+    }
+    Ok(())
 }

@@ -56,6 +56,21 @@ if ARGV[11] ~= '' then redis.call('SET', KEYS[7], seq, 'PX', ARGV[12]) end
 return seq
 "#;
 
+/// Starts a cluster epoch unless Redis holds one, and answers the epoch Redis then holds. Nodes
+/// that start, or find Redis came back without the cluster's data, all run it: the first creates
+/// the epoch, the others join it, so there is exactly one. A new epoch starts with no seq counter
+/// and an empty log (whatever is left of them belongs to no epoch); the channel streams of a
+/// Redis that lost its data are gone too.
+///
+/// KEYS: epoch, seq, log. ARGV: a fresh epoch.
+pub const START_EPOCH: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"#;
+
 /// Reads a channel stream for a stream that opens.
 ///
 /// KEYS: channel stream, delivered mark, lost counter. ARGV: mode, after, upto, count.

@@ -112,6 +112,9 @@ pub struct ClusterState {
     pub connected: bool,
     /// The cluster epoch.
     pub epoch: String,
+    /// New epochs this node moved to since it started (Redis came back without the cluster's
+    /// data).
+    pub epoch_changes: u64,
     /// Last seq this node's reader delivered.
     pub node_position: Seq,
 }
@@ -405,7 +408,8 @@ impl Bus {
             Backend::Cluster(broker) => Some(ClusterState {
                 url: broker.url().to_owned(),
                 connected: broker.is_healthy(),
-                epoch: broker.epoch().to_owned(),
+                epoch: broker.epoch().to_string(),
+                epoch_changes: broker.epoch_changes(),
                 node_position: broker.position(),
             }),
         }
@@ -419,10 +423,14 @@ impl Bus {
                  # TYPE sluice_broker_connected gauge\n\
                  sluice_broker_connected {}\n\
                  # HELP sluice_broker_position Seq of the last cluster event this node delivered.\n\
-                 # TYPE sluice_broker_position counter\n\
-                 sluice_broker_position {}\n",
+                 # TYPE sluice_broker_position gauge\n\
+                 sluice_broker_position {}\n\
+                 # HELP sluice_broker_epoch_changes_total New cluster epochs this node moved to (Redis lost its data).\n\
+                 # TYPE sluice_broker_epoch_changes_total counter\n\
+                 sluice_broker_epoch_changes_total {}\n",
                 u8::from(cluster.connected),
-                cluster.node_position
+                cluster.node_position,
+                cluster.epoch_changes
             ));
         }
     }

@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::budget::Budget;
@@ -76,8 +76,9 @@ impl std::error::Error for HistoryError {}
 /// Retained events per channel, and the id sequence. Implemented by the embedded
 /// [`MemoryHistory`]; a networked store can implement it for multi-node deployments.
 pub trait History: Send + Sync + 'static {
-    /// The epoch: the part of every id that names this history's life.
-    fn epoch(&self) -> &str;
+    /// The epoch: the part of every id that names this history's life. Shared, because a
+    /// broker's epoch can change while the process runs (Redis lost the cluster's data).
+    fn epoch(&self) -> Arc<str>;
 
     /// The highest seq handed out so far (0 before the first publish).
     fn head(&self) -> Seq;
@@ -177,7 +178,7 @@ pub trait History: Send + Sync + 'static {
         let Ok(seq) = seq.parse::<Seq>() else {
             return Position::Malformed;
         };
-        if epoch != self.epoch() {
+        if *epoch != *self.epoch() {
             return Position::Foreign;
         }
         if seq > self.head() {
@@ -388,7 +389,7 @@ impl Stripe {
 
 /// The embedded history: a bounded ring per channel, in memory.
 pub struct MemoryHistory {
-    epoch: String,
+    epoch: Arc<str>,
     next: AtomicU64,
     channels: Limits,
     users: Limits,
@@ -423,7 +424,7 @@ impl MemoryHistory {
     /// Like [`MemoryHistory::new`] with a chosen epoch (tests).
     pub fn with_epoch(epoch: String, channels: Limits, users: Limits) -> Self {
         MemoryHistory {
-            epoch,
+            epoch: epoch.into(),
             next: AtomicU64::new(1),
             channels,
             users,
@@ -578,8 +579,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl History for MemoryHistory {
-    fn epoch(&self) -> &str {
-        &self.epoch
+    fn epoch(&self) -> Arc<str> {
+        self.epoch.clone()
     }
 
     fn head(&self) -> Seq {

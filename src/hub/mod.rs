@@ -238,6 +238,14 @@ pub(crate) enum Command {
     /// End every stream with a reconnection hint (the node lost events it should have
     /// delivered; clients resume from history).
     Reconnect,
+    /// Start over in a new epoch (a broker's Redis lost the cluster's data): drop held early
+    /// arrivals, continue after seq `head` of the new sequence, and end every stream with a
+    /// reconnection hint (they come back with an id of the old epoch and get `reset`). `done`
+    /// is dropped once this is applied.
+    NewEpoch {
+        head: Seq,
+        done: oneshot::Sender<()>,
+    },
     /// Add or remove a live subscription of a local connection.
     Subscribe {
         id: String,
@@ -472,6 +480,26 @@ impl Hub {
     /// Ends every stream on every shard with a reconnection hint.
     pub fn reconnect_all(&self) -> Result<(), HubError> {
         self.broadcast(|| Command::Reconnect)
+    }
+
+    /// Moves every shard to the start of a new epoch whose sequence continues after `head` and
+    /// ends every stream (see `Command::NewEpoch`). Resolves once every running shard applied
+    /// it, so nothing of the old epoch is delivered after that.
+    pub async fn start_epoch(&self, head: Seq) {
+        let mut pending = Vec::with_capacity(self.inner.shards.len());
+        for shard in &self.inner.shards {
+            let (done, applied) = oneshot::channel();
+            shard.stats.inbox_depth.fetch_add(1, Ordering::Relaxed);
+            if shard.tx.send(Command::NewEpoch { head, done }).is_ok() {
+                pending.push(applied);
+            } else {
+                shard.stats.inbox_depth.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        for applied in pending {
+            // An error is a shard that stopped (shutdown): nothing more to wait for.
+            let _ = applied.await;
+        }
     }
 
     fn broadcast(&self, command: impl Fn() -> Command) -> Result<(), HubError> {

@@ -2,7 +2,8 @@
 //! polled directly. Covers fan-out across shards (one shared frame, no copies), joining ready
 //! frames into one chunk, eviction of full queues, removal of dropped streams swept by the
 //! heartbeat, heartbeat timing on paused time, the hub-wide connection limit, inbox back-pressure
-//! (`Overloaded` only when a shard stalls), the shutdown `retry:` and the idle timeout.
+//! (`Overloaded` only when a shard stalls), the shutdown `retry:`, the idle timeout and a
+//! broker's new epoch.
 
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
@@ -689,6 +690,52 @@ async fn fan_out_wakes_are_paced_so_a_publish_in_between_joins_the_writes_still_
             writes * 4 < frames * 3,
             "frames were not joined: {writes} writes for {frames} frames"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_epoch_ends_every_stream_and_starts_the_shards_sequence_over() {
+    local(async {
+        let running = run(Settings {
+            ordered_source: true,
+            ..settings(2)
+        });
+        let hub = &running.hub;
+        let mut subs: Vec<Subscription> = running.shards.iter().map(subscribe).collect();
+        let topics = [broadcast()];
+        let (_held_sub, held) = running.shards[0]
+            .open_held(&Open {
+                topics: &topics,
+                ..Open::default()
+            })
+            .unwrap();
+        let old = frame("old epoch");
+        for seq in 1..=3 {
+            hub.deliver(seq, &broadcast(), &old).unwrap();
+        }
+        for sub in &mut subs {
+            let mut bytes = Vec::new();
+            while bytes.len() < 3 * old.sse().len() {
+                bytes.extend_from_slice(&frames(sub).await);
+            }
+            assert_eq!(bytes, old.sse().repeat(3));
+        }
+        hub.start_epoch(0).await;
+        // Applied on every shard when it resolves: streams told to reconnect and ended, the
+        // held one too, and every shard back at the start of the new sequence.
+        assert!(!held.is_open());
+        assert!(running.shards.iter().all(|s| s.position() == 0));
+        for sub in &mut subs {
+            retry_ms(&frames(sub).await);
+            assert!(matches!(recv(sub).await, Recv::End));
+        }
+        // The new epoch's first seq reaches a stream opened after the switch, and is not taken
+        // for one already applied.
+        let mut fresh = subscribe(&running.shards[1]);
+        let new = frame("new epoch");
+        hub.deliver(1, &broadcast(), &new).unwrap();
+        assert_eq!(frames(&mut fresh).await, new.sse());
     })
     .await;
 }

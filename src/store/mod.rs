@@ -579,7 +579,7 @@ impl Record {
 }
 
 impl History for DurableHistory {
-    fn epoch(&self) -> &str {
+    fn epoch(&self) -> std::sync::Arc<str> {
         self.memory.epoch()
     }
 

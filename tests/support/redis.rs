@@ -61,6 +61,15 @@ impl Redis {
         }
     }
 
+    /// Kills the server (SIGKILL) and starts it again on the same port with nothing: its
+    /// append-only file removed, as a Redis without persistence comes back.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir).unwrap();
+        std::fs::create_dir_all(&self.dir).unwrap();
+        self.launch();
+    }
+
     /// The process id of the running server (to freeze it with SIGSTOP).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("redis-server is running").id()

@@ -405,6 +405,13 @@ impl Shard {
                 self.fan_out(&topic, &frame);
             }
             Command::Reconnect => self.close_all(),
+            Command::NewEpoch { head, done } => {
+                self.early.borrow_mut().clear();
+                self.waiting_since.set(None);
+                self.next.set(head + 1);
+                self.close_all();
+                let _ = done.send(());
+            }
             Command::Subscribe {
                 id,
                 topic,

@@ -73,6 +73,12 @@ impl Held {
     pub fn position(&self) -> Seq {
         self.position
     }
+
+    /// Whether the stream is still open (not ended by the client, shutdown or a new epoch):
+    /// a closed one's catch-up is not worth fetching, and fetching a user's queue takes it.
+    pub fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
 }
 
 impl std::fmt::Debug for Held {
