@@ -20,6 +20,7 @@
 //!   `"n"`/`"t"` payload).
 //! - [`source`]: loopback source addresses and the open-file budget.
 //! - [`spawn`]: starting and stopping `sluice`, the Express baseline and nginx + Nchan.
+//! - [`pin`]: `--server-cpus` / `--client-cpus`, the CPU lists of the pinned workloads.
 //! - [`procfs`]: memory and CPU of a process tree from `/proc`, kernel TCP buffer memory.
 //! - [`stats`]: Sluice's own counters (`GET /stats`): streams it cut off as slow consumers.
 //! - [`report`] and [`chart`]: results as text, the comparison table, JSON and SVG.
@@ -27,13 +28,14 @@
 //! - [`ramp`]: connect latency second by second over a `--ramp`.
 //!
 //! Dependencies point one way: `storm → run → transport/publisher → tally/scan/http1` and
-//! `run → account/ramp → tally/report`; `spawn`, `procfs`, `stats`, `source`, `custom`,
+//! `run → account/ramp → tally/report`; `spawn`, `pin`, `procfs`, `stats`, `source`, `custom`,
 //! `regress` and `report` are leaves.
 
 pub mod account;
 pub mod chart;
 pub mod custom;
 pub mod http1;
+pub mod pin;
 pub mod plan;
 pub mod procfs;
 pub mod publisher;

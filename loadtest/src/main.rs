@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_loadtest::custom::Custom;
+use sluice_loadtest::pin::CpuList;
 use sluice_loadtest::storm::{self, Cut, StormPlan, StormReport};
 use sluice_loadtest::{
     chart, regress, run, run_spawned, Cancel, Endpoint, Launch, Plan, Rate, Report, Stall, Target,
@@ -43,8 +44,10 @@ enum Command {
         /// Client protocol.
         #[arg(long, value_enum, default_value = "sse")]
         transport: TransportArg,
-        /// Server kind. express and nchan speak SSE only and need --spawn or a --url of theirs;
-        /// custom is any SSE server, described by --sub (and --pub, --header).
+        /// Server kind. express, nchan, minimal and minimal-nagle speak SSE only and need --spawn
+        /// or a --url of theirs; minimal is the reference server sluice-minimal (one thread, one
+        /// write per delivery, TCP_NODELAY), minimal-nagle the same with Nagle on; custom is any
+        /// SSE server, described by --sub (and --pub, --header).
         #[arg(long, value_enum, default_value = "sluice")]
         target: TargetArg,
         #[command(flatten)]
@@ -126,6 +129,19 @@ struct Common {
     /// The baselines directory (express/, nchan/); default: this source tree's.
     #[arg(long)]
     baselines: Option<PathBuf>,
+    /// The sluice-minimal binary for --spawn of minimal and minimal-nagle; default: next to
+    /// this executable.
+    #[arg(long)]
+    minimal_bin: Option<PathBuf>,
+    /// nginx worker processes of a spawned Nchan baseline.
+    #[arg(long, default_value_t = sluice_loadtest::spawn::NCHAN_WORKERS)]
+    nchan_workers: usize,
+    /// Run the spawned server on these CPUs only (taskset -c syntax, e.g. 1 or 0,2-3).
+    #[arg(long, value_parser = CpuList::parse)]
+    server_cpus: Option<CpuList>,
+    /// Run the harness (its client threads and publishers) on these CPUs only, e.g. 0.
+    #[arg(long, value_parser = CpuList::parse)]
+    client_cpus: Option<CpuList>,
     /// Channel to subscribe and publish on.
     #[arg(long, default_value = "load")]
     channel: String,
@@ -241,6 +257,8 @@ enum TargetArg {
     Express,
     Nchan,
     Custom,
+    Minimal,
+    MinimalNagle,
 }
 
 impl From<TransportArg> for Transport {
@@ -260,6 +278,8 @@ impl From<TargetArg> for Target {
             TargetArg::Express => Target::Express,
             TargetArg::Nchan => Target::Nchan,
             TargetArg::Custom => Target::Custom,
+            TargetArg::Minimal => Target::Minimal,
+            TargetArg::MinimalNagle => Target::MinimalNagle,
         }
     }
 }
@@ -310,8 +330,25 @@ fn cancel_on_signal(cancel: Cancel) {
     }
 }
 
+impl Command {
+    fn common(&self) -> &Common {
+        match self {
+            Command::Run { common, .. }
+            | Command::Storm { common, .. }
+            | Command::Compare { common } => common,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts, so that every thread of the harness inherits the mask.
+    if let Some(cpus) = &cli.command.common().client_cpus {
+        if let Err(error) = cpus.pin_current_thread() {
+            eprintln!("sluice-loadtest: --client-cpus {cpus}: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let cancel = Cancel::default();
     cancel_on_signal(cancel.clone());
     match cli.command {
@@ -599,6 +636,9 @@ fn launch(common: &Common, target: Target) -> Launch {
     let mut launch = Launch::new(target, common.connections);
     launch.server_bin = common.server_bin.clone();
     launch.server_args = common.server_arg.clone();
+    launch.minimal_bin = common.minimal_bin.clone();
+    launch.nchan_workers = common.nchan_workers;
+    launch.cpus = common.server_cpus.clone();
     if let Some(dir) = &common.baselines {
         launch.baselines = dir.clone();
     }

@@ -60,6 +60,13 @@ pub enum Target {
     Nchan,
     /// Any SSE server, described by `--sub`, `--header` and `--pub` ([`Custom`]).
     Custom,
+    /// The reference server `sluice-minimal` (SSE only): one thread, blocking sockets, one
+    /// `write(2)` per delivery, `TCP_NODELAY` on.
+    Minimal,
+    /// The same reference server with Nagle's algorithm left on for its streams, as nginx
+    /// leaves it for a streaming response.
+    #[serde(rename = "minimal-nagle")]
+    MinimalNagle,
 }
 
 impl Target {
@@ -70,6 +77,8 @@ impl Target {
             Target::Express => "express",
             Target::Nchan => "nchan",
             Target::Custom => "custom",
+            Target::Minimal => "minimal",
+            Target::MinimalNagle => "minimal-nagle",
         }
     }
 
@@ -83,7 +92,9 @@ impl Target {
         match self {
             Target::Sluice => "/api/publish".to_owned(),
             Target::Express => "/publish".to_owned(),
-            Target::Nchan => format!("/publish?channel={channel}"),
+            Target::Nchan | Target::Minimal | Target::MinimalNagle => {
+                format!("/publish?channel={channel}")
+            }
             Target::Custom => String::new(),
         }
     }

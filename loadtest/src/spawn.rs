@@ -1,6 +1,7 @@
 //! Starting and stopping the server under load: the `sluice` binary, the Express baseline
-//! (`node server.js`) or nginx with Nchan (a config written from the template into a scratch
-//! directory). Each listens on a free loopback port; each is stopped by its PID (SIGTERM, then
+//! (`node server.js`), nginx with Nchan (a config written from the template into a scratch
+//! directory) or the reference server `sluice-minimal` (with `--nagle` for `minimal-nagle`).
+//! With `--server-cpus` the server runs under `taskset -c LIST`. Each listens on a free loopback port; each is stopped by its PID (SIGTERM, then
 //! SIGKILL for it and any descendant left), and the scratch directory is removed.
 //!
 //! Knows where the binaries and baselines are and how each announces that it is ready; knows
@@ -14,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::pin::CpuList;
 use crate::plan::Target;
 
 /// Longest wait for a server to listen.
@@ -44,7 +46,17 @@ pub struct Launch {
     /// The loopback port to listen on (none: a free one). A storm restarts the server on the
     /// port it had.
     pub port: Option<u16>,
+    /// The `sluice-minimal` binary; default: next to this executable.
+    pub minimal_bin: Option<PathBuf>,
+    /// nginx worker processes for the Nchan baseline.
+    pub nchan_workers: usize,
+    /// Run the server on these CPUs only (`taskset -c`).
+    pub cpus: Option<CpuList>,
 }
+
+/// nginx workers of the Nchan baseline unless told otherwise: two, like Sluice's two per-core
+/// runtimes on a two-core machine.
+pub const NCHAN_WORKERS: usize = 2;
 
 impl Launch {
     /// Defaults for `target`: the baselines of this source tree, `sluice` next to the executable.
@@ -56,6 +68,9 @@ impl Launch {
             connections,
             server_args: Vec::new(),
             port: None,
+            minimal_bin: None,
+            nchan_workers: NCHAN_WORKERS,
+            cpus: None,
         }
     }
 }
@@ -136,6 +151,7 @@ impl Spawned {
             Target::Sluice => start_sluice(launch),
             Target::Express => start_express(launch),
             Target::Nchan => start_nchan(launch),
+            Target::Minimal | Target::MinimalNagle => start_minimal(launch),
             Target::Custom => Err(SpawnError::Custom),
         }
     }
@@ -207,13 +223,31 @@ fn signal(name: &str, pid: u32) {
         .status();
 }
 
+/// `program`, or `taskset -c LIST program` when the launch pins the server (taskset execs the
+/// program, so the PID is the server's).
+fn command(program: &Path, launch: &Launch) -> Command {
+    match &launch.cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpus.to_string()).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// `name` next to this executable (where cargo puts every binary of the workspace).
+fn next_to_exe(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
     let bin = match &launch.server_bin {
         Some(bin) => bin.clone(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join("sluice")))
-            .unwrap_or_else(|| PathBuf::from("sluice")),
+        None => next_to_exe("sluice"),
     };
     if !bin.is_file() {
         return Err(SpawnError::Missing {
@@ -224,7 +258,7 @@ fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
         });
     }
     let max_connections = (launch.connections + 1000).max(10_000);
-    let mut command = Command::new(&bin);
+    let mut command = command(&bin, launch);
     command
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", launch.port.unwrap_or(0)))
@@ -254,12 +288,35 @@ fn start_express(launch: &Launch) -> Result<Spawned, SpawnError> {
             hint: "run `npm ci --prefix loadtest/baselines/express`",
         });
     }
-    let mut command = Command::new("node");
+    let mut command = command(Path::new("node"), launch);
     command
         .arg(dir.join("server.js"))
         .env("PORT", launch.port.unwrap_or(0).to_string())
         .env("HOST", "127.0.0.1");
     start_with_banner(command, Target::Express, None)
+}
+
+fn start_minimal(launch: &Launch) -> Result<Spawned, SpawnError> {
+    let bin = match &launch.minimal_bin {
+        Some(bin) => bin.clone(),
+        None => next_to_exe("sluice-minimal"),
+    };
+    if !bin.is_file() {
+        return Err(SpawnError::Missing {
+            what: "the reference server binary",
+            path: bin,
+            hint: "build the harness (`cargo build --release -p sluice-loadtest` builds \
+                   sluice-minimal beside sluice-loadtest)",
+        });
+    }
+    let mut command = command(&bin, launch);
+    command
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", launch.port.unwrap_or(0)));
+    if launch.target == Target::MinimalNagle {
+        command.arg("--nagle");
+    }
+    start_with_banner(command, launch.target, None)
 }
 
 /// Runs `command` with piped stdout and waits for a line containing `listening on http://ADDR`.
@@ -363,10 +420,18 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
         fastrand::u32(..)
     ));
     std::fs::create_dir_all(scratch.join("logs")).map_err(io("cannot create a scratch dir"))?;
-    let config = render_nchan(&template, &scratch, port, &module, launch.connections);
+    let workers = launch.nchan_workers.max(1);
+    let config = render_nchan(
+        &template,
+        &scratch,
+        port,
+        &module,
+        launch.connections,
+        workers,
+    );
     let config_path = scratch.join("nginx.conf");
     std::fs::write(&config_path, config).map_err(io("cannot write nginx.conf"))?;
-    let child = Command::new(&nginx)
+    let child = command(&nginx, launch)
         .arg("-p")
         .arg(&scratch)
         .arg("-c")
@@ -383,7 +448,7 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
         child,
         addr,
         target: Target::Nchan,
-        banner: format!("nginx + nchan listening on http://{addr} (2 workers)"),
+        banner: format!("nginx + nchan listening on http://{addr} ({workers} workers)"),
         scratch: Some(scratch.clone()),
         stopped: false,
     };
@@ -406,13 +471,15 @@ fn start_nchan(launch: &Launch) -> Result<Spawned, SpawnError> {
     }
 }
 
-/// Fills the template's `{{PREFIX}}`, `{{PORT}}`, `{{MODULE}}` and `{{WORKER_CONNECTIONS}}`.
+/// Fills the template's `{{PREFIX}}`, `{{PORT}}`, `{{MODULE}}`, `{{WORKERS}}` and
+/// `{{WORKER_CONNECTIONS}}`.
 pub fn render_nchan(
     template: &str,
     prefix: &Path,
     port: u16,
     module: &Path,
     connections: usize,
+    workers: usize,
 ) -> String {
     // Each worker may end up with every connection (accept is not balanced), and each client
     // connection is one fd; leave room for the publisher and listeners.
@@ -421,6 +488,7 @@ pub fn render_nchan(
         .replace("{{PREFIX}}", &prefix.display().to_string())
         .replace("{{PORT}}", &port.to_string())
         .replace("{{MODULE}}", &module.display().to_string())
+        .replace("{{WORKERS}}", &workers.to_string())
         .replace("{{WORKER_CONNECTIONS}}", &worker_connections.to_string())
 }
 
@@ -452,6 +520,7 @@ mod tests {
             4321,
             Path::new("/m.so"),
             9000,
+            1,
         );
         let unfilled = config
             .lines()
@@ -461,6 +530,7 @@ mod tests {
         assert!(config.contains("listen 127.0.0.1:4321"));
         assert!(config.contains("load_module /m.so;"));
         assert!(config.contains("worker_connections 10024;"));
+        assert!(config.contains("worker_processes 1;"));
     }
 
     #[test]
