@@ -453,6 +453,15 @@ fn prepare(
         (None, None) if common.spawn => None,
         (None, None) => return Err(usage("give --spawn or --url URL".to_owned())),
     };
+    if common.server_cpus.is_some() && endpoint.is_some() {
+        return Err(usage(
+            "--server-cpus pins a spawned server: give --spawn (or pin yours with taskset)"
+                .to_owned(),
+        ));
+    }
+    if common.nchan_workers == 0 {
+        return Err(usage("--nchan-workers must be at least 1".to_owned()));
+    }
     if common.server_pid.is_some() && endpoint.is_none() {
         return Err(usage(
             "--server-pid goes with --url or a custom target".to_owned(),
