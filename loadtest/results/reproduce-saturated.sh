@@ -6,7 +6,8 @@
 # The server runs on CPU $SERVER_CPUS (default 1) and the harness on CPU $CLIENT_CPUS (default
 # 0). The targets run side by side in one pass: each repetition runs every target and publisher
 # count once, in a rotated order, so that drift on the shared machine hits every target alike.
-# Takes about 8 minutes with the defaults (3 repetitions of 12 runs of 8 s).
+# Takes about 6 minutes with the defaults (3 repetitions of 12 runs of 8 s; the pass
+# committed in 20261202T1338Z-saturated/ took 6).
 #
 # WORKLOAD=paced runs the paced comparisons for the same four targets instead (unpinned, each
 # server with its default workers; the minimal server is one thread either way): 1000
