@@ -20,6 +20,7 @@
 //!   `"n"`/`"t"` payload).
 //! - [`source`]: loopback source addresses and the open-file budget.
 //! - [`spawn`]: starting and stopping `sluice`, the Express baseline and nginx + Nchan.
+//! - [`pin`]: `--server-cpus` / `--client-cpus`, the CPU lists of the pinned workloads.
 //! - [`procfs`]: memory and CPU of a process tree from `/proc`, kernel TCP buffer memory.
 //! - [`handshake`]: full TLS handshakes per second (`handshakes`).
 //! - [`tls`]: the TLS client (`--tls`, `--ca`) and the test CA a spawned TLS server gets.
@@ -29,7 +30,7 @@
 //! - [`ramp`]: connect latency second by second over a `--ramp`.
 //!
 //! Dependencies point one way: `storm → run → transport/publisher → tally/scan/http1` and
-//! `run → account/ramp → tally/report`; `spawn`, `procfs`, `stats`, `source`, `custom`,
+//! `run → account/ramp → tally/report`; `spawn`, `pin`, `procfs`, `stats`, `source`, `custom`,
 //! `regress` and `report` are leaves.
 
 pub mod account;
@@ -37,6 +38,7 @@ pub mod chart;
 pub mod custom;
 pub mod handshake;
 pub mod http1;
+pub mod pin;
 pub mod plan;
 pub mod procfs;
 pub mod publisher;

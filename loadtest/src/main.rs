@@ -20,6 +20,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_loadtest::custom::Custom;
 use sluice_loadtest::handshake::{self, HandshakePlan};
+use sluice_loadtest::pin::CpuList;
 use sluice_loadtest::spawn::TlsFiles;
 use sluice_loadtest::storm::{self, Cut, StormPlan, StormReport};
 use sluice_loadtest::tls::Tls;
@@ -46,8 +47,10 @@ enum Command {
         /// Client protocol.
         #[arg(long, value_enum, default_value = "sse")]
         transport: TransportArg,
-        /// Server kind. express and nchan speak SSE only and need --spawn or a --url of theirs;
-        /// custom is any SSE server, described by --sub (and --pub, --header).
+        /// Server kind. express, nchan, minimal and minimal-nagle speak SSE only and need --spawn
+        /// or a --url of theirs; minimal is the reference server sluice-minimal (one thread, one
+        /// write per delivery, TCP_NODELAY), minimal-nagle the same with Nagle on; custom is any
+        /// SSE server, described by --sub (and --pub, --header).
         #[arg(long, value_enum, default_value = "sluice")]
         target: TargetArg,
         #[command(flatten)]
@@ -124,7 +127,7 @@ enum Command {
         #[arg(long, allow_hyphen_values = true)]
         server_arg: Vec<String>,
         /// Worker processes of a spawned nginx (sluice-nginx, nchan).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = sluice_loadtest::spawn::NGINX_WORKERS)]
         nginx_workers: usize,
         /// The baselines directory; default: this source tree's.
         #[arg(long)]
@@ -197,6 +200,16 @@ struct Common {
     /// The baselines directory (express/, nchan/); default: this source tree's.
     #[arg(long)]
     baselines: Option<PathBuf>,
+    /// The sluice-minimal binary for --spawn of minimal and minimal-nagle; default: next to
+    /// this executable.
+    #[arg(long)]
+    minimal_bin: Option<PathBuf>,
+    /// Run the spawned server on these CPUs only (taskset -c syntax, e.g. 1 or 0,2-3).
+    #[arg(long, value_parser = CpuList::parse)]
+    server_cpus: Option<CpuList>,
+    /// Run the harness (its client threads and publishers) on these CPUs only, e.g. 0.
+    #[arg(long, value_parser = CpuList::parse)]
+    client_cpus: Option<CpuList>,
     /// Channel to subscribe and publish on.
     #[arg(long, default_value = "load")]
     channel: String,
@@ -256,8 +269,9 @@ struct Common {
     /// HTTP/2 streams per connection: the streams go over ceil(connections / N) connections.
     #[arg(long, default_value_t = 1)]
     streams_per_connection: usize,
-    /// Worker processes of a spawned nginx (sluice-nginx, nchan).
-    #[arg(long, default_value_t = 2)]
+    /// Worker processes of a spawned nginx (sluice-nginx, nchan; 1 for the saturated pinned
+    /// workload).
+    #[arg(long, alias = "nchan-workers", default_value_t = sluice_loadtest::spawn::NGINX_WORKERS)]
     nginx_workers: usize,
 }
 
@@ -330,6 +344,8 @@ enum TargetArg {
     /// nginx terminating TLS and HTTP/2 in front of a plain Sluice.
     SluiceNginx,
     Custom,
+    Minimal,
+    MinimalNagle,
 }
 
 impl From<TransportArg> for Transport {
@@ -350,6 +366,8 @@ impl From<TargetArg> for Target {
             TargetArg::Nchan => Target::Nchan,
             TargetArg::SluiceNginx => Target::SluiceNginx,
             TargetArg::Custom => Target::Custom,
+            TargetArg::Minimal => Target::Minimal,
+            TargetArg::MinimalNagle => Target::MinimalNagle,
         }
     }
 }
@@ -400,8 +418,26 @@ fn cancel_on_signal(cancel: Cancel) {
     }
 }
 
+impl Command {
+    fn common(&self) -> Option<&Common> {
+        match self {
+            Command::Run { common, .. }
+            | Command::Storm { common, .. }
+            | Command::Compare { common } => Some(common),
+            Command::Handshakes { .. } => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts, so that every thread of the harness inherits the mask.
+    if let Some(cpus) = cli.command.common().and_then(|c| c.client_cpus.as_ref()) {
+        if let Err(error) = cpus.pin_current_thread() {
+            eprintln!("sluice-loadtest: --client-cpus {cpus}: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let cancel = Cancel::default();
     cancel_on_signal(cancel.clone());
     match cli.command {
@@ -480,6 +516,10 @@ fn main() -> ExitCode {
             let target: Target = target.into();
             if !target.serves_tls() {
                 eprintln!("sluice-loadtest: handshakes: --target sluice, sluice-nginx or nchan");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            if nginx_workers == 0 {
+                eprintln!("sluice-loadtest: --nginx-workers must be at least 1");
                 return ExitCode::from(EXIT_USAGE);
             }
             let plan = HandshakePlan {
@@ -620,6 +660,15 @@ fn prepare(
         (None, None) if common.spawn => None,
         (None, None) => return Err(usage("give --spawn or --url URL".to_owned())),
     };
+    if common.server_cpus.is_some() && endpoint.is_some() {
+        return Err(usage(
+            "--server-cpus pins a spawned server: give --spawn (or pin yours with taskset)"
+                .to_owned(),
+        ));
+    }
+    if common.nginx_workers == 0 {
+        return Err(usage("--nginx-workers must be at least 1".to_owned()));
+    }
     if common.server_pid.is_some() && endpoint.is_none() {
         return Err(usage(
             "--server-pid goes with --url or a custom target".to_owned(),
@@ -811,6 +860,8 @@ fn launch(common: &Common, target: Target) -> Launch {
     launch.http2 = common.http2;
     launch.tls_files = common.tls_args.files();
     launch.nginx_workers = common.nginx_workers;
+    launch.minimal_bin = common.minimal_bin.clone();
+    launch.cpus = common.server_cpus.clone();
     if let Some(dir) = &common.baselines {
         launch.baselines = dir.clone();
     }

@@ -64,6 +64,13 @@ pub enum Target {
     SluiceNginx,
     /// Any SSE server, described by `--sub`, `--header` and `--pub` ([`Custom`]).
     Custom,
+    /// The reference server `sluice-minimal` (SSE only): one thread, blocking sockets, one
+    /// `write(2)` per delivery, `TCP_NODELAY` on.
+    Minimal,
+    /// The same reference server with Nagle's algorithm left on for its streams, as nginx
+    /// leaves it for a streaming response.
+    #[serde(rename = "minimal-nagle")]
+    MinimalNagle,
 }
 
 impl Target {
@@ -75,6 +82,8 @@ impl Target {
             Target::Nchan => "nchan",
             Target::SluiceNginx => "sluice-nginx",
             Target::Custom => "custom",
+            Target::Minimal => "minimal",
+            Target::MinimalNagle => "minimal-nagle",
         }
     }
 
@@ -88,7 +97,9 @@ impl Target {
         match self {
             Target::Sluice | Target::SluiceNginx => "/api/publish".to_owned(),
             Target::Express => "/publish".to_owned(),
-            Target::Nchan => format!("/publish?channel={channel}"),
+            Target::Nchan | Target::Minimal | Target::MinimalNagle => {
+                format!("/publish?channel={channel}")
+            }
             Target::Custom => String::new(),
         }
     }
@@ -436,12 +447,21 @@ impl Plan {
             );
         }
         if self.tls && !self.target.serves_tls() && self.target != Target::Custom {
-            return invalid("tls", "the express baseline serves plain HTTP only");
+            return invalid(
+                "tls",
+                &format!("the {} target serves plain HTTP only", self.target.as_str()),
+            );
         }
         if self.target == Target::Custom && (self.tls || self.http2) {
             return invalid(
                 "tls",
                 "custom targets are reached over plain HTTP/1.1 (their --sub is http://)",
+            );
+        }
+        if self.http2 && !self.target.serves_tls() && self.target != Target::Custom {
+            return invalid(
+                "http2",
+                &format!("the {} target speaks HTTP/1.1 only", self.target.as_str()),
             );
         }
         if self.http2 && !self.tls && matches!(self.target, Target::Nchan | Target::SluiceNginx) {
@@ -688,5 +708,26 @@ mod tests {
         };
         assert_eq!(many.sources(), 18);
         assert_eq!(many.validate(), Ok(()));
+        for target in [Target::Express, Target::Minimal, Target::MinimalNagle] {
+            let tls = Plan {
+                target,
+                tls: true,
+                ..Plan::default()
+            };
+            let Err(PlanError::Invalid { key, reason }) = tls.validate() else {
+                panic!("{target:?} over TLS");
+            };
+            assert_eq!(key, "tls");
+            assert!(reason.contains(target.as_str()), "{reason}");
+            let h2c = Plan {
+                target,
+                http2: true,
+                ..Plan::default()
+            };
+            assert!(
+                matches!(h2c.validate(), Err(PlanError::Invalid { key: "http2", .. })),
+                "{target:?} over h2c"
+            );
+        }
     }
 }

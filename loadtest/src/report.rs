@@ -217,6 +217,10 @@ pub struct Resources {
     pub server_cpu_pct: f64,
     /// Highest one-second server CPU sample.
     pub server_cpu_pct_max: f64,
+    /// Server CPU time from the first publish to the end of the drain, divided by the events
+    /// delivered, µs: the figure that carries over between machines and loads (0 when nothing
+    /// was delivered or the server is not sampled).
+    pub server_cpu_us_per_delivery: f64,
     /// The harness's CPU over the publishing phase (readers and publisher).
     pub harness_cpu_pct: f64,
     /// The harness's peak RSS, MB.
@@ -489,14 +493,15 @@ impl Report {
         } else {
             let _ = writeln!(
             out,
-            "server       RSS {:.1} MB idle, {:.1} MB connected ({:.1} KiB/conn), {:.1} MB peak, {:.1} MB at the end; CPU {:.1}% avg, {:.1}% max",
+            "server       RSS {:.1} MB idle, {:.1} MB connected ({:.1} KiB/conn), {:.1} MB peak, {:.1} MB at the end; CPU {:.1}% avg, {:.1}% max, {:.2} µs per delivery",
             r.server_rss_mb_idle,
             r.server_rss_mb_connected,
             r.server_kib_per_connection,
             r.server_rss_mb_peak,
             r.server_rss_mb_end,
             r.server_cpu_pct,
-            r.server_cpu_pct_max
+            r.server_cpu_pct_max,
+            r.server_cpu_us_per_delivery
         );
         }
         let _ = writeln!(

@@ -624,6 +624,10 @@ fn build_report(
             / connections,
         server_cpu_pct: procfs::cpu_percent((t0, server0), (t1, server1)),
         server_cpu_pct_max: peaks.server_cpu_pct,
+        server_cpu_us_per_delivery: cpu_per_delivery(
+            drained.cpu.saturating_sub(server0.cpu),
+            accounts.delivery.delivered,
+        ),
         harness_cpu_pct: procfs::cpu_percent((t0, own0), (t1, own1)),
         harness_rss_mb_peak: report::mb(peaks.harness_rss_kib),
     };
@@ -660,6 +664,14 @@ fn build_report(
             .then(|| account::listening(conns, publish_seconds)),
         ramp: plan.ramp.map(|rate| crate::ramp::bins(rate, conns)),
     }
+}
+
+/// CPU time per delivered event, µs (0 when nothing was delivered).
+fn cpu_per_delivery(cpu: Duration, delivered: u64) -> f64 {
+    if delivered == 0 {
+        return 0.0;
+    }
+    cpu.as_secs_f64() * 1e6 / delivered as f64
 }
 
 /// A progress bar on stderr, or a hidden one.

@@ -1,7 +1,9 @@
 //! Starting and stopping the server under load: the `sluice` binary, the Express baseline
-//! (`node server.js`), nginx with Nchan, or nginx in front of a plain Sluice (`sluice-nginx`;
-//! nginx configs are written from the templates into a scratch directory). Each listens on a
-//! free loopback port; each is stopped by its PID (SIGTERM, then SIGKILL for it and any
+//! (`node server.js`), nginx with Nchan, nginx in front of a plain Sluice (`sluice-nginx`), or
+//! the reference server `sluice-minimal` (with `--nagle` for `minimal-nagle`); nginx configs are
+//! written from the templates into a scratch directory. With `--server-cpus` the server runs
+//! under `taskset -c LIST` (`sluice-nginx`: nginx and the Sluice behind it both). Each listens
+//! on a free loopback port; each is stopped by its PID (SIGTERM, then SIGKILL for it and any
 //! descendant left), and the scratch directory is removed.
 //!
 //! With `tls` the server serves HTTPS (ALPN `h2` and `http/1.1`): with the certificate files
@@ -22,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::pin::CpuList;
 use crate::plan::Target;
 
 /// Longest wait for a server to listen.
@@ -58,8 +61,13 @@ pub struct Launch {
     pub http2: bool,
     /// The certificate chain, key and CA to use with `tls` (none: a test CA and leaf are made).
     pub tls_files: Option<TlsFiles>,
-    /// Worker processes of nginx (Sluice: `--server-arg=--workers=N`); default 2, one per core.
+    /// Worker processes of a spawned nginx (`nchan`, `sluice-nginx`; Sluice itself:
+    /// `--server-arg=--workers=N`).
     pub nginx_workers: usize,
+    /// The `sluice-minimal` binary; default: next to this executable.
+    pub minimal_bin: Option<PathBuf>,
+    /// Run the server on these CPUs only (`taskset -c`; `sluice-nginx`: both processes).
+    pub cpus: Option<CpuList>,
 }
 
 /// Certificate files for a spawned TLS server.
@@ -72,6 +80,10 @@ pub struct TlsFiles {
     /// The CA the clients trust (none: the system's roots).
     pub ca: Option<PathBuf>,
 }
+
+/// nginx worker processes unless told otherwise: two, like Sluice's two per-core runtimes on a
+/// two-core machine.
+pub const NGINX_WORKERS: usize = 2;
 
 impl Launch {
     /// Defaults for `target`: the baselines of this source tree, `sluice` next to the executable.
@@ -86,7 +98,9 @@ impl Launch {
             tls: false,
             http2: false,
             tls_files: None,
-            nginx_workers: 2,
+            nginx_workers: NGINX_WORKERS,
+            minimal_bin: None,
+            cpus: None,
         }
     }
 }
@@ -172,6 +186,7 @@ impl Spawned {
             Target::Express => start_express(launch),
             Target::Nchan => start_nchan(launch),
             Target::SluiceNginx => start_sluice_nginx(launch),
+            Target::Minimal | Target::MinimalNagle => start_minimal(launch),
             Target::Custom => Err(SpawnError::Custom),
         }
     }
@@ -251,13 +266,31 @@ fn signal(name: &str, pid: u32) {
         .status();
 }
 
+/// `program`, or `taskset -c LIST program` when the launch pins the server (taskset execs the
+/// program, so the PID is the server's).
+fn command(program: &Path, launch: &Launch) -> Command {
+    match &launch.cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpus.to_string()).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// `name` next to this executable (where cargo puts every binary of the workspace).
+fn next_to_exe(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
     let bin = match &launch.server_bin {
         Some(bin) => bin.clone(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join("sluice")))
-            .unwrap_or_else(|| PathBuf::from("sluice")),
+        None => next_to_exe("sluice"),
     };
     if !bin.is_file() {
         return Err(SpawnError::Missing {
@@ -287,7 +320,7 @@ fn start_sluice(launch: &Launch) -> Result<Spawned, SpawnError> {
     } else {
         (Vec::new(), None, None)
     };
-    let mut command = Command::new(&bin);
+    let mut command = command(&bin, launch);
     command
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", launch.port.unwrap_or(0)))
@@ -352,12 +385,35 @@ fn start_express(launch: &Launch) -> Result<Spawned, SpawnError> {
             hint: "run `npm ci --prefix loadtest/baselines/express`",
         });
     }
-    let mut command = Command::new("node");
+    let mut command = command(Path::new("node"), launch);
     command
         .arg(dir.join("server.js"))
         .env("PORT", launch.port.unwrap_or(0).to_string())
         .env("HOST", "127.0.0.1");
     start_with_banner(command, Target::Express, None)
+}
+
+fn start_minimal(launch: &Launch) -> Result<Spawned, SpawnError> {
+    let bin = match &launch.minimal_bin {
+        Some(bin) => bin.clone(),
+        None => next_to_exe("sluice-minimal"),
+    };
+    if !bin.is_file() {
+        return Err(SpawnError::Missing {
+            what: "the reference server binary",
+            path: bin,
+            hint: "build the harness (`cargo build --release -p sluice-loadtest` builds \
+                   sluice-minimal beside sluice-loadtest)",
+        });
+    }
+    let mut command = command(&bin, launch);
+    command
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", launch.port.unwrap_or(0)));
+    if launch.target == Target::MinimalNagle {
+        command.arg("--nagle");
+    }
+    start_with_banner(command, launch.target, None)
 }
 
 /// Runs `command` with piped stdout and waits for a line containing `listening on http://ADDR`.
@@ -518,7 +574,7 @@ fn start_nginx(
         let _ = std::fs::remove_dir_all(&scratch);
         return Err(error);
     }
-    let child = Command::new(&nginx)
+    let child = command(&nginx, launch)
         .arg("-p")
         .arg(&scratch)
         .arg("-c")
@@ -642,7 +698,7 @@ mod tests {
             port: 4321,
             tls: None,
             http2: false,
-            workers: 2,
+            workers: 1,
         };
         let config = render_nginx(&template, Path::new("/tmp/x"), &listen, 9000)
             .replace("{{MODULE}}", "/m.so");
@@ -654,6 +710,7 @@ mod tests {
         assert!(config.contains("listen 127.0.0.1:4321"));
         assert!(config.contains("load_module /m.so;"));
         assert!(config.contains("worker_connections 19024;"));
+        assert!(config.contains("worker_processes 1;"), "{config}");
     }
 
     #[test]
@@ -681,6 +738,7 @@ mod tests {
         assert!(config.contains("ssl_certificate /c.pem;"), "{config}");
         assert!(config.contains("server 127.0.0.1:9"), "{config}");
         assert!(config.contains("proxy_buffering off;"), "{config}");
+        assert!(config.contains("worker_processes 2;"), "{config}");
     }
 
     #[test]
