@@ -3,6 +3,11 @@
 //! refused at their cap, stalled readers are cut off by the write timeout, publishers and
 //! reconnect storms are rate limited, credentials never reach the log, and malformed framing
 //! is refused. Every case is bounded in count and time; nothing asserts on wall-clock speed.
+//!
+//! Settings that came with these bounds are given as `SLUICE_*` environment variables, not
+//! flags, and each case checks the behaviour before the counters that came with it: run against
+//! a binary from before the bounds (`SLUICE_TEST_BIN`, see tests/support), every case starts
+//! and fails on the finding it reproduces (docs/benchmarks.md section 10 lists them).
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,7 +32,8 @@ async fn publish(server: &Server, channel: &str, data: &str) -> (u16, Value) {
 async fn a_publish_flood_to_distinct_channels_stays_within_the_memory_budget() {
     const BUDGET: u64 = 4 * 1024 * 1024;
     const EVENTS: usize = 1_000;
-    let server = Server::start(&["--workers", "1", "--memory-budget", "4MiB"]).await;
+    let server =
+        Server::start_with_env(&["--workers", "1"], &[("SLUICE_MEMORY_BUDGET", "4MiB")]).await;
     let (status, first) = publish(&server, "first", "x").await;
     assert_eq!(status, 200, "{first}");
     let before = server.rss_kib();
@@ -37,6 +43,15 @@ async fn a_publish_flood_to_distinct_channels_stays_within_the_memory_budget() {
         let (status, answer) = publish(&server, &format!("c{i}"), &data).await;
         assert_eq!(status, 200, "publish {i}: {answer}");
     }
+    // The first channel's event was evicted: resuming from before it is a reset.
+    let id = first["id"].as_str().unwrap();
+    let epoch = id.rsplit_once('-').unwrap().0;
+    let opening = opening_events(&server, "first", &format!("{epoch}-0")).await;
+    assert!(opening.iter().any(|e| e == "reset"), "events: {opening:?}");
+    // Resident memory grew by the budget plus a constant, not by the flood.
+    let grown_mib = server.rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 4 + 40, "RSS grew {grown_mib} MiB");
+
     let stats = server.stats().await;
     let held = stats["retainedBytes"].as_u64().expect("retainedBytes");
     assert!(held <= BUDGET, "held {held} > budget: {stats}");
@@ -49,15 +64,6 @@ async fn a_publish_flood_to_distinct_channels_stays_within_the_memory_budget() {
         stats["budgetEvictions"].as_u64().unwrap() > (EVENTS / 2) as u64,
         "{stats}"
     );
-    // Resident memory grew by the budget plus a constant, not by the flood.
-    let grown_mib = server.rss_kib().saturating_sub(before) / 1024;
-    assert!(grown_mib < 4 + 40, "RSS grew {grown_mib} MiB");
-
-    // The first channel's event was evicted: resuming from before it is a reset.
-    let id = first["id"].as_str().unwrap();
-    let epoch = id.rsplit_once('-').unwrap().0;
-    let opening = opening_events(&server, "first", &format!("{epoch}-0")).await;
-    assert!(opening.iter().any(|e| e == "reset"), "events: {opening:?}");
 }
 
 /// Opens `/events?channel=NAME` resuming after `last`; returns the names of its first three
@@ -83,14 +89,13 @@ async fn opening_events(server: &Server, channel: &str, last: &str) -> Vec<Strin
 
 #[tokio::test]
 async fn an_event_larger_than_its_share_of_the_budget_is_refused_with_413() {
-    let server = Server::start(&[
-        "--workers",
-        "1",
-        "--memory-budget",
-        "1MiB",
-        "--max-event-share",
-        "5",
-    ])
+    let server = Server::start_with_env(
+        &["--workers", "1"],
+        &[
+            ("SLUICE_MEMORY_BUDGET", "1MiB"),
+            ("SLUICE_MAX_EVENT_SHARE", "5"),
+        ],
+    )
     .await;
     let before = server.stats().await["historyEvents"].as_u64().unwrap();
     // 40 KB of data is about 80 KB in its two encodings: above 5 % of 1 MiB.
@@ -156,18 +161,14 @@ async fn get_raw(server: &Server, target: &str) -> (u16, String) {
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
     // Only the write timeout can evict here: the frame and byte bounds are far away.
-    let server = Server::start(&[
-        "--workers",
-        "1",
-        "--write-timeout",
-        "1s",
-        "--send-buffer",
-        "16KiB",
-        "--channel-capacity",
-        "100000",
-        "--queue-bytes",
-        "256MiB",
-    ])
+    let server = Server::start_with_env(
+        &["--workers", "1", "--channel-capacity", "100000"],
+        &[
+            ("SLUICE_WRITE_TIMEOUT", "1s"),
+            ("SLUICE_SEND_BUFFER", "16KiB"),
+            ("SLUICE_QUEUE_BYTES", "256MiB"),
+        ],
+    )
     .await;
     let stream = support::connect_small_window(server.addr).await;
     let stalled =
@@ -193,16 +194,14 @@ async fn a_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
 #[tokio::test]
 async fn a_queue_of_few_large_frames_is_as_slow_as_a_full_one() {
     // 40 frames are far below --channel-capacity (256), but 320 KB is past --queue-bytes.
-    let server = Server::start(&[
-        "--workers",
-        "1",
-        "--write-timeout",
-        "1h",
-        "--queue-bytes",
-        "64KiB",
-        "--send-buffer",
-        "16KiB",
-    ])
+    let server = Server::start_with_env(
+        &["--workers", "1"],
+        &[
+            ("SLUICE_WRITE_TIMEOUT", "1h"),
+            ("SLUICE_QUEUE_BYTES", "64KiB"),
+            ("SLUICE_SEND_BUFFER", "16KiB"),
+        ],
+    )
     .await;
     let stream = support::connect_small_window(server.addr).await;
     let stalled =
@@ -226,14 +225,10 @@ async fn a_queue_of_few_large_frames_is_as_slow_as_a_full_one() {
 
 #[tokio::test]
 async fn publishers_over_their_rate_get_429_with_retry_after() {
-    let server = Server::start(&[
-        "--workers",
-        "1",
-        "--publish-rate",
-        "1",
-        "--publish-burst",
-        "3",
-    ])
+    let server = Server::start_with_env(
+        &["--workers", "1"],
+        &[("SLUICE_PUBLISH_RATE", "1"), ("SLUICE_PUBLISH_BURST", "3")],
+    )
     .await;
     let mut refused = 0;
     for i in 0..10 {
@@ -279,7 +274,8 @@ async fn publishers_over_their_rate_get_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_reconnect_storm_from_one_address_is_closed_at_accept() {
-    let server = Server::start(&["--workers", "1", "--connection-rate", "2"]).await;
+    let server =
+        Server::start_with_env(&["--workers", "1"], &[("SLUICE_CONNECTION_RATE", "2")]).await;
     let mut answered = 0;
     let mut closed = 0;
     for _ in 0..20 {

@@ -1,7 +1,8 @@
 //! Request framing checks that hyper leaves to the application (RFC 9112), made before routing.
 //!
 //! hyper answers some malformed requests itself, before any service runs: a request line or
-//! header section over its buffer (`max_buf_size`) gets 431 or 414 with an empty body, bytes it
+//! header section over its buffer (`max_buf_size`, checked between reads, so a head that arrives
+//! in one burst may pass it by up to one read) gets 431 or 414 with an empty body, bytes it
 //! cannot parse get 400 with an empty body, and so does a `Transfer-Encoding` whose last coding is
 //! not `chunked` (or any `Transfer-Encoding` on HTTP/1.0). A request with both
 //! `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.1, the request-smuggling shape) also gets

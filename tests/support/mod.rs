@@ -4,7 +4,8 @@
 //!
 //! - [`server`]: [`Server`], the `sluice` binary on `127.0.0.1:0` (stderr kept and printed when a
 //!   test fails, stopped on drop), its JSON API and `/stats`, and [`Server::settle`], the one wait
-//!   until every worker's inbox has drained.
+//!   until every worker's inbox has drained. `SLUICE_TEST_BIN=<path>` runs the scenarios against
+//!   another build of the binary (an older tree, to show a test failed before its fix).
 //! - [`sse`]: [`RawClient`], the one raw HTTP/1.1 client over TCP, reading streams as parser
 //!   items or as frames (with the id-only position frame).
 //! - [`sse_parse`]: the client-side `text/event-stream` parser (WHATWG), which the server does

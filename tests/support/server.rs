@@ -51,13 +51,21 @@ impl Server {
     /// until the first sample has taken its id (the head's seq is past 0). A cluster node's
     /// samples are node-local and carry no id, so there is nothing to wait for there.
     pub async fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// Like [`Server::start`], with more settings given as their `SLUICE_*` environment
+    /// variables. A binary built before a setting existed ignores the variable but refuses the
+    /// flag, so a scenario that configures its new settings this way still runs against such a
+    /// binary (see [`binary`]) and fails on the behaviour it checks, not at start-up.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let sets_interval = args.iter().any(|a| a.starts_with("--metrics-interval"));
         let mut all: Vec<&str> = Vec::new();
         if !sets_interval {
             all.extend(["--metrics-interval", "1h"]);
         }
         all.extend_from_slice(args);
-        let server = Server::spawn(&all);
+        let server = Server::spawn_with(&all, Vec::new(), "warn", env);
         if !sets_interval {
             server
                 .wait_stats("the first metrics sample", |s| {
@@ -99,15 +107,18 @@ impl Server {
 
     /// Like [`Server::spawn`], with `SLUICE_LOG` set to `filter` (what [`Server::stderr`] holds).
     pub fn spawn_logging(args: &[&str], filter: &str) -> Server {
-        Self::spawn_with(args, Vec::new(), filter)
+        Self::spawn_with(args, Vec::new(), filter, &[])
     }
 
     fn spawn_with_files(args: &[&str], files: Vec<PathBuf>) -> Server {
-        Self::spawn_with(args, files, "warn")
+        Self::spawn_with(args, files, "warn", &[])
     }
 
-    fn spawn_with(args: &[&str], files: Vec<PathBuf>, log: &str) -> Server {
-        let mut child = command(args, log).spawn().expect("spawn the sluice binary");
+    fn spawn_with(args: &[&str], files: Vec<PathBuf>, log: &str, env: &[(&str, &str)]) -> Server {
+        let mut child = command(args, log)
+            .envs(env.iter().copied())
+            .spawn()
+            .expect("spawn the sluice binary");
 
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().expect("piped stderr");
@@ -389,10 +400,19 @@ impl Drop for Server {
     }
 }
 
-/// `sluice --listen 127.0.0.1:0 <args>` with `SLUICE_LOG=<log>` and no other `SLUICE_*` setting
-/// from the developer's shell, its pipes ready for [`Server`] to read.
+/// The binary under test: this tree's `sluice`, or the one `SLUICE_TEST_BIN` names. The override
+/// runs today's scenarios against another build, e.g. the tree before a fix, to show that a test
+/// fails there (docs/benchmarks.md section 10 does this for `tests/abuse.rs`).
+pub fn binary() -> PathBuf {
+    std::env::var_os("SLUICE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice")))
+}
+
+/// `binary() --listen 127.0.0.1:0 <args>` with `SLUICE_LOG=<log>` and no other `SLUICE_*`
+/// setting from the developer's shell, its pipes ready for [`Server`] to read.
 fn command(args: &[&str], log: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut command = Command::new(binary());
     if !args.contains(&"--listen") {
         command.arg("--listen").arg("127.0.0.1:0");
     }
