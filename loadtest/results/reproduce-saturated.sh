@@ -9,6 +9,11 @@
 # Takes about 6 minutes with the defaults (3 repetitions of 12 runs of 8 s; the pass
 # committed in 20261202T1338Z-saturated/ took 6).
 #
+# WORKLOAD=same-rate runs the pinned setup at one publish rate that every target sustains
+# (RATE events/s, default 250, over 1, 4 or 16 publisher connections): when a server delivers
+# faster than the one-core harness reads, `--rate max` measures the harness (its streams fall
+# behind and are cut off as slow consumers), so latency is compared at the same load.
+#
 # WORKLOAD=paced runs the paced comparisons for the same four targets instead (unpinned, each
 # server with its default workers; the minimal server is one thread either way): 1000
 # subscribers × 100 events/s and 9000 × 10 events/s, 20 s each, REPS times (about 10 minutes
@@ -29,6 +34,7 @@ bin=${SLUICE_LOADTEST_BIN:-${CARGO_TARGET_DIR:-target}/release/sluice-loadtest}
 workload=${WORKLOAD:-saturated}
 reps=${REPS:-3}
 server_cpus=${SERVER_CPUS:-1}
+same_rate=${RATE:-250}
 client_cpus=${CLIENT_CPUS:-0}
 out=${1:-loadtest/results/$(date -u +%Y%m%dT%H%MZ)-$workload}
 mkdir -p "$out"
@@ -64,8 +70,12 @@ case $workload in
     duration=${DURATION:-20s}
     loads=(c1000 c9000)
     ;;
+  same-rate)
+    duration=${DURATION:-8s}
+    loads=(i1 i4 i16)
+    ;;
   *)
-    echo "WORKLOAD must be saturated or paced" >&2
+    echo "WORKLOAD must be saturated, same-rate or paced" >&2
     exit 2
     ;;
 esac
@@ -82,6 +92,12 @@ for ((rep = 1; rep <= reps; rep++)); do
           # shellcheck disable=SC2046
           run "$name" run $(target_args "$target") --spawn --connections 1000 --rate max \
             --publishers "${load#p}" --duration "$duration" --drain 10s \
+            --server-cpus "$server_cpus" --client-cpus "$client_cpus"
+          ;;
+        i*)
+          # shellcheck disable=SC2046
+          run "$name" run $(target_args "$target") --spawn --connections 1000 --rate "$same_rate" \
+            --publishers "${load#i}" --duration "$duration" --drain 10s \
             --server-cpus "$server_cpus" --client-cpus "$client_cpus"
           ;;
         c1000)
@@ -103,7 +119,9 @@ from pathlib import Path
 
 out, targets, loads = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
 titles = {"p1": "1 publisher", "p4": "4 publishers", "p16": "16 publishers",
-          "c1000": "1k subs × 100/s", "c9000": "9k subs × 10/s"}
+          "c1000": "1k subs × 100/s", "c9000": "9k subs × 10/s",
+          "i1": "1 publisher, same rate", "i4": "4 publishers, same rate",
+          "i16": "16 publishers, same rate"}
 
 def figures(target, load):
     rows = []
