@@ -258,14 +258,7 @@ async fn publishers_over_their_rate_get_429_with_retry_after() {
     assert!(refused >= 5, "{refused} refused");
     let stats = server.stats().await;
     assert_eq!(stats["publishesRateLimited"], refused, "{stats}");
-    let scrape = http()
-        .get(server.url("/metrics/prometheus"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.prometheus().await;
     assert!(
         scrape.contains(&format!("sluice_publish_rate_limited_total {refused}")),
         "{scrape}"

@@ -10,7 +10,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -145,6 +145,56 @@ async fn served_leaf(addr: SocketAddr, root_pem: &[u8]) -> Option<Vec<u8>> {
     Some(tls.get_ref().1.peer_certificates()?[0].to_vec())
 }
 
+/// Sluice's arguments for an ACME certificate for `localhost` from `directory` (whose TLS
+/// `ca` signs its HTTPS), cached in `cache`.
+fn acme_args(listen: &str, cache: &Path, directory: &str, ca: &Path) -> Vec<String> {
+    [
+        "--listen",
+        listen,
+        "--acme-domain",
+        "localhost",
+        "--acme-contact",
+        "mailto:ops@localhost.localdomain",
+        "--acme-cache",
+        &cache.display().to_string(),
+        "--acme-directory",
+        directory,
+        "--acme-directory-ca",
+        &ca.display().to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The first certificate `server` serves that chains to `root`, waited for up to
+/// `ISSUE_TIMEOUT`.
+async fn issued_leaf(server: &Server, root: &[u8]) -> Vec<u8> {
+    let deadline = Instant::now() + ISSUE_TIMEOUT;
+    loop {
+        if let Some(leaf) = served_leaf(server.addr, root).await {
+            return leaf;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate within {ISSUE_TIMEOUT:?}; sluice stderr:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A client that trusts only `root` and resolves `localhost` to `server`.
+fn client_trusting(root: &[u8], server: &Server) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root).unwrap())
+        .resolve("localhost", server.addr)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn pebble_issues_a_certificate_that_is_served_cached_and_reused() {
     let dir: PathBuf = std::env::temp_dir().join(format!("sluice-acme-{}", std::process::id()));
@@ -155,48 +205,15 @@ async fn pebble_issues_a_certificate_that_is_served_cached_and_reused() {
     let pebble = start_pebble(&dir, port, None);
     let ca = dir.join("ca.pem");
     let listen = format!("127.0.0.1:{port}");
-    let args = |directory: &str| {
-        vec![
-            "--listen".to_owned(),
-            listen.clone(),
-            "--acme-domain".to_owned(),
-            "localhost".to_owned(),
-            "--acme-contact".to_owned(),
-            "mailto:ops@localhost.localdomain".to_owned(),
-            "--acme-cache".to_owned(),
-            cache.display().to_string(),
-            "--acme-directory".to_owned(),
-            directory.to_owned(),
-            "--acme-directory-ca".to_owned(),
-            ca.display().to_string(),
-        ]
-    };
+    let args = |directory: &str| acme_args(&listen, &cache, directory, &ca);
     let first_args = args(&pebble.directory);
     let server = start(&first_args.iter().map(String::as_str).collect::<Vec<_>>());
     let root = pebble_root(&pebble, &std::fs::read_to_string(&ca).unwrap()).await;
 
     // Issued and served: a handshake verifies against pebble's root.
-    let deadline = Instant::now() + ISSUE_TIMEOUT;
-    let issued = loop {
-        if let Some(leaf) = served_leaf(server.addr, &root).await {
-            break leaf;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no certificate within {ISSUE_TIMEOUT:?}; sluice stderr:\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let issued = issued_leaf(&server, &root).await;
     // Every route works over it.
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .no_proxy()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&root).unwrap())
-        .resolve("localhost", server.addr)
-        .build()
-        .unwrap();
+    let client = client_trusting(&root, &server);
     let health = client
         .get(format!("https://localhost:{port}/healthz"))
         .send()
@@ -249,49 +266,17 @@ async fn a_short_lived_certificate_is_renewed_before_expiry_without_dropping_a_s
     let ca = dir.join("ca.pem");
     let listen = format!("127.0.0.1:{port}");
     let cache = dir.join("cache");
-    let args = [
-        "--listen",
-        &listen,
-        "--acme-domain",
-        "localhost",
-        "--acme-contact",
-        "mailto:ops@localhost.localdomain",
-        "--acme-cache",
-        &cache.display().to_string(),
-        "--acme-directory",
-        &pebble.directory,
-        "--acme-directory-ca",
-        &ca.display().to_string(),
-    ]
-    .map(str::to_owned);
+    let args = acme_args(&listen, &cache, &pebble.directory, &ca);
     let server = start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let root = pebble_root(&pebble, &std::fs::read_to_string(&ca).unwrap()).await;
-    let deadline = Instant::now() + ISSUE_TIMEOUT;
-    let first = loop {
-        if let Some(leaf) = served_leaf(server.addr, &root).await {
-            break leaf;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no certificate within {ISSUE_TIMEOUT:?}; sluice stderr:\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let first = issued_leaf(&server, &root).await;
     let (_, first_cert) = x509_parser::parse_x509_certificate(&first).unwrap();
     let lifetime =
         first_cert.validity().not_after.timestamp() - first_cert.validity().not_before.timestamp();
     assert!(lifetime <= 120, "pebble issued a {lifetime} s certificate");
 
     // A stream opened under the first certificate (HTTP/2 over TLS).
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .no_proxy()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&root).unwrap())
-        .resolve("localhost", server.addr)
-        .build()
-        .unwrap();
+    let client = client_trusting(&root, &server);
     let mut stream = client
         .get(format!("https://localhost:{port}/events?channel=renew"))
         .header("accept", "text/event-stream")
@@ -331,14 +316,7 @@ async fn a_short_lived_certificate_is_renewed_before_expiry_without_dropping_a_s
 
     // The stream opened before the renewal still receives events, published over a connection
     // that handshakes with the new certificate.
-    let publisher = reqwest::Client::builder()
-        .use_rustls_tls()
-        .no_proxy()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&root).unwrap())
-        .resolve("localhost", server.addr)
-        .build()
-        .unwrap();
+    let publisher = client_trusting(&root, &server);
     let published = publisher
         .post(format!("https://localhost:{port}/api/publish"))
         .json(&serde_json::json!({"channel": "renew", "data": {"after": "renewal"}}))

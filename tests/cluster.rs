@@ -369,13 +369,7 @@ async fn a_publish_that_timed_out_while_redis_was_frozen_is_published_once_on_re
         status, 503,
         "Redis was frozen past the answer timeout: {answer}"
     );
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("same Idempotency-Key"),
-        "{answer}"
-    );
+    assert_asks_for_a_retry_with_the_same_key(&answer);
     // The frozen script ran once Redis woke up: the retry, on either node, finds it.
     let (status, first) = b.post_json("/api/publish", &body).await;
     assert_eq!(status, 200, "{first}");
@@ -392,6 +386,17 @@ async fn a_publish_that_timed_out_while_redis_was_frozen_is_published_once_on_re
     );
 }
 
+/// A refusal whose error tells the publisher to retry with the same `Idempotency-Key`.
+fn assert_asks_for_a_retry_with_the_same_key(answer: &Value) {
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("same Idempotency-Key"),
+        "{answer}"
+    );
+}
+
 /// Publishes `data` on `node` with an idempotency key until the node accepts it (a node whose
 /// Redis came back empty refuses publishes until it joined the new epoch); the key makes a retry
 /// of a publish that timed out yet was stored return that event instead of a second one.
@@ -403,13 +408,7 @@ async fn publish_until_accepted(node: &Server, data: &str, deadline: Instant) ->
             return answer["id"].as_str().unwrap().to_owned();
         }
         assert_eq!(status, 503, "{answer}");
-        assert!(
-            answer["error"]
-                .as_str()
-                .unwrap()
-                .contains("same Idempotency-Key"),
-            "{answer}"
-        );
+        assert_asks_for_a_retry_with_the_same_key(&answer);
         assert!(
             Instant::now() < deadline,
             "publishes were still refused: {answer}"
@@ -462,15 +461,7 @@ async fn redis_back_empty_gets_a_new_epoch_on_every_node_without_a_restart() {
         let stats = server.stats().await;
         assert_eq!(stats["broker"]["epoch"], new_epoch.as_str(), "{stats}");
         assert_eq!(stats["broker"]["epochChanges"], 1, "{stats}");
-        let scrape = server
-            .http
-            .get(server.url("/metrics/prometheus"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let scrape = server.prometheus().await;
         assert!(
             scrape.contains("\nsluice_broker_epoch_changes_total 1\n"),
             "{scrape}"

@@ -104,6 +104,26 @@ async fn publish_many(server: &Server, channel: &str, count: usize) -> Vec<Strin
     ids
 }
 
+/// The id of an acknowledged publish: asserts the 200 of a `(status, answer)` and returns
+/// `answer["id"]`.
+fn acknowledged((status, answer): (u16, Value)) -> String {
+    assert_eq!(status, 200, "{answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+/// Publishes `data` on channel `news`, asserting a 200; its id.
+async fn publish_news(server: &Server, data: &str) -> String {
+    acknowledged(
+        post(
+            &support::http(),
+            server,
+            "/api/publish",
+            json!({"channel": "news", "data": data}),
+        )
+        .await,
+    )
+}
+
 fn seq_of(id: &str) -> u64 {
     id.rsplit_once('-').unwrap().1.parse().unwrap()
 }
@@ -112,6 +132,11 @@ async fn open(server: &Server, path: &str, headers: &[(&str, &str)]) -> RawClien
     let client = RawClient::request(server.addr, "GET", path, headers, b"").await;
     assert_eq!(client.status, 200, "GET {path}");
     client
+}
+
+/// A stream of channel `news` resumed after the event with id `last`.
+async fn resume_news(server: &Server, last: &str) -> RawClient {
+    open(server, "/events?channel=news", &[("Last-Event-ID", last)]).await
 }
 
 /// Reads events (skipping comments and id-only frames) until one with id `last`, and returns
@@ -145,24 +170,11 @@ async fn acknowledged_events_survive_kill_9_and_resume_exactly() {
     kill_9(&mut first).await;
 
     let second = start(&dir, &[]);
-    let mut stream = open(
-        &second,
-        "/events?channel=news",
-        &[("Last-Event-ID", &ids[4_999])],
-    )
-    .await;
+    let mut stream = resume_news(&second, &ids[4_999]).await;
     let got = ids_through(&mut stream, &ids[9_999]).await;
     assert_eq!(got, ids[5_000..].to_vec(), "exactly events 5,001 to 10,000");
     // Same epoch: new ids continue after the old ones, and arrive live.
-    let (status, answer) = post(
-        &support::http(),
-        &second,
-        "/api/publish",
-        json!({"channel": "news", "data": "live"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let live = answer["id"].as_str().unwrap().to_owned();
+    let live = publish_news(&second, "live").await;
     assert!(seq_of(&live) > seq_of(&ids[9_999]), "{live}");
     assert_eq!(ids_through(&mut stream, &live).await, vec![live.clone()]);
 }
@@ -174,15 +186,15 @@ async fn users_queues_survive_kill_9_and_are_delivered_once() {
     let client = support::http();
     let mut ids = Vec::new();
     for n in 0..200 {
-        let (status, answer) = post(
-            &client,
-            &first,
-            "/api/users/alice/notify",
-            json!({"message": n}),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
-        ids.push(answer["id"].as_str().unwrap().to_owned());
+        ids.push(acknowledged(
+            post(
+                &client,
+                &first,
+                "/api/users/alice/notify",
+                json!({"message": n}),
+            )
+            .await,
+        ));
     }
     kill_9(&mut first).await;
 
@@ -194,15 +206,15 @@ async fn users_queues_survive_kill_9_and_are_delivered_once() {
 
     // Delivered is durable too: the queue is empty after another crash.
     let third = start(&dir, &[]);
-    let (status, answer) = post(
-        &client,
-        &third,
-        "/api/users/alice/notify",
-        json!({"message": "new"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let new = answer["id"].as_str().unwrap().to_owned();
+    let new = acknowledged(
+        post(
+            &client,
+            &third,
+            "/api/users/alice/notify",
+            json!({"message": "new"}),
+        )
+        .await,
+    );
     let mut stream = open(&third, "/events/alice", &[]).await;
     assert_eq!(ids_through(&mut stream, &new).await, vec![new.clone()]);
 }
@@ -239,12 +251,7 @@ async fn a_torn_tail_is_cut_off_logged_and_the_rest_served() {
         .unwrap();
 
     let second = start(&dir, &[]);
-    let mut stream = open(
-        &second,
-        "/events?channel=news",
-        &[("Last-Event-ID", &ids[0])],
-    )
-    .await;
+    let mut stream = resume_news(&second, &ids[0]).await;
     assert_eq!(
         ids_through(&mut stream, &ids[8]).await,
         ids[1..9].to_vec(),
@@ -254,15 +261,7 @@ async fn a_torn_tail_is_cut_off_logged_and_the_rest_served() {
     assert!(log.contains("torn or corrupt"), "stderr: {log}");
     // Appends continue after the cut, and the next event on the stream is the new one: the torn
     // event is gone, nothing else came in between.
-    let (status, answer) = post(
-        &support::http(),
-        &second,
-        "/api/publish",
-        json!({"channel": "news", "data": "after"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let after = answer["id"].as_str().unwrap().to_owned();
+    let after = publish_news(&second, "after").await;
     assert_eq!(ids_through(&mut stream, &after).await, vec![after.clone()]);
 }
 
@@ -335,30 +334,25 @@ async fn a_retry_with_the_same_key_after_kill_9_answers_the_first_id_and_publish
     let dir = DataDir::new("key-kill9");
     let mut first = start(&dir, &[]);
     let body = json!({"channel": "news", "data": "once"});
-    let (status, answer) = post_keyed(&first, "deploy-1", body.clone()).await;
-    assert_eq!(status, 200, "{answer}");
-    let original = answer["id"].as_str().unwrap().to_owned();
+    let original = acknowledged(post_keyed(&first, "deploy-1", body.clone()).await);
     kill_9(&mut first).await;
 
     let second = start(&dir, &[]);
-    let mut stream = open(
-        &second,
-        "/events?channel=news",
-        &[("Last-Event-ID", &original)],
-    )
-    .await;
-    let (status, answer) = post_keyed(&second, "deploy-1", body).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["id"], original.as_str(), "the first attempt's id");
+    let mut stream = resume_news(&second, &original).await;
+    assert_eq!(
+        acknowledged(post_keyed(&second, "deploy-1", body).await),
+        original,
+        "the first attempt's id"
+    );
     // Another key is a new event.
-    let (status, answer) = post_keyed(
-        &second,
-        "deploy-2",
-        json!({"channel": "news", "data": "next"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let next = answer["id"].as_str().unwrap().to_owned();
+    let next = acknowledged(
+        post_keyed(
+            &second,
+            "deploy-2",
+            json!({"channel": "news", "data": "next"}),
+        )
+        .await,
+    );
     assert!(seq_of(&next) > seq_of(&original), "{next}");
     assert_eq!(
         ids_through(&mut stream, &next).await,
@@ -375,12 +369,7 @@ async fn every_fsync_mode_acknowledges_and_keeps_events() {
         let ids = publish_many(&first, "news", 400).await;
         kill_9(&mut first).await;
         let second = start(&dir, &["--fsync", mode]);
-        let mut stream = open(
-            &second,
-            "/events?channel=news",
-            &[("Last-Event-ID", &ids[0])],
-        )
-        .await;
+        let mut stream = resume_news(&second, &ids[0]).await;
         assert_eq!(
             ids_through(&mut stream, &ids[399]).await,
             ids[1..].to_vec(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sluice_loadtest::spawn::TlsFiles;
 use sluice_loadtest::tls::TestPki;
-use sluice_loadtest::{run_spawned, Launch, Plan, Rate, Stall, Target, Transport};
+use sluice_loadtest::{run_spawned, Launch, Plan, Rate, Report, Stall, Target, Transport};
 
 /// A small workload: 300 connections, 40 events/s for 3 s (120 events, 36 000 deliveries).
 fn plan(transport: Transport) -> Plan {
@@ -26,6 +26,56 @@ fn plan(transport: Transport) -> Plan {
         drain: Duration::from_secs(5),
         ..Plan::default()
     }
+}
+
+/// The slow-consumer workload: 20 SSE connections, a fifth of which stop reading once ready,
+/// 100 events/s of ~60 KB for 2 s, and up to 30 s of drain.
+fn stalled_plan() -> Plan {
+    Plan {
+        transport: Transport::Sse,
+        target: Target::Sluice,
+        connections: 20,
+        rate: Rate::PerSecond(100.0),
+        duration: Duration::from_secs(2),
+        drain: Duration::from_secs(30),
+        payload_bytes: 60_000,
+        stall: Stall::from_fraction(0.2).expect("a valid share"),
+        ..Plan::default()
+    }
+}
+
+/// The sluice binary with a 16-frame queue per stream, for `stalled_plan`.
+fn stalled_launch(plan: &Plan) -> Launch {
+    let mut launch = Launch::new(Target::Sluice, plan.connections);
+    launch.server_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice")));
+    launch.server_args = vec!["--channel-capacity=16".to_owned()];
+    launch
+}
+
+/// Every one of `streams` streams got each acknowledged event once, and the run is clean.
+fn assert_every_stream_got_every_event_once(report: &Report, streams: u64) {
+    let summary = report.summary();
+    assert_eq!(report.delivery.lost, 0, "{summary}");
+    assert_eq!(report.delivery.duplicated, 0, "{summary}");
+    assert_eq!(
+        report.delivery.delivered,
+        report.publish.ok * streams,
+        "{summary}"
+    );
+    assert!(report.is_clean(), "{summary}");
+}
+
+/// The 4 stalled readers of a 20-connection run were ready and then cut off by the server,
+/// and the 16 others got every event once.
+fn assert_stalled_cut_off_and_the_rest_whole(report: &Report, plan: &Plan) {
+    let summary = report.summary();
+    let stalled = report.stalled.as_ref().expect("a stalled section");
+    assert_eq!(stalled.ready, 4, "{summary}");
+    assert_eq!(stalled.cut_off, 4, "{summary}");
+    assert!(report.connections.server_evictions >= Some(4), "{summary}");
+    assert_eq!(report.connections.ready, plan.connections, "{summary}");
+    assert_eq!(report.delivery.connections, 16, "{summary}");
+    assert_every_stream_got_every_event_once(report, 16);
 }
 
 fn check(transport: Transport) {
@@ -67,37 +117,13 @@ fn long_polling_delivers_every_event_exactly_once() {
 /// lost, not how fast it arrives.
 #[test]
 fn stalled_sse_readers_are_cut_off_and_nobody_else_loses_anything() {
-    let plan = Plan {
-        transport: Transport::Sse,
-        target: Target::Sluice,
-        connections: 20,
-        rate: Rate::PerSecond(100.0),
-        duration: Duration::from_secs(2),
-        drain: Duration::from_secs(30),
-        payload_bytes: 60_000,
-        stall: Stall::from_fraction(0.2).expect("a valid share"),
-        ..Plan::default()
-    };
-    let mut launch = Launch::new(Target::Sluice, plan.connections);
-    launch.server_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice")));
-    launch.server_args = vec!["--channel-capacity=16".to_owned()];
+    let plan = stalled_plan();
+    let launch = stalled_launch(&plan);
     let report = run_spawned(&plan, &launch).expect("the run is carried out");
     let summary = report.summary();
     let stalled = report.stalled.as_ref().expect("a stalled section");
     assert_eq!(stalled.chosen, 4, "{summary}");
-    assert_eq!(stalled.ready, 4, "{summary}");
-    assert_eq!(stalled.cut_off, 4, "{summary}");
-    assert!(report.connections.server_evictions >= Some(4), "{summary}");
-    assert_eq!(report.connections.ready, plan.connections, "{summary}");
-    assert_eq!(report.delivery.connections, 16, "{summary}");
-    assert_eq!(report.delivery.lost, 0, "{summary}");
-    assert_eq!(report.delivery.duplicated, 0, "{summary}");
-    assert_eq!(
-        report.delivery.delivered,
-        report.publish.ok * 16,
-        "{summary}"
-    );
-    assert!(report.is_clean(), "{summary}");
+    assert_stalled_cut_off_and_the_rest_whole(&report, &plan);
 }
 
 /// A test CA and a leaf for `localhost`/127.0.0.1 in a fresh directory, as `--tls-cert`,
@@ -150,14 +176,7 @@ fn tls_http2_streams_share_connections_and_get_every_event_once() {
     assert_eq!(report.connections.http2_connections, Some(20), "{summary}");
     assert!(report.publish.ok > 0, "{summary}");
     assert_eq!(report.publish.ok, report.publish.sent, "{summary}");
-    assert_eq!(report.delivery.lost, 0, "{summary}");
-    assert_eq!(report.delivery.duplicated, 0, "{summary}");
-    assert_eq!(
-        report.delivery.delivered,
-        report.publish.ok * plan.connections as u64,
-        "{summary}"
-    );
-    assert!(report.is_clean(), "{summary}");
+    assert_every_stream_got_every_event_once(&report, plan.connections as u64);
 }
 
 /// `--tls` over HTTP/1.1 against a Sluice the harness starts with a test CA of its own making
@@ -180,14 +199,7 @@ fn tls_http1_streams_get_every_event_once() {
     assert!(summary.contains("(TLS, HTTP/1.1)"), "{summary}");
     assert_eq!(report.connections.ready, plan.connections, "{summary}");
     assert_eq!(report.connections.http2_connections, None, "{summary}");
-    assert_eq!(report.delivery.lost, 0, "{summary}");
-    assert_eq!(report.delivery.duplicated, 0, "{summary}");
-    assert_eq!(
-        report.delivery.delivered,
-        report.publish.ok * plan.connections as u64,
-        "{summary}"
-    );
-    assert!(report.is_clean(), "{summary}");
+    assert_every_stream_got_every_event_once(&report, plan.connections as u64);
 }
 
 /// A `--ca` that did not sign the server's certificate: the harness refuses the server (its
@@ -222,37 +234,13 @@ fn a_server_certificate_from_another_ca_is_refused() {
 #[test]
 fn stalled_http2_streams_are_reset_and_their_neighbours_lose_nothing() {
     let plan = Plan {
-        transport: Transport::Sse,
-        target: Target::Sluice,
-        connections: 20,
-        rate: Rate::PerSecond(100.0),
-        duration: Duration::from_secs(2),
-        drain: Duration::from_secs(30),
-        payload_bytes: 60_000,
-        stall: Stall::from_fraction(0.2).expect("a valid share"),
         tls: true,
         http2: true,
         streams_per_connection: 10,
-        ..Plan::default()
+        ..stalled_plan()
     };
-    let mut launch = Launch::new(Target::Sluice, plan.connections);
-    launch.server_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice")));
-    launch.server_args = vec!["--channel-capacity=16".to_owned()];
+    let mut launch = stalled_launch(&plan);
     launch.tls = true;
     let report = run_spawned(&plan, &launch).expect("the run is carried out");
-    let summary = report.summary();
-    let stalled = report.stalled.as_ref().expect("a stalled section");
-    assert_eq!(stalled.ready, 4, "{summary}");
-    assert_eq!(stalled.cut_off, 4, "{summary}");
-    assert!(report.connections.server_evictions >= Some(4), "{summary}");
-    assert_eq!(report.connections.ready, plan.connections, "{summary}");
-    assert_eq!(report.delivery.connections, 16, "{summary}");
-    assert_eq!(report.delivery.lost, 0, "{summary}");
-    assert_eq!(report.delivery.duplicated, 0, "{summary}");
-    assert_eq!(
-        report.delivery.delivered,
-        report.publish.ok * 16,
-        "{summary}"
-    );
-    assert!(report.is_clean(), "{summary}");
+    assert_stalled_cut_off_and_the_rest_whole(&report, &plan);
 }

@@ -336,6 +336,17 @@ impl Server {
         response.json().await.expect("stats are JSON")
     }
 
+    /// `GET /metrics/prometheus`: the text exposition.
+    pub async fn prometheus(&self) -> String {
+        let response = self
+            .http
+            .get(self.url("/metrics/prometheus"))
+            .send()
+            .await
+            .expect("GET /metrics/prometheus");
+        response.text().await.expect("the exposition is text")
+    }
+
     /// The id of the last published event (`lastEventId` in `/stats`).
     pub async fn head(&self) -> String {
         self.stats().await["lastEventId"]
