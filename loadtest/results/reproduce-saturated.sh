@@ -39,17 +39,8 @@ client_cpus=${CLIENT_CPUS:-0}
 out=${1:-loadtest/results/$(date -u +%Y%m%dT%H%MZ)-$workload}
 mkdir -p "$out"
 
-run() {
-  local name=$1
-  shift
-  {
-    echo "\$ sluice-loadtest $*"
-    echo "# $(date -u +%FT%TZ) load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$bin" "$@" --quiet --out "$out/$name.json"
-    echo "# exit status: $?"
-    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-  } 2>&1 | tee "$out/$name.txt"
-}
+# shellcheck source=lib.sh
+source "loadtest/results/lib.sh"
 
 # The arguments that make each target the one-core server of the saturated workload.
 target_args() {

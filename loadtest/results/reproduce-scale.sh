@@ -11,20 +11,8 @@ bin=${SLUICE_LOADTEST_BIN:-${CARGO_TARGET_DIR:-target}/release/sluice-loadtest}
 out=${1:-loadtest/results/$(date -u +%Y%m%dT%H%MZ)-scale}
 mkdir -p "$out"
 
-run() {
-  local name=$1
-  shift
-  if [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]]; then
-    return
-  fi
-  {
-    echo "\$ sluice-loadtest $*"
-    echo "# $(date -u +%FT%TZ) load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$bin" "$@" --quiet --out "$out/$name.json"
-    echo "# exit status: $?"
-    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-  } 2>&1 | tee "$out/$name.txt"
-}
+# shellcheck source=lib.sh
+source "loadtest/results/lib.sh"
 
 # Slow consumers: 4 KiB events, so a stalled socket's kernel buffers (~4-5 MB on loopback) and
 # then its 256-frame queue fill within the 20 s.

@@ -14,20 +14,8 @@ bin=${SLUICE_LOADTEST_BIN:-${CARGO_TARGET_DIR:-target}/release/sluice-loadtest}
 out=${1:-loadtest/results/$(date -u +%Y%m%dT%H%MZ)-storm}
 mkdir -p "$out"
 
-run() {
-  local name=$1
-  shift
-  if [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]]; then
-    return
-  fi
-  {
-    echo "\$ sluice-loadtest $*"
-    echo "# $(date -u +%FT%TZ) load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$bin" "$@" --quiet --out "$out/$name.json"
-    echo "# exit status: $?"
-    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-  } 2>&1 | tee "$out/$name.txt"
-}
+# shellcheck source=lib.sh
+source "loadtest/results/lib.sh"
 
 storm="storm --spawn --connections 1000 --rate 100 --before 5s --after 5s"
 run sluice-term $storm --cut term

@@ -10,17 +10,8 @@ bin=${SLUICE_LOADTEST_BIN:-${CARGO_TARGET_DIR:-target}/release/sluice-loadtest}
 out=${1:-loadtest/results/$(date -u +%Y%m%dT%H%MZ)}
 mkdir -p "$out"
 
-run() {
-  local name=$1
-  shift
-  {
-    echo "\$ sluice-loadtest $*"
-    echo "# $(date -u +%FT%TZ) load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$bin" "$@" --quiet --out "$out/$name.json"
-    echo "# exit status: $?"
-    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-  } 2>&1 | tee "$out/$name.txt"
-}
+# shellcheck source=lib.sh
+source "loadtest/results/lib.sh"
 
 run compare-1000 compare --connections 1000 --rate 100 --duration 20s --spawn --svg "$out/compare-1000.svg"
 run express-sse-1000 run --target express --transport sse --connections 1000 --rate 100 --duration 20s --spawn
