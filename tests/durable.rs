@@ -60,18 +60,6 @@ async fn kill_9(server: &mut Server) {
         .expect("killed");
 }
 
-/// `POST path` with a JSON body; the status and the answer.
-async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let response = client
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 /// Publishes `count` events on `channel` from 8 concurrent publishers; returns the ids in seq order.
 async fn publish_many(server: &Server, channel: &str, count: usize) -> Vec<String> {
     let client = support::http();
@@ -114,13 +102,9 @@ fn acknowledged((status, answer): (u16, Value)) -> String {
 /// Publishes `data` on channel `news`, asserting a 200; its id.
 async fn publish_news(server: &Server, data: &str) -> String {
     acknowledged(
-        post(
-            &support::http(),
-            server,
-            "/api/publish",
-            json!({"channel": "news", "data": data}),
-        )
-        .await,
+        server
+            .post_json("/api/publish", &json!({"channel": "news", "data": data}))
+            .await,
     )
 }
 
@@ -183,17 +167,12 @@ async fn acknowledged_events_survive_kill_9_and_resume_exactly() {
 async fn users_queues_survive_kill_9_and_are_delivered_once() {
     let dir = DataDir::new("users");
     let mut first = start(&dir, &[]);
-    let client = support::http();
     let mut ids = Vec::new();
     for n in 0..200 {
         ids.push(acknowledged(
-            post(
-                &client,
-                &first,
-                "/api/users/alice/notify",
-                json!({"message": n}),
-            )
-            .await,
+            first
+                .post_json("/api/users/alice/notify", &json!({"message": n}))
+                .await,
         ));
     }
     kill_9(&mut first).await;
@@ -207,13 +186,9 @@ async fn users_queues_survive_kill_9_and_are_delivered_once() {
     // Delivered is durable too: the queue is empty after another crash.
     let third = start(&dir, &[]);
     let new = acknowledged(
-        post(
-            &client,
-            &third,
-            "/api/users/alice/notify",
-            json!({"message": "new"}),
-        )
-        .await,
+        third
+            .post_json("/api/users/alice/notify", &json!({"message": "new"}))
+            .await,
     );
     let mut stream = open(&third, "/events/alice", &[]).await;
     assert_eq!(ids_through(&mut stream, &new).await, vec![new.clone()]);
@@ -295,13 +270,9 @@ async fn a_second_process_that_cannot_take_the_lock_within_lock_wait_exits_64() 
         "the wait is logged: {stderr}"
     );
     // The first one never noticed.
-    let (status, answer) = post(
-        &support::http(),
-        &first,
-        "/api/publish",
-        json!({"channel": "news", "data": 1}),
-    )
-    .await;
+    let (status, answer) = first
+        .post_json("/api/publish", &json!({"channel": "news", "data": 1}))
+        .await;
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -316,42 +287,38 @@ async fn a_port_in_use_by_a_process_on_another_directory_is_still_refused() {
     assert!(stderr.contains("cannot start on"), "{stderr}");
 }
 
-/// `POST /api/publish` with an `Idempotency-Key`.
-async fn post_keyed(server: &Server, key: &str, body: Value) -> (u16, Value) {
-    let response = support::http()
-        .post(server.url("/api/publish"))
-        .header("Idempotency-Key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn a_retry_with_the_same_key_after_kill_9_answers_the_first_id_and_publishes_nothing() {
     let dir = DataDir::new("key-kill9");
     let mut first = start(&dir, &[]);
     let body = json!({"channel": "news", "data": "once"});
-    let original = acknowledged(post_keyed(&first, "deploy-1", body.clone()).await);
+    let original = acknowledged(
+        first
+            .post_json_keyed("/api/publish", "deploy-1", &body)
+            .await,
+    );
     kill_9(&mut first).await;
 
     let second = start(&dir, &[]);
     let mut stream = resume_news(&second, &original).await;
     assert_eq!(
-        acknowledged(post_keyed(&second, "deploy-1", body).await),
+        acknowledged(
+            second
+                .post_json_keyed("/api/publish", "deploy-1", &body)
+                .await
+        ),
         original,
         "the first attempt's id"
     );
     // Another key is a new event.
     let next = acknowledged(
-        post_keyed(
-            &second,
-            "deploy-2",
-            json!({"channel": "news", "data": "next"}),
-        )
-        .await,
+        second
+            .post_json_keyed(
+                "/api/publish",
+                "deploy-2",
+                &json!({"channel": "news", "data": "next"}),
+            )
+            .await,
     );
     assert!(seq_of(&next) > seq_of(&original), "{next}");
     assert_eq!(

@@ -10,13 +10,10 @@ use serde_json::{json, Value};
 use support::{RawClient, Server};
 
 async fn post(server: &Server, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = support::http().post(server.url(path)).json(&body);
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
+    match key {
+        Some(key) => server.post_json_keyed(path, key, &body).await,
+        None => server.post_json(path, &body).await,
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
 }
 
 async fn post_text(server: &Server, key: &str, text: &str) -> (u16, Value) {

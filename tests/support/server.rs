@@ -259,6 +259,20 @@ impl Server {
         post_json_with(&self.http, &self.base, path, body).await
     }
 
+    /// [`Server::post_json`] with an `Idempotency-Key` header.
+    pub async fn post_json_keyed(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// `POST path` with a `text/plain` body.
     pub async fn post_text(&self, path_and_query: &str, body: &str) -> (u16, Value) {
         let response = self
